@@ -1,0 +1,206 @@
+//! Just enough DER to find our way around certificates and public keys without an allocator.
+//!
+//! The fingerprint must be computed over exactly the bytes of one DER object, and we must be
+//! able to tell a certificate from a bare SubjectPublicKeyInfo and to pull the EK public key
+//! out of a certificate. A full X.509 parser needs `alloc`; this walker needs nothing, never
+//! panics on any input (property-tested), and rejects indefinite or over-long lengths.
+
+/// DER tag numbers we need (universal class, constructed where applicable).
+pub const SEQUENCE: u8 = 0x30;
+pub const INTEGER: u8 = 0x02;
+pub const BIT_STRING: u8 = 0x03;
+pub const OID: u8 = 0x06;
+/// `[0] EXPLICIT` context tag (certificate version).
+pub const CONTEXT_0: u8 = 0xa0;
+
+/// Why some bytes are not the DER we expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum DerError {
+    /// The input ended inside a tag, a length or a value.
+    Truncated,
+    /// Indefinite length (BER), or a length that does not fit in four bytes.
+    BadLength,
+    /// Multi-byte tag numbers: never used by the structures we read.
+    UnsupportedTag,
+    /// A tag other than the one the structure requires.
+    UnexpectedTag { expected: u8, found: u8 },
+}
+
+/// One tag-length-value object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tlv<'a> {
+    pub tag: u8,
+    /// The value bytes (without tag and length).
+    pub value: &'a [u8],
+    /// The whole encoding (tag, length and value).
+    pub raw: &'a [u8],
+}
+
+/// Reads one TLV from the front of `input`; returns it and the bytes after it.
+pub fn read_tlv(input: &[u8]) -> Result<(Tlv<'_>, &[u8]), DerError> {
+    let (&tag, rest) = input.split_first().ok_or(DerError::Truncated)?;
+    if tag & 0x1f == 0x1f {
+        return Err(DerError::UnsupportedTag);
+    }
+    let (&first, mut rest) = rest.split_first().ok_or(DerError::Truncated)?;
+    let len = if first < 0x80 {
+        first as usize
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 {
+            return Err(DerError::BadLength);
+        }
+        if rest.len() < n {
+            return Err(DerError::Truncated);
+        }
+        let mut len = 0usize;
+        for &b in &rest[..n] {
+            len = (len << 8) | b as usize;
+        }
+        rest = &rest[n..];
+        len
+    };
+    if rest.len() < len {
+        return Err(DerError::Truncated);
+    }
+    let header = input.len() - rest.len();
+    let total = header + len;
+    Ok((
+        Tlv {
+            tag,
+            value: &rest[..len],
+            raw: &input[..total],
+        },
+        &rest[len..],
+    ))
+}
+
+/// Reads one TLV with the given tag.
+pub fn expect(input: &[u8], tag: u8) -> Result<(Tlv<'_>, &[u8]), DerError> {
+    let (tlv, rest) = read_tlv(input)?;
+    if tlv.tag != tag {
+        return Err(DerError::UnexpectedTag {
+            expected: tag,
+            found: tlv.tag,
+        });
+    }
+    Ok((tlv, rest))
+}
+
+/// Length of the first DER object in `input`, for buffers that carry padding after it
+/// (TPM NV indices are often larger than the certificate they hold).
+pub fn object_len(input: &[u8]) -> Result<usize, DerError> {
+    read_tlv(input).map(|(tlv, _)| tlv.raw.len())
+}
+
+/// The parts of an X.509 certificate the trust model needs, borrowed from its DER.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertificateRef<'a> {
+    /// The whole certificate DER.
+    pub raw: &'a [u8],
+    /// `tbsCertificate` (the signed part), whole TLV.
+    pub tbs: &'a [u8],
+    /// `subjectPublicKeyInfo`, whole TLV.
+    pub spki: &'a [u8],
+}
+
+/// Recognises `Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signature }`
+/// with the TBS fields up to the SubjectPublicKeyInfo, which is returned.
+pub fn parse_certificate(der: &[u8]) -> Result<CertificateRef<'_>, DerError> {
+    let (cert, _) = expect(der, SEQUENCE)?;
+    let (tbs, rest) = expect(cert.value, SEQUENCE)?;
+    let (_sig_alg, rest) = expect(rest, SEQUENCE)?;
+    let (_sig, _) = expect(rest, BIT_STRING)?;
+    let mut fields = tbs.value;
+    if fields.first() == Some(&CONTEXT_0) {
+        fields = read_tlv(fields)?.1;
+    }
+    let (_serial, fields) = expect(fields, INTEGER)?;
+    let (_sig_alg, fields) = expect(fields, SEQUENCE)?;
+    let (_issuer, fields) = expect(fields, SEQUENCE)?;
+    let (_validity, fields) = expect(fields, SEQUENCE)?;
+    let (_subject, fields) = expect(fields, SEQUENCE)?;
+    let (spki, _) = expect(fields, SEQUENCE)?;
+    parse_spki(spki.raw)?;
+    Ok(CertificateRef {
+        raw: cert.raw,
+        tbs: tbs.raw,
+        spki: spki.raw,
+    })
+}
+
+/// The parts of a SubjectPublicKeyInfo, borrowed from its DER.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpkiRef<'a> {
+    /// The whole SPKI DER.
+    pub raw: &'a [u8],
+    /// The algorithm OID (value bytes).
+    pub algorithm: &'a [u8],
+    /// The algorithm parameters TLV (curve OID for EC keys, NULL for RSA), if any.
+    pub parameters: Option<Tlv<'a>>,
+    /// The public key bits (BIT STRING value without its unused-bits byte).
+    pub key: &'a [u8],
+}
+
+/// Recognises `SubjectPublicKeyInfo ::= SEQUENCE { AlgorithmIdentifier, BIT STRING }`.
+pub fn parse_spki(der: &[u8]) -> Result<SpkiRef<'_>, DerError> {
+    let (spki, _) = expect(der, SEQUENCE)?;
+    let (alg, rest) = expect(spki.value, SEQUENCE)?;
+    let (bits, _) = expect(rest, BIT_STRING)?;
+    let (oid, params) = expect(alg.value, OID)?;
+    let parameters = if params.is_empty() {
+        None
+    } else {
+        Some(read_tlv(params)?.0)
+    };
+    let (&unused, key) = bits.value.split_first().ok_or(DerError::Truncated)?;
+    if unused != 0 {
+        return Err(DerError::BadLength);
+    }
+    Ok(SpkiRef {
+        raw: spki.raw,
+        algorithm: oid.value,
+        parameters,
+        key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_and_long_lengths() {
+        let (tlv, rest) = read_tlv(&[0x04, 0x02, 0xaa, 0xbb, 0xcc]).unwrap();
+        assert_eq!(
+            (tlv.tag, tlv.value, rest),
+            (0x04, &[0xaa, 0xbb][..], &[0xcc][..])
+        );
+        let mut long = [0u8; 3 + 200];
+        long[..3].copy_from_slice(&[0x04, 0x81, 200]);
+        assert_eq!(read_tlv(&long).unwrap().0.value.len(), 200);
+    }
+
+    #[test]
+    fn rejects_bad_lengths() {
+        assert_eq!(read_tlv(&[]), Err(DerError::Truncated));
+        assert_eq!(read_tlv(&[0x30]), Err(DerError::Truncated));
+        assert_eq!(read_tlv(&[0x30, 0x80]), Err(DerError::BadLength));
+        assert_eq!(
+            read_tlv(&[0x30, 0x85, 1, 1, 1, 1, 1]),
+            Err(DerError::BadLength)
+        );
+        assert_eq!(read_tlv(&[0x30, 0x03, 1]), Err(DerError::Truncated));
+        assert_eq!(read_tlv(&[0x1f, 0x01, 0]), Err(DerError::UnsupportedTag));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = parse_certificate(&bytes);
+            let _ = parse_spki(&bytes);
+            let _ = object_len(&bytes);
+        }
+    }
+}

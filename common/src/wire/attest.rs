@@ -1,0 +1,125 @@
+//! Challenge and attestation: the push model's two round trips.
+
+use heapless::{String, Vec};
+use serde::{Deserialize, Serialize};
+
+use super::blob::{Blob, Hex, HexVec};
+use super::timestamp::Timestamp;
+use super::{MACHINE_ID_LEN, MAX_PCR_VALUES, MAX_QUOTE, MAX_TPMT_SIGNATURE, NONCE_ID_LEN, URL_LEN};
+use crate::fingerprint::Fingerprint;
+use crate::lifecycle::{Action, Status};
+use crate::nonce::{NONCE_LEN, NonceSignature};
+
+/// TPM hash algorithms that PCR banks and quotes use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[serde(rename_all = "lowercase")]
+pub enum HashAlg {
+    Sha1,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl HashAlg {
+    /// Digest size in bytes.
+    pub fn digest_len(self) -> usize {
+        match self {
+            HashAlg::Sha1 => 20,
+            HashAlg::Sha256 => 32,
+            HashAlg::Sha384 => 48,
+            HashAlg::Sha512 => 64,
+        }
+    }
+}
+
+/// PCRs of one bank.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PcrBank {
+    pub hash_alg: HashAlg,
+    /// PCR indices, 0–23.
+    pub pcrs: Vec<u8, 24>,
+}
+
+pub type PcrSelection = Vec<PcrBank, 4>;
+
+/// `POST /api/v1/attest/challenge` (the body is optional).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ChallengeRequest {
+    #[serde(default)]
+    pub ek_fingerprint: Option<Fingerprint>,
+}
+
+/// A single-use server nonce with its lifetime and what to quote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeResponse {
+    pub nonce_id: String<NONCE_ID_LEN>,
+    pub nonce: Hex<NONCE_LEN>,
+    pub expires_at: Timestamp,
+    pub pcr_selection: PcrSelection,
+    /// Hash algorithm of the quote signature.
+    pub hash_alg: HashAlg,
+}
+
+/// One PCR value (hex in JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PcrValue {
+    pub hash_alg: HashAlg,
+    pub index: u8,
+    pub value: HexVec<64>,
+}
+
+/// `POST /api/v1/attest`: TPM2_Quote output over the challenge nonce.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestRequest {
+    pub ek_fingerprint: Fingerprint,
+    pub nonce_id: String<NONCE_ID_LEN>,
+    /// The agent's own nonce: the server signs its answer over it.
+    pub agent_nonce: Hex<NONCE_LEN>,
+    /// TPMS_ATTEST bytes (base64 in JSON).
+    pub quote: Blob<MAX_QUOTE>,
+    /// TPMT_SIGNATURE bytes (base64 in JSON).
+    pub signature: Blob<MAX_TPMT_SIGNATURE>,
+    pub pcr_values: Vec<PcrValue, MAX_PCR_VALUES>,
+    /// HMAC-SHA384(activated secret, challenge nonce), on the first attestation after
+    /// registration with an AK.
+    #[serde(default)]
+    pub activation_proof: Option<Hex<48>>,
+}
+
+/// The answer to an attestation; `signature` covers everything else in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestResponse {
+    pub machine_id: String<MACHINE_ID_LEN>,
+    pub status: Status,
+    pub action: Action,
+    #[serde(default)]
+    pub config_url: Option<String<URL_LEN>>,
+    pub seconds_to_next_attestation: u32,
+    /// Server response key over (agent nonce, [`AttestResponse::signed_context`]), domain
+    /// `action`.
+    pub signature: NonceSignature,
+}
+
+/// Bytes of the largest signed context (postcard of the fields other than the signature).
+pub const MAX_SIGNED_CONTEXT: usize = 5 + MACHINE_ID_LEN + 2 + 3 + URL_LEN + 5 + 8;
+
+impl AttestResponse {
+    /// The bytes the signature covers besides the agent's nonce: the postcard encoding of
+    /// every other field, so no field can be changed without breaking it.
+    pub fn signed_context(&self) -> Vec<u8, MAX_SIGNED_CONTEXT> {
+        let fields = (
+            &self.machine_id,
+            self.status,
+            self.action,
+            &self.config_url,
+            self.seconds_to_next_attestation,
+        );
+        let mut buf = [0u8; MAX_SIGNED_CONTEXT];
+        // Every field is bounded and MAX_SIGNED_CONTEXT covers their largest encoding.
+        let used = postcard::to_slice(&fields, &mut buf)
+            .map(|s| s.len())
+            .unwrap_or(0);
+        Vec::from_slice(&buf[..used]).unwrap_or_default()
+    }
+}
