@@ -255,7 +255,7 @@ impl<const N: usize, const EXACT: bool> serde::de::Visitor<'_> for HexVisitor<N,
         }
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<u8, N>, E> {
-        if v.len() % 2 != 0 || v.len() > 2 * N || (EXACT && v.len() != 2 * N) {
+        if !v.len().is_multiple_of(2) || v.len() > 2 * N || (EXACT && v.len() != 2 * N) {
             return Err(E::invalid_length(v.len() / 2, &self));
         }
         let mut out = Vec::new();

@@ -42,7 +42,11 @@ pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         DecodeError {
-            field: if path == "." { String::new() } else { path },
+            field: if path == "." || path == "?" {
+                String::new()
+            } else {
+                path
+            },
             message: e.into_inner().to_string(),
         }
     })?;
