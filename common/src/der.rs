@@ -27,6 +27,19 @@ pub enum DerError {
     UnexpectedTag { expected: u8, found: u8 },
 }
 
+impl core::fmt::Display for DerError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DerError::Truncated => f.write_str("truncated (neither PEM nor complete DER)"),
+            DerError::BadLength => f.write_str("indefinite or over-long length"),
+            DerError::UnsupportedTag => f.write_str("multi-byte tag"),
+            DerError::UnexpectedTag { expected, found } => {
+                write!(f, "tag {found:#04x} where {expected:#04x} was expected")
+            }
+        }
+    }
+}
+
 /// One tag-length-value object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tlv<'a> {

@@ -198,7 +198,7 @@ impl fmt::Display for FingerprintError {
             FingerprintError::TooLarge { max } => {
                 write!(f, "EK material larger than {max} bytes of DER")
             }
-            FingerprintError::Der(e) => write!(f, "not valid DER: {e:?}"),
+            FingerprintError::Der(e) => write!(f, "not valid DER: {e}"),
             FingerprintError::TrailingData {
                 object_len,
                 input_len,
