@@ -1,0 +1,8 @@
+//! The attestation control plane.
+//!
+//! The HTTP layer (`http`) is a thin tide adapter served from our own smol accept loop; the
+//! logic it will call lives in framework-free modules, so tide (unmaintained) can be replaced
+//! without touching it. Configuration comes from `ITL_*` environment variables (`config`).
+
+pub mod config;
+pub mod http;
