@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what the tests need, only what is missing; safe to run again.
+# Debian packages: swtpm and swtpm-tools (software TPM with EK certificates), tpm2-tools
+# (cross-checks), libtss2-dev and pkg-config (tss-esapi), openssl (cross-checks).
+set -euo pipefail
+
+packages=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config openssl)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "ci/setup.sh: installing ${missing[*]}"
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "ci/setup.sh: need root or sudo to install ${missing[*]}" >&2; exit 1; }
+    sudo=(sudo)
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "ci/setup.sh: system packages present (${packages[*]})"
+fi
+
+# The pinned toolchain (rust-toolchain.toml) must already be installed: rustup must never
+# download one here.
+want=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$(dirname "$0")/../rust-toolchain.toml")
+if ! rustup toolchain list 2>/dev/null | grep -q "^$want"; then
+  echo "ci/setup.sh: Rust toolchain $want (rust-toolchain.toml) is not installed" >&2
+  exit 1
+fi
+for component in clippy rustfmt; do
+  rustup component list --toolchain "$want" --installed 2>/dev/null | grep -q "^$component" || {
+    echo "ci/setup.sh: rustup component $component is missing for $want" >&2
+    exit 1
+  }
+done

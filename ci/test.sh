@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every check and test. Installs what the tests need first (ci/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "setup"
+./ci/setup.sh
+
+step "format"
+cargo fmt --all --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "common without std (no allocator) and with defmt"
+cargo build -p attest-common --no-default-features --locked
+cargo check -p attest-common --no-default-features --features defmt --locked
+cargo build -p attest-firmware --locked
+
+step "tests"
+cargo test --workspace --locked
+
+echo
+echo "ci/test.sh: all checks passed"
