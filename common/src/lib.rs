@@ -6,15 +6,18 @@
 //! test, fuzz and cross-check against OpenSSL and the TPM, instead of three that drift.
 //!
 //! Features: `std` (default) adds field-naming decoders for JSON and postcard; `defmt` adds
-//! `defmt::Format` derives for firmware logging.
+//! `defmt::Format` derives for firmware logging; `verifier` adds RSA verification and software
+//! MakeCredential (server side; needs an allocator); `aws-lc` adds the aws-lc-rs provider.
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod crypto;
 pub mod der;
 pub mod fingerprint;
 pub mod hex;
 pub mod lifecycle;
 pub mod nonce;
+pub mod tpm;
 pub mod wire;
 
 pub use fingerprint::{EkFingerprint, EkSource, Fingerprint, ek_fingerprint};

@@ -3,15 +3,13 @@
 //! Thin binary over `attest-common` (formats, fingerprints) and tss-esapi (the TPM). Output
 //! is `key=value` lines on stdout so scripts can read it; diagnostics go to stderr.
 
-mod tpm;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
-use tpm::{EkType, Tpm};
+use attest_host_agent::tpm::{EkType, Tpm};
 
 #[derive(Parser)]
 #[command(

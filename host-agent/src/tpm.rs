@@ -8,12 +8,35 @@ use std::str::FromStr;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use attest_common::EkSource;
+use attest_common::wire::{HashAlg, HexVec, PcrBank, PcrValue};
 use tss_esapi::Context;
-use tss_esapi::abstraction::{AsymmetricAlgorithmSelection, ek, nv};
+use tss_esapi::abstraction::{AsymmetricAlgorithmSelection, ak, ek, nv, pcr};
+use tss_esapi::attributes::SessionAttributesBuilder;
+use tss_esapi::constants::SessionType;
+use tss_esapi::handles::{AuthHandle, KeyHandle};
+use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
-use tss_esapi::structures::Public;
+use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
+use tss_esapi::structures::{
+    Data, Digest, DigestList, EncryptedSecret, IdObject, PcrSelectionListBuilder, PcrSlot, Public,
+    SignatureScheme, SymmetricDefinition,
+};
 use tss_esapi::tcti_ldr::TctiNameConf;
+use tss_esapi::traits::Marshall;
+
+/// PolicyA and PolicyC for SHA-384 (TCG EK Credential Profile 2.5, §B.6): the P-384 EK's
+/// policy is PolicyOR(PolicyA, PolicyC), and PolicyA is PolicySecret(TPM_RH_ENDORSEMENT).
+const POLICY_A_SHA384: [u8; 48] = [
+    0x8b, 0xbf, 0x22, 0x66, 0x53, 0x7c, 0x17, 0x1c, 0xb5, 0x6e, 0x40, 0x3c, 0x4d, 0xc1, 0xd4, 0xb6,
+    0x4f, 0x43, 0x26, 0x11, 0xdc, 0x38, 0x6e, 0x6f, 0x53, 0x20, 0x50, 0xc3, 0x27, 0x8c, 0x93, 0x0e,
+    0x14, 0x3e, 0x8b, 0xb1, 0x13, 0x38, 0x24, 0xcc, 0xb4, 0x31, 0x05, 0x38, 0x71, 0xc6, 0xdb, 0x53,
+];
+const POLICY_C_SHA384: [u8; 48] = [
+    0xd6, 0x03, 0x2c, 0xe6, 0x1f, 0x2f, 0xb3, 0xc2, 0x40, 0xeb, 0x3c, 0xf6, 0xa3, 0x32, 0x37, 0xef,
+    0x2b, 0x6a, 0x16, 0xf4, 0x29, 0x3c, 0x22, 0xb4, 0x55, 0xe2, 0x61, 0xcf, 0xfd, 0x21, 0x7a, 0xd5,
+    0xb4, 0x94, 0x7c, 0x2d, 0x73, 0xe6, 0x30, 0x05, 0xee, 0xd2, 0xdc, 0x2b, 0x35, 0x93, 0xd1, 0x65,
+];
 
 /// The EK key types the system uses, preferred first (CNSA: P-384).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -48,6 +71,52 @@ impl EkType {
             EkType::Rsa2048 => AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
         }
     }
+}
+
+/// The AK key types: P-384 with ECDSA/SHA-384 (default, CNSA) or RSA-2048 with
+/// RSASSA/SHA-256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AkType {
+    #[value(name = "ecc-p384")]
+    EccP384,
+    #[value(name = "rsa-2048")]
+    Rsa2048,
+}
+
+/// A loaded attestation key.
+#[derive(Debug)]
+pub struct Ak {
+    pub handle: KeyHandle,
+    /// TPM2B_PUBLIC, as sent to the server.
+    pub public_tpm2b: Vec<u8>,
+    /// The TPM's Name of the AK.
+    pub name: Vec<u8>,
+}
+
+/// Removes a TPM2B size prefix, checking it.
+fn tpm2b_body(bytes: &[u8]) -> Result<&[u8]> {
+    match bytes {
+        [hi, lo, body @ ..] if usize::from(u16::from_be_bytes([*hi, *lo])) == body.len() => {
+            Ok(body)
+        }
+        _ => bail!("not a TPM2B structure (size prefix does not match)"),
+    }
+}
+
+/// TPM2B form of a marshalled structure.
+fn tpm2b(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+fn tss_hash(alg: HashAlg) -> Result<HashingAlgorithm> {
+    Ok(match alg {
+        HashAlg::Sha1 => bail!("SHA-1 PCR banks are not used"),
+        HashAlg::Sha256 => HashingAlgorithm::Sha256,
+        HashAlg::Sha384 => HashingAlgorithm::Sha384,
+        HashAlg::Sha512 => HashingAlgorithm::Sha512,
+    })
 }
 
 /// The EK material that names this TPM.
@@ -108,6 +177,189 @@ impl Tpm {
             .flush_context(handle.into())
             .context("flushing the EK")?;
         spki_der(&public.context("reading the EK public area")?)
+    }
+
+    /// Creates the EK of `ek_type` from its TCG template and returns its handle.
+    pub fn ek(&mut self, ek_type: EkType) -> Result<KeyHandle> {
+        ek::create_ek_object_2(&mut self.ctx, ek_type.selection(), None)
+            .with_context(|| format!("creating the {} EK from its template", ek_type.name()))
+    }
+
+    /// The TPMT_PUBLIC of a loaded object, marshalled, and the TPM's Name for it.
+    pub fn public_area(&mut self, handle: KeyHandle) -> Result<(Vec<u8>, Vec<u8>)> {
+        let (public, name, _) = self
+            .ctx
+            .read_public(handle)
+            .context("reading a public area")?;
+        Ok((public.marshall()?, name.value().to_vec()))
+    }
+
+    /// Creates an AK under the EK (restricted signing key, with the EK's policy session)
+    /// and loads it.
+    pub fn create_ak(&mut self, ek: KeyHandle, ak_type: AkType) -> Result<Ak> {
+        let (hash, key, scheme) = match ak_type {
+            AkType::EccP384 => (
+                HashingAlgorithm::Sha384,
+                AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP384),
+                SignatureSchemeAlgorithm::EcDsa,
+            ),
+            AkType::Rsa2048 => (
+                HashingAlgorithm::Sha256,
+                AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
+                SignatureSchemeAlgorithm::RsaSsa,
+            ),
+        };
+        let created = ak::create_ak_2(&mut self.ctx, ek, hash, key, scheme, None, None)
+            .context("creating the AK under the EK")?;
+        let handle = ak::load_ak(
+            &mut self.ctx,
+            ek,
+            None,
+            created.out_private,
+            created.out_public,
+        )
+        .context("loading the AK")?;
+        let (public, name) = self.public_area(handle)?;
+        Ok(Ak {
+            handle,
+            public_tpm2b: tpm2b(&public),
+            name,
+        })
+    }
+
+    /// A policy session that satisfies the EK's authPolicy: PolicySecret(endorsement), and
+    /// for the P-384 EK then PolicyOR(PolicyA, PolicyC).
+    fn ek_policy_session(&mut self, ek_type: EkType) -> Result<AuthSession> {
+        let (hash, symmetric) = match ek_type {
+            EkType::Rsa2048 => (HashingAlgorithm::Sha256, SymmetricDefinition::AES_128_CFB),
+            EkType::EccP384 => (HashingAlgorithm::Sha384, SymmetricDefinition::AES_256_CFB),
+        };
+        let session = self
+            .ctx
+            .start_auth_session(None, None, None, SessionType::Policy, symmetric, hash)
+            .context("starting the EK policy session")?
+            .ok_or_else(|| anyhow!("the TPM returned no session"))?;
+        let (attributes, mask) = SessionAttributesBuilder::new()
+            .with_decrypt(true)
+            .with_encrypt(true)
+            .build();
+        self.ctx.tr_sess_set_attributes(session, attributes, mask)?;
+        let policy = PolicySession::try_from(session)?;
+        self.ctx
+            .execute_with_nullauth_session(|ctx| {
+                ctx.policy_secret(
+                    policy,
+                    AuthHandle::Endorsement,
+                    Default::default(),
+                    Default::default(),
+                    Default::default(),
+                    None,
+                )
+            })
+            .context("PolicySecret(endorsement)")?;
+        if ek_type == EkType::EccP384 {
+            let mut digests = DigestList::new();
+            digests.add(Digest::try_from(POLICY_A_SHA384.as_slice())?)?;
+            digests.add(Digest::try_from(POLICY_C_SHA384.as_slice())?)?;
+            self.ctx
+                .policy_or(policy, digests)
+                .context("PolicyOR(PolicyA, PolicyC)")?;
+        }
+        Ok(session)
+    }
+
+    /// TPM2_ActivateCredential: recovers the secret of a credential made for (EK, AK name).
+    /// `credential_blob` and `encrypted_secret` are TPM2B_ID_OBJECT and
+    /// TPM2B_ENCRYPTED_SECRET with their size prefixes.
+    pub fn activate_credential(
+        &mut self,
+        ak: KeyHandle,
+        ek: KeyHandle,
+        ek_type: EkType,
+        credential_blob: &[u8],
+        encrypted_secret: &[u8],
+    ) -> Result<Vec<u8>> {
+        let id_object = IdObject::try_from(tpm2b_body(credential_blob)?.to_vec())?;
+        let secret = EncryptedSecret::try_from(tpm2b_body(encrypted_secret)?.to_vec())?;
+        let session = self.ek_policy_session(ek_type)?;
+        let result = self
+            .ctx
+            .execute_with_sessions((Some(AuthSession::Password), Some(session), None), |ctx| {
+                ctx.activate_credential(ak, ek, id_object, secret)
+            });
+        let _ = self
+            .ctx
+            .flush_context(tss_esapi::handles::SessionHandle::from(session).into());
+        Ok(result.context("TPM2_ActivateCredential")?.value().to_vec())
+    }
+
+    fn selection_list(banks: &[PcrBank]) -> Result<tss_esapi::structures::PcrSelectionList> {
+        let mut builder = PcrSelectionListBuilder::new();
+        for bank in banks {
+            let slots = bank
+                .pcrs
+                .iter()
+                .map(|i| PcrSlot::try_from(1u32 << i).map_err(|_| anyhow!("PCR {i} out of range")))
+                .collect::<Result<Vec<_>>>()?;
+            builder = builder.with_selection(tss_hash(bank.hash_alg)?, &slots);
+        }
+        Ok(builder.build()?)
+    }
+
+    /// TPM2_Quote over `banks` with `nonce` as qualifying data: (TPMS_ATTEST, TPMT_SIGNATURE).
+    pub fn quote(
+        &mut self,
+        ak: KeyHandle,
+        nonce: &[u8],
+        banks: &[PcrBank],
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
+        let selection = Self::selection_list(banks)?;
+        let (attest, signature) = self
+            .ctx
+            .execute_with_nullauth_session(|ctx| {
+                ctx.quote(
+                    ak,
+                    Data::try_from(nonce.to_vec())?,
+                    SignatureScheme::Null,
+                    selection,
+                )
+            })
+            .context("TPM2_Quote")?;
+        Ok((attest.marshall()?, signature.marshall()?))
+    }
+
+    /// The current values of the PCRs in `banks`.
+    pub fn pcr_values(&mut self, banks: &[PcrBank]) -> Result<Vec<PcrValue>> {
+        let selection = Self::selection_list(banks)?;
+        let data = self
+            .ctx
+            .execute_without_session(|ctx| pcr::read_all(ctx, selection))
+            .context("TPM2_PCR_Read")?;
+        let mut out = Vec::new();
+        for bank in banks {
+            let tss_bank = data
+                .pcr_bank(tss_hash(bank.hash_alg)?)
+                .ok_or_else(|| anyhow!("the TPM has no {:?} PCR bank", bank.hash_alg))?;
+            for &index in &bank.pcrs {
+                let digest = tss_bank
+                    .get_digest(PcrSlot::try_from(1u32 << index)?)
+                    .ok_or_else(|| anyhow!("PCR {index} was not read"))?;
+                out.push(PcrValue {
+                    hash_alg: bank.hash_alg,
+                    index,
+                    value: HexVec(
+                        heapless::Vec::from_slice(digest.value())
+                            .map_err(|_| anyhow!("PCR digest longer than 64 bytes"))?,
+                    ),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Flushes a transient object.
+    pub fn flush(&mut self, handle: KeyHandle) -> Result<()> {
+        Ok(self.ctx.flush_context(handle.into())?)
     }
 
     /// The EK that names this TPM: the first of `types` with a certificate; else the public
