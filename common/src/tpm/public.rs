@@ -54,6 +54,8 @@ impl EccCurve {
 }
 
 /// A public key.
+// No allocator: RSA and ECC live side by side in one fixed-size value by design.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublicKey {
     /// SEC1 uncompressed point `04 ‖ x ‖ y`, coordinates left-padded to the curve size.
@@ -115,6 +117,8 @@ pub enum PublicError {
     UnsupportedCurve,
     /// RSA other than 2048–4096 bits, or coordinates of the wrong size.
     UnsupportedKeySize,
+    /// An ECC point that is not on its curve, or an RSA modulus or exponent no key has.
+    InvalidKey,
     /// Name algorithm or scheme hash other than SHA-256/384/512.
     UnsupportedHash,
     /// A symmetric definition other than AES-CFB.
@@ -132,6 +136,9 @@ impl fmt::Display for PublicError {
             PublicError::UnsupportedCurve => f.write_str("curve is neither NIST P-256 nor P-384"),
             PublicError::UnsupportedKeySize => f.write_str("unsupported key size"),
             PublicError::UnsupportedHash => f.write_str("hash algorithm is not SHA-256/384/512"),
+            PublicError::InvalidKey => {
+                f.write_str("not a valid public key (point off the curve or bad RSA modulus)")
+            }
             PublicError::UnsupportedSymmetric => f.write_str("symmetric definition is not AES-CFB"),
         }
     }
@@ -214,6 +221,14 @@ impl TpmPublic {
                 let _ = sec1.push(0x04);
                 left_pad(&mut sec1, &point.x, len)?;
                 left_pad(&mut sec1, &point.y, len)?;
+                // A point off the curve is refused here, once, not at every quote.
+                let on_curve = match curve {
+                    EccCurve::P256 => p256::PublicKey::from_sec1_bytes(&sec1).is_ok(),
+                    EccCurve::P384 => p384::PublicKey::from_sec1_bytes(&sec1).is_ok(),
+                };
+                if !on_curve {
+                    return Err(PublicError::InvalidKey);
+                }
                 let scheme = scheme_of(params.scheme.scheme, &params.scheme.details)?;
                 let sym = symmetric_of(&params.symmetric)?;
                 (PublicKey::Ecc { curve, point: sec1 }, scheme, sym)
@@ -227,6 +242,12 @@ impl TpmPublic {
                     0 => 65_537,
                     e => e,
                 };
+                // A modulus of the stated size (top bit set), odd, and an odd exponent ≥ 3.
+                let top_bit = modulus.first().is_some_and(|b| b & 0x80 != 0);
+                let odd = modulus.last().is_some_and(|b| b & 1 == 1);
+                if !top_bit || !odd || exponent < 3 || exponent % 2 == 0 {
+                    return Err(PublicError::InvalidKey);
+                }
                 let modulus =
                     Vec::from_slice(modulus).map_err(|_| PublicError::UnsupportedKeySize)?;
                 let scheme = scheme_of(params.scheme.scheme, &params.scheme.details)?;

@@ -11,6 +11,8 @@ use super::public::{MAX_RSA_BYTES, SigScheme};
 pub const MAX_SCALAR: usize = 48;
 
 /// A parsed TPM signature.
+// No allocator: RSA and ECC live side by side in one fixed-size value by design.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signature {
     /// r and s as the TPM wrote them (big-endian, possibly shorter than the curve size).

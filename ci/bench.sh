@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Benchmarks (numbers, not pass/fail). BENCH_SECONDS sets the time per measurement.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> quote verification vs raw P-384 verify, one core (attest-common)"
+cargo bench -p attest-common --features aws-lc --bench quote --locked
