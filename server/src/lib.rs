@@ -4,5 +4,9 @@
 //! logic it will call lives in framework-free modules, so tide (unmaintained) can be replaced
 //! without touching it. Configuration comes from `ITL_*` environment variables (`config`).
 
+pub mod audit;
 pub mod config;
 pub mod http;
+pub mod record;
+pub mod service;
+pub mod store;

@@ -1,0 +1,141 @@
+//! The stored machine record, versioned.
+//!
+//! Every record starts with a version byte, then the postcard encoding of that version's
+//! struct. Reading an older version upgrades it in code (`decode`); writing always writes the
+//! current version. A record of an unknown (newer) version is an error, never a guess.
+
+use attest_common::fingerprint::EkSource;
+use attest_common::lifecycle::State;
+use attest_common::wire::Role;
+use serde::{Deserialize, Serialize};
+
+/// The version `encode` writes.
+pub const CURRENT_VERSION: u8 = 1;
+
+/// A machine as the registry knows it (version 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineRecord {
+    pub id: String,
+    /// Lower-case hex SHA-384.
+    pub ek_fingerprint: String,
+    pub ek_source: EkSource,
+    pub ek_cert_der: Option<Vec<u8>>,
+    pub ek_public_der: Option<Vec<u8>>,
+    /// TPM2B_PUBLIC of the AK, when the agent sent one.
+    pub ak_public: Option<Vec<u8>>,
+    pub hw_uuid: Option<String>,
+    pub hw_mac: Option<String>,
+    pub hw_serial: Option<String>,
+    pub hw_product: Option<String>,
+    pub desired_role: Option<Role>,
+    pub cluster_id: String,
+    pub state: State,
+    /// Set by approval.
+    pub role: Option<Role>,
+    pub hostname: Option<String>,
+    pub assigned_ip: Option<String>,
+    /// Seconds since the epoch.
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub last_attested_at: Option<u64>,
+}
+
+/// Why a stored record could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordError {
+    Empty,
+    UnknownVersion(u8),
+    Corrupt(String),
+}
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordError::Empty => f.write_str("empty record"),
+            RecordError::UnknownVersion(v) => write!(
+                f,
+                "record version {v} is newer than this server understands ({CURRENT_VERSION}); \
+                 upgrade the server"
+            ),
+            RecordError::Corrupt(e) => write!(f, "corrupt record: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+impl MachineRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![CURRENT_VERSION];
+        // Every field is serialisable; postcard into a Vec cannot fail for them.
+        out.extend(postcard::to_allocvec(self).unwrap_or_default());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<MachineRecord, RecordError> {
+        match bytes.split_first() {
+            None => Err(RecordError::Empty),
+            Some((&1, body)) => {
+                postcard::from_bytes(body).map_err(|e| RecordError::Corrupt(e.to_string()))
+            }
+            Some((&v, _)) => Err(RecordError::UnknownVersion(v)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use attest_common::lifecycle::Status;
+
+    fn sample() -> MachineRecord {
+        MachineRecord {
+            id: "m-1".into(),
+            ek_fingerprint: "ab".repeat(48),
+            ek_source: EkSource::Cert,
+            ek_cert_der: Some(vec![0x30, 0x00]),
+            ek_public_der: None,
+            ak_public: None,
+            hw_uuid: Some("uuid".into()),
+            hw_mac: None,
+            hw_serial: None,
+            hw_product: None,
+            desired_role: Some(Role::WorkerApp),
+            cluster_id: "default".into(),
+            state: State::new(Status::PendingApproval),
+            role: None,
+            hostname: None,
+            assigned_ip: None,
+            created_at: 1,
+            updated_at: 2,
+            last_attested_at: None,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_versions() {
+        let r = sample();
+        let bytes = r.encode();
+        assert_eq!(bytes[0], CURRENT_VERSION);
+        assert_eq!(MachineRecord::decode(&bytes), Ok(r));
+        let mut newer = bytes.clone();
+        newer[0] = 9;
+        assert_eq!(
+            MachineRecord::decode(&newer),
+            Err(RecordError::UnknownVersion(9))
+        );
+        assert_eq!(MachineRecord::decode(&[]), Err(RecordError::Empty));
+        assert!(matches!(
+            MachineRecord::decode(&bytes[..5]),
+            Err(RecordError::Corrupt(_))
+        ));
+    }
+
+    /// A version-1 record as this release wrote it, kept as bytes: every later version must
+    /// still read it (through its upgrade code).
+    #[test]
+    fn reads_a_stored_version_1_record() {
+        let stored = include_bytes!("../tests/fixtures/machine-record-v1.bin");
+        assert_eq!(MachineRecord::decode(stored), Ok(sample()));
+    }
+}

@@ -1,0 +1,498 @@
+//! The service layer: what the server does, with no HTTP in sight.
+//!
+//! Every operation validates its input first, then runs the lifecycle transition from
+//! `attest-common` inside one store transaction together with its audit entry. A refused
+//! transition or a bad input returns an error and writes nothing. The HTTP adapter (tide
+//! today) maps [`ServiceError`] kinds to status codes and nothing else.
+
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use attest_common::fingerprint::{EkSource, ek_fingerprint};
+use attest_common::lifecycle::{Event, Refused, State, Status, transition};
+use attest_common::tpm::public::TpmPublic;
+use attest_common::wire::{RegisterRequest, Role};
+
+use crate::audit::NewEntry;
+use crate::record::MachineRecord;
+use crate::store::{Store, StoreError, Tx};
+
+/// What went wrong, as the HTTP layer needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 400: malformed input.
+    BadRequest,
+    /// 404.
+    NotFound,
+    /// 409: the lifecycle does not allow this now.
+    Conflict,
+    /// 422: well-formed but inconsistent (fingerprint does not match the certificate).
+    Unprocessable,
+    /// 500: storage failure; nothing was written.
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceError {
+    pub kind: ErrorKind,
+    /// Machine-readable code for the JSON error body.
+    pub code: &'static str,
+    /// A sentence for people.
+    pub message: String,
+}
+
+impl ServiceError {
+    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+        ServiceError {
+            kind,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ServiceError {}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        ServiceError::new(ErrorKind::Internal, "storage_error", e.to_string())
+    }
+}
+
+impl From<Refused> for ServiceError {
+    fn from(e: Refused) -> Self {
+        ServiceError::new(ErrorKind::Conflict, "invalid_transition", e.to_string())
+    }
+}
+
+/// Who acts, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// Operator identity; `SYSTEM` for the break-glass token; `agent` for machines.
+    pub identity: String,
+    pub source_ip: Option<String>,
+}
+
+impl Actor {
+    pub fn agent(source_ip: Option<String>) -> Actor {
+        Actor {
+            identity: "agent".into(),
+            source_ip,
+        }
+    }
+}
+
+/// An operator's approval: what the machine becomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    pub role: Role,
+    pub hostname: String,
+    /// Static address with prefix, e.g. `10.0.0.5/24`.
+    pub assigned_ip: String,
+}
+
+/// Checks a hostname (RFC 1123: dot-separated labels of letters, digits and hyphens).
+pub fn check_hostname(h: &str) -> Result<(), ServiceError> {
+    let ok = !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::new(
+            ErrorKind::BadRequest,
+            "invalid_hostname",
+            format!("'{h}' is not a hostname (letters, digits, '-', dot-separated labels)"),
+        ))
+    }
+}
+
+/// Checks an address with prefix length (`10.0.0.5/24`, `fd00::5/64`).
+pub fn check_cidr(c: &str) -> Result<(), ServiceError> {
+    let bad = || {
+        ServiceError::new(
+            ErrorKind::BadRequest,
+            "invalid_assigned_ip",
+            format!("'{c}' is not an address with prefix length such as 10.0.0.5/24"),
+        )
+    };
+    let (addr, prefix) = c.split_once('/').ok_or_else(bad)?;
+    let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if prefix > max {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A random (version 4) UUID.
+fn new_machine_id() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("the operating system's random number generator failed");
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = crate::audit::hex(&b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+pub struct Service {
+    store: Store,
+}
+
+/// The result of register / self-register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub machine: MachineRecord,
+    /// False when the EK was already known (idempotent re-registration).
+    pub created: bool,
+}
+
+impl Service {
+    pub fn new(store: Store) -> Service {
+        Service { store }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Checks the EK material against the claimed fingerprint and the AK's form.
+    fn check_identity(req: &RegisterRequest) -> Result<(), ServiceError> {
+        let material = match (&req.ek_cert_pem, &req.ek_public, req.ek_source) {
+            (Some(cert), _, EkSource::Cert) => cert.der().to_vec(),
+            (_, Some(public), EkSource::Pub) => public.as_slice().to_vec(),
+            (None, _, EkSource::Cert) => {
+                return Err(ServiceError::new(
+                    ErrorKind::BadRequest,
+                    "missing_ek_material",
+                    "ek_cert_pem is required when ek_source is cert",
+                ));
+            }
+            (_, None, EkSource::Pub) => {
+                return Err(ServiceError::new(
+                    ErrorKind::BadRequest,
+                    "missing_ek_material",
+                    "ek_public is required when ek_source is pub",
+                ));
+            }
+        };
+        let computed = ek_fingerprint(&material).map_err(|e| {
+            ServiceError::new(
+                ErrorKind::BadRequest,
+                "invalid_ek",
+                format!("EK material: {e}"),
+            )
+        })?;
+        if computed.fingerprint != req.ek_fingerprint || computed.source != req.ek_source {
+            return Err(ServiceError::new(
+                ErrorKind::Unprocessable,
+                "fingerprint_mismatch",
+                format!(
+                    "ek_fingerprint {} does not match the EK material (its fingerprint is {})",
+                    req.ek_fingerprint, computed.fingerprint
+                ),
+            ));
+        }
+        if let Some(ak) = &req.ak_public {
+            let ak = TpmPublic::from_tpm2b(ak).map_err(|e| {
+                ServiceError::new(
+                    ErrorKind::BadRequest,
+                    "invalid_ak",
+                    format!("ak_public: {e}"),
+                )
+            })?;
+            if !ak.is_restricted_signing() {
+                return Err(ServiceError::new(
+                    ErrorKind::Unprocessable,
+                    "invalid_ak",
+                    "ak_public is not a restricted signing key",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `POST /register` (pre-registration) or `/self-register` (zero-touch).
+    pub fn register(
+        &self,
+        req: &RegisterRequest,
+        self_register: bool,
+        actor: &Actor,
+    ) -> Result<Registered, ServiceError> {
+        Self::check_identity(req)?;
+        let event = if self_register {
+            Event::SelfRegister
+        } else {
+            Event::Register
+        };
+        let fp = req.ek_fingerprint.to_string();
+        let now = now();
+        self.store.write(|tx| {
+            let existing = tx.machine_by_ek(&fp)?;
+            let prev_state = existing.as_ref().map(|m| m.state.status.to_string());
+            let t = transition(existing.as_ref().map(|m| m.state), event)?;
+            let mut record = match existing {
+                Some(m) => m,
+                None => MachineRecord {
+                    id: new_machine_id(),
+                    ek_fingerprint: fp.clone(),
+                    ek_source: req.ek_source,
+                    ek_cert_der: None,
+                    ek_public_der: None,
+                    ak_public: None,
+                    hw_uuid: None,
+                    hw_mac: None,
+                    hw_serial: None,
+                    hw_product: None,
+                    desired_role: None,
+                    cluster_id: String::new(),
+                    state: State::new(Status::PendingApproval),
+                    role: None,
+                    hostname: None,
+                    assigned_ip: None,
+                    created_at: now,
+                    updated_at: now,
+                    last_attested_at: None,
+                },
+            };
+            record.ek_cert_der = req.ek_cert_pem.as_ref().map(|c| c.der().to_vec());
+            record.ek_public_der = req.ek_public.as_ref().map(|p| p.to_vec());
+            record.ak_public = req
+                .ak_public
+                .as_ref()
+                .map(|p| p.to_vec())
+                .or(record.ak_public);
+            record.hw_uuid = req.hw_uuid.as_ref().map(|s| s.to_string());
+            record.hw_mac = req.hw_mac.as_ref().map(|s| s.to_string());
+            record.hw_serial = req.hw_serial.as_ref().map(|s| s.to_string());
+            record.hw_product = req.hw_product.as_ref().map(|s| s.to_string());
+            record.desired_role = req.desired_role;
+            record.cluster_id = req.cluster_id.to_string();
+            record.updated_at = now;
+            if let Some(to) = t.to {
+                record.state = to;
+            }
+            tx.put_machine(&record)?;
+            let (action, detail) = if t.reregistration {
+                (
+                    "re-register",
+                    format!("Re-registration of machine {} (ek={fp})", record.id),
+                )
+            } else {
+                (
+                    if self_register {
+                        "self-register"
+                    } else {
+                        "register"
+                    },
+                    format!(
+                        "New machine registered: id={} role={} ek={fp}",
+                        record.id,
+                        req.desired_role.map_or("none", Role::as_str)
+                    ),
+                )
+            };
+            tx.audit(
+                NewEntry {
+                    operator_cn: actor.identity.clone(),
+                    action: action.into(),
+                    machine_id: Some(record.id.clone()),
+                    prev_state,
+                    new_state: Some(record.state.status.to_string()),
+                    detail: detail.clone(),
+                    source_ip: actor.source_ip.clone(),
+                },
+                now,
+            )?;
+            eprintln!("{detail}");
+            Ok(Registered {
+                machine: record,
+                created: !t.reregistration,
+            })
+        })
+    }
+
+    /// Applies an operator event to machine `id`, with `update` run on the record first.
+    fn operate(
+        &self,
+        id: &str,
+        event: Event,
+        actor: &Actor,
+        detail: String,
+        update: impl FnOnce(&mut MachineRecord),
+    ) -> Result<Option<MachineRecord>, ServiceError> {
+        let now = now();
+        self.store.write(|tx: &Tx<'_>| {
+            let mut record = tx.machine(id)?.ok_or_else(|| not_found(id))?;
+            let t = transition(Some(record.state), event)?;
+            let prev = record.state.status.to_string();
+            let new_state = t.to.map(|s| s.status.to_string());
+            let result = match t.to {
+                Some(state) => {
+                    record.state = state;
+                    record.updated_at = now;
+                    update(&mut record);
+                    tx.put_machine(&record)?;
+                    Some(record)
+                }
+                None => {
+                    tx.delete_machine(&record)?;
+                    None
+                }
+            };
+            tx.audit(
+                NewEntry {
+                    operator_cn: actor.identity.clone(),
+                    action: event.name().into(),
+                    machine_id: Some(id.to_owned()),
+                    prev_state: Some(prev),
+                    new_state,
+                    detail,
+                    source_ip: actor.source_ip.clone(),
+                },
+                now,
+            )?;
+            Ok(result)
+        })
+    }
+
+    pub fn approve(
+        &self,
+        id: &str,
+        approval: &Approval,
+        actor: &Actor,
+    ) -> Result<MachineRecord, ServiceError> {
+        check_hostname(&approval.hostname)?;
+        check_cidr(&approval.assigned_ip)?;
+        let detail = format!(
+            "Machine approved: id={id} role={} hostname={} ip={}",
+            approval.role, approval.hostname, approval.assigned_ip
+        );
+        let a = approval.clone();
+        self.operate(id, Event::Approve, actor, detail, move |r| {
+            r.role = Some(a.role);
+            r.hostname = Some(a.hostname);
+            r.assigned_ip = Some(a.assigned_ip);
+        })
+        .map(|r| r.expect("approve keeps the record"))
+    }
+
+    pub fn reject(
+        &self,
+        id: &str,
+        reason: &str,
+        actor: &Actor,
+    ) -> Result<MachineRecord, ServiceError> {
+        self.operate(
+            id,
+            Event::Reject,
+            actor,
+            format!("Machine rejected: id={id} reason={reason}"),
+            |_| {},
+        )
+        .map(|r| r.expect("reject keeps the record"))
+    }
+
+    pub fn lock(
+        &self,
+        id: &str,
+        reason: &str,
+        actor: &Actor,
+    ) -> Result<MachineRecord, ServiceError> {
+        self.operate(
+            id,
+            Event::Lock,
+            actor,
+            format!("Machine locked: id={id} reason={reason}"),
+            |_| {},
+        )
+        .map(|r| r.expect("lock keeps the record"))
+    }
+
+    pub fn unlock(
+        &self,
+        id: &str,
+        reason: &str,
+        actor: &Actor,
+    ) -> Result<MachineRecord, ServiceError> {
+        self.operate(
+            id,
+            Event::Unlock,
+            actor,
+            format!("Machine unlocked: id={id} reason={reason}"),
+            |_| {},
+        )
+        .map(|r| r.expect("unlock keeps the record"))
+    }
+
+    pub fn revoke(
+        &self,
+        id: &str,
+        wipe: bool,
+        reason: &str,
+        actor: &Actor,
+    ) -> Result<MachineRecord, ServiceError> {
+        let detail = format!("Machine revoked: id={id} wipe={wipe} reason={reason}");
+        self.operate(id, Event::Revoke { wipe }, actor, detail, |_| {})
+            .map(|r| r.expect("revoke keeps the record"))
+    }
+
+    /// Deletes a revoked or rejected record (its audit entries stay).
+    pub fn delete(&self, id: &str, actor: &Actor) -> Result<(), ServiceError> {
+        self.operate(
+            id,
+            Event::Delete,
+            actor,
+            format!("Machine record deleted: id={id}"),
+            |_| {},
+        )
+        .map(|_| ())
+    }
+
+    pub fn machine(&self, id: &str) -> Result<MachineRecord, ServiceError> {
+        self.store.machine(id)?.ok_or_else(|| not_found(id))
+    }
+
+    pub fn machines(&self, status: Option<Status>) -> Result<Vec<MachineRecord>, ServiceError> {
+        let mut all = self.store.machines()?;
+        if let Some(s) = status {
+            all.retain(|m| m.state.status == s);
+        }
+        Ok(all)
+    }
+}
+
+fn not_found(id: &str) -> ServiceError {
+    ServiceError::new(
+        ErrorKind::NotFound,
+        "not_found",
+        format!("no machine with id '{id}'"),
+    )
+}

@@ -1,0 +1,201 @@
+//! The registry on redb (DESIGN.md §7): one file, one write transaction per change, the
+//! audit entry inside the same transaction, so there is never a change without its entry or
+//! an entry without its change.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::audit::{self, AuditEntry, NewEntry};
+use crate::record::{MachineRecord, RecordError};
+
+const MACHINES: TableDefinition<&str, &[u8]> = TableDefinition::new("machines");
+const BY_EK: TableDefinition<&str, &str> = TableDefinition::new("by_ek");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+/// A storage failure: the request cannot be served and nothing was written.
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "storage: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError(e.to_string())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    RecordError
+);
+
+pub struct Store {
+    db: Database,
+}
+
+/// The write side of one transaction.
+pub struct Tx<'a> {
+    txn: &'a redb::WriteTransaction,
+}
+
+impl Tx<'_> {
+    pub fn machine(&self, id: &str) -> Result<Option<MachineRecord>, StoreError> {
+        let table = self.txn.open_table(MACHINES)?;
+        let found = table.get(id)?;
+        Ok(match found {
+            Some(v) => Some(MachineRecord::decode(v.value())?),
+            None => None,
+        })
+    }
+
+    pub fn machine_by_ek(&self, fingerprint: &str) -> Result<Option<MachineRecord>, StoreError> {
+        let id = {
+            let table = self.txn.open_table(BY_EK)?;
+            let found = table.get(fingerprint)?;
+            found.map(|v| v.value().to_owned())
+        };
+        match id {
+            Some(id) => self.machine(&id),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_machine(&self, record: &MachineRecord) -> Result<(), StoreError> {
+        self.txn
+            .open_table(MACHINES)?
+            .insert(record.id.as_str(), record.encode().as_slice())?;
+        self.txn
+            .open_table(BY_EK)?
+            .insert(record.ek_fingerprint.as_str(), record.id.as_str())?;
+        Ok(())
+    }
+
+    pub fn delete_machine(&self, record: &MachineRecord) -> Result<(), StoreError> {
+        self.txn.open_table(MACHINES)?.remove(record.id.as_str())?;
+        self.txn
+            .open_table(BY_EK)?
+            .remove(record.ek_fingerprint.as_str())?;
+        Ok(())
+    }
+
+    /// Appends an audit entry, linked to the last one.
+    pub fn audit(&self, entry: NewEntry, now: u64) -> Result<AuditEntry, StoreError> {
+        let mut table = self.txn.open_table(AUDIT)?;
+        let (seq, prev) = match table.last()? {
+            Some((k, v)) => {
+                let last = AuditEntry::decode(v.value()).ok_or_else(|| {
+                    StoreError(format!("audit entry {} does not decode", k.value()))
+                })?;
+                (k.value() + 1, last.entry_hash.0)
+            }
+            None => (1, audit::GENESIS),
+        };
+        let sealed = AuditEntry::seal(entry, seq, now, prev);
+        table.insert(seq, sealed.encode().as_slice())?;
+        Ok(sealed)
+    }
+}
+
+impl Store {
+    /// Opens the store, creating the file (and its directory) on first use.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(MACHINES)?;
+        txn.open_table(BY_EK)?;
+        txn.open_table(AUDIT)?;
+        txn.commit()?;
+        Ok(Store { db })
+    }
+
+    /// Runs `f` in one write transaction: committed durably when it returns `Ok`, rolled
+    /// back (nothing written) when it returns `Err`.
+    pub fn write<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let txn = self.db.begin_write().map_err(StoreError::from)?;
+        let out = f(&Tx { txn: &txn })?;
+        txn.commit().map_err(StoreError::from)?;
+        Ok(out)
+    }
+
+    pub fn machine(&self, id: &str) -> Result<Option<MachineRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MACHINES)?;
+        let found = table.get(id)?;
+        Ok(match found {
+            Some(v) => Some(MachineRecord::decode(v.value())?),
+            None => None,
+        })
+    }
+
+    /// Every machine, in id order.
+    pub fn machines(&self) -> Result<Vec<MachineRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MACHINES)?;
+        let mut out = Vec::with_capacity(table.len()? as usize);
+        for item in table.iter()? {
+            let (_, v) = item?;
+            out.push(MachineRecord::decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Audit entries, newest last, optionally for one machine; `page` counts from 1.
+    pub fn audit_page(
+        &self,
+        machine_id: Option<&str>,
+        page: usize,
+        per_page: usize,
+    ) -> Result<(Vec<AuditEntry>, usize), StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AUDIT)?;
+        let mut matching = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            let entry = AuditEntry::decode(v.value())
+                .ok_or_else(|| StoreError(format!("audit entry {} does not decode", k.value())))?;
+            if machine_id.is_none_or(|m| entry.machine_id.as_deref() == Some(m)) {
+                matching.push(entry);
+            }
+        }
+        let total = matching.len();
+        let start = page.saturating_sub(1).saturating_mul(per_page);
+        Ok((
+            matching.into_iter().skip(start).take(per_page).collect(),
+            total,
+        ))
+    }
+
+    /// Recomputes the whole chain.
+    pub fn audit_verify(&self) -> Result<audit::Verification, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AUDIT)?;
+        let mut entries = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            entries.push((k.value(), AuditEntry::decode(v.value())));
+        }
+        Ok(audit::verify(entries))
+    }
+}

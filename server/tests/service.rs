@@ -1,0 +1,257 @@
+//! The service layer on a real redb file: lifecycle rows reachable without attestation,
+//! refusals that change nothing, the audit chain (and its tamper detection with redb
+//! directly), and a restart on the same file.
+
+use std::path::Path;
+
+use attest_common::fingerprint::{EkSource, Fingerprint, ek_fingerprint};
+use attest_common::lifecycle::Status;
+use attest_common::wire::{CertificateDer, RegisterRequest, Role};
+use attest_server::audit::AuditEntry;
+use attest_server::service::{Actor, Approval, ErrorKind, Service};
+use attest_server::store::Store;
+use redb::ReadableTable;
+
+const EK_P384: &str = include_str!("../../common/tests/fixtures/swtpm-ek-p384.pem");
+const EK_RSA: &str = include_str!("../../common/tests/fixtures/swtpm-ek-rsa2048.pem");
+
+fn request(pem: &str) -> RegisterRequest {
+    let mut buf = [0u8; 3072];
+    let cert = CertificateDer::from_pem_or_der(pem.as_bytes(), &mut buf).unwrap();
+    RegisterRequest {
+        ek_fingerprint: ek_fingerprint(pem.as_bytes()).unwrap().fingerprint,
+        ek_cert_pem: Some(cert),
+        ek_public: None,
+        ek_source: EkSource::Cert,
+        hw_uuid: Some(heapless::String::try_from("4c4c4544-0042").unwrap()),
+        hw_mac: None,
+        hw_serial: Some(heapless::String::try_from("SN-1").unwrap()),
+        hw_product: None,
+        desired_role: Some(Role::WorkerApp),
+        cluster_id: heapless::String::try_from("default").unwrap(),
+        ak_public: None,
+    }
+}
+
+fn alice() -> Actor {
+    Actor {
+        identity: "alice".into(),
+        source_ip: Some("127.0.0.1".into()),
+    }
+}
+
+fn approval() -> Approval {
+    Approval {
+        role: Role::Controlplane,
+        hostname: "cp-1.example".into(),
+        assigned_ip: "10.0.0.5/24".into(),
+    }
+}
+
+fn audit_len(svc: &Service) -> usize {
+    svc.store().audit_page(None, 1, 10_000).unwrap().1
+}
+
+fn open(path: &Path) -> Service {
+    Service::new(Store::open(path).unwrap())
+}
+
+#[test]
+fn lifecycle_rows_and_refusals_that_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open(&dir.path().join("data/attestation.redb"));
+    let agent = Actor::agent(Some("127.0.0.1".into()));
+
+    // (none) → pending_approval by self-register; again: idempotent, same id.
+    let first = svc.register(&request(EK_P384), true, &agent).unwrap();
+    assert!(first.created);
+    assert_eq!(first.machine.state.status, Status::PendingApproval);
+    let again = svc.register(&request(EK_P384), true, &agent).unwrap();
+    assert!(!again.created);
+    assert_eq!(again.machine.id, first.machine.id);
+    let id = first.machine.id.clone();
+
+    // pending → registered by approve; registered → registered by approve (changes).
+    let approved = svc.approve(&id, &approval(), &alice()).unwrap();
+    assert_eq!(approved.state.status, Status::Registered);
+    assert_eq!(approved.hostname.as_deref(), Some("cp-1.example"));
+    let changed = Approval {
+        hostname: "cp-2".into(),
+        ..approval()
+    };
+    assert_eq!(
+        svc.approve(&id, &changed, &alice())
+            .unwrap()
+            .hostname
+            .as_deref(),
+        Some("cp-2")
+    );
+
+    // Undefined events: 409, state and audit untouched.
+    let before = (svc.machine(&id).unwrap(), audit_len(&svc));
+    for result in [
+        svc.lock(&id, "x", &alice()).map(|_| ()),
+        svc.unlock(&id, "x", &alice()).map(|_| ()),
+        svc.reject(&id, "x", &alice()).map(|_| ()),
+        svc.delete(&id, &alice()),
+    ] {
+        let e = result.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
+        assert!(e.message.contains("registered"), "{e}");
+    }
+    assert_eq!((svc.machine(&id).unwrap(), audit_len(&svc)), before);
+
+    // registered → revoked (wipe), then refused for register, deleted, then registrable.
+    let revoked = svc.revoke(&id, true, "stolen", &alice()).unwrap();
+    assert_eq!(revoked.state.status, Status::Revoked);
+    assert!(revoked.state.wipe_pending);
+    let e = svc.register(&request(EK_P384), false, &agent).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict);
+    assert!(e.message.contains("revoked"), "{e}");
+    svc.delete(&id, &alice()).unwrap();
+    assert_eq!(svc.machine(&id).unwrap_err().kind, ErrorKind::NotFound);
+    let back = svc.register(&request(EK_P384), false, &agent).unwrap();
+    assert!(back.created);
+    assert_ne!(back.machine.id, id);
+    assert_eq!(back.machine.state.status, Status::Registered);
+
+    // pending → rejected; rejected refuses approve; delete allowed.
+    let other = svc
+        .register(&request(EK_RSA), true, &agent)
+        .unwrap()
+        .machine
+        .id;
+    svc.reject(&other, "unknown hardware", &alice()).unwrap();
+    assert_eq!(
+        svc.approve(&other, &approval(), &alice()).unwrap_err().kind,
+        ErrorKind::Conflict
+    );
+    assert_eq!(svc.machines(Some(Status::Rejected)).unwrap().len(), 1);
+    svc.delete(&other, &alice()).unwrap();
+
+    // Unknown ids: 404, nothing written.
+    let n = audit_len(&svc);
+    assert_eq!(
+        svc.lock("nope", "x", &alice()).unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    assert_eq!(audit_len(&svc), n);
+
+    let v = svc.store().audit_verify().unwrap();
+    assert!(v.valid, "{v:?}");
+    assert_eq!(v.entries as usize, n);
+}
+
+#[test]
+fn bad_input_is_refused_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = open(&dir.path().join("a.redb"));
+    let agent = Actor::agent(None);
+
+    let mut wrong_fp = request(EK_P384);
+    wrong_fp.ek_fingerprint = Fingerprint([7; 48]);
+    let e = svc.register(&wrong_fp, true, &agent).unwrap_err();
+    assert_eq!(
+        (e.kind, e.code),
+        (ErrorKind::Unprocessable, "fingerprint_mismatch")
+    );
+
+    let mut no_cert = request(EK_P384);
+    no_cert.ek_cert_pem = None;
+    assert_eq!(
+        svc.register(&no_cert, true, &agent).unwrap_err().kind,
+        ErrorKind::BadRequest
+    );
+
+    let mut bad_ak = request(EK_P384);
+    bad_ak.ak_public = Some(attest_common::wire::Blob::from_slice(&[0, 2, 0, 1]).unwrap());
+    assert_eq!(
+        svc.register(&bad_ak, true, &agent).unwrap_err().code,
+        "invalid_ak"
+    );
+
+    let id = svc
+        .register(&request(EK_P384), true, &agent)
+        .unwrap()
+        .machine
+        .id;
+    for (hostname, ip) in [
+        ("bad_host", "10.0.0.1/24"),
+        ("ok", "10.0.0.1"),
+        ("ok", "10.0.0.1/33"),
+        ("-x", "fd00::1/64"),
+    ] {
+        let a = Approval {
+            role: Role::WorkerInfra,
+            hostname: hostname.into(),
+            assigned_ip: ip.into(),
+        };
+        assert_eq!(
+            svc.approve(&id, &a, &alice()).unwrap_err().kind,
+            ErrorKind::BadRequest,
+            "{hostname} {ip}"
+        );
+    }
+    assert_eq!(
+        svc.machine(&id).unwrap().state.status,
+        Status::PendingApproval
+    );
+    assert_eq!(audit_len(&svc), 1, "only the registration was audited");
+}
+
+#[test]
+fn restart_keeps_everything_and_tampering_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("attestation.redb");
+    let id = {
+        let svc = open(&path);
+        let id = svc
+            .register(&request(EK_P384), true, &Actor::agent(None))
+            .unwrap()
+            .machine
+            .id;
+        svc.approve(&id, &approval(), &alice()).unwrap();
+        svc.register(&request(EK_RSA), false, &Actor::agent(None))
+            .unwrap();
+        id
+    };
+    // Restart on the same file: nothing lost.
+    {
+        let svc = open(&path);
+        assert_eq!(svc.machine(&id).unwrap().state.status, Status::Registered);
+        assert_eq!(svc.machines(None).unwrap().len(), 2);
+        let v = svc.store().audit_verify().unwrap();
+        assert!(v.valid && v.entries == 3, "{v:?}");
+    }
+
+    // Edit entry 2 behind the server's back, with redb directly.
+    const AUDIT: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("audit");
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(AUDIT).unwrap();
+            let mut entry = {
+                let v = table.get(2).unwrap().unwrap();
+                AuditEntry::decode(v.value()).unwrap()
+            };
+            entry.operator_cn = "mallory".into();
+            table.insert(2, entry.encode().as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let v = open(&path).store().audit_verify().unwrap();
+    assert!(!v.valid);
+    assert_eq!(v.first_invalid_id, Some(2), "{v:?}");
+
+    // Deleting an entry is found too (at the first gap).
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(AUDIT).unwrap().remove(1).unwrap();
+        txn.commit().unwrap();
+    }
+    let v = open(&path).store().audit_verify().unwrap();
+    assert_eq!(v.first_invalid_id, Some(2), "{v:?}");
+    assert!(v.error.unwrap().contains("entry 1 is missing"));
+}
