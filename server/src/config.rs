@@ -4,14 +4,36 @@
 //! silently to a default when a value was given.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// Default listen address: loopback only. Exposing the server is a deliberate choice.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Default request body limit.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     /// `ITL_LISTEN`: address and port to listen on.
     pub listen: SocketAddr,
+    /// `ITL_DATA_DIR`: where `attestation.redb` lives.
+    pub data_dir: PathBuf,
+    /// `ITL_ADMIN_TOKEN`: the break-glass operator token (acts as `SYSTEM`).
+    pub admin_token: Option<String>,
+    /// `ITL_MAX_BODY_BYTES`: largest request body accepted (413 above).
+    pub max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for Config {
+    // Never print the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
 }
 
 /// A configuration variable with a value that cannot be used.
@@ -37,7 +59,39 @@ impl Config {
             variable: "ITL_LISTEN",
             message: format!("'{listen_raw}' is not an address:port such as {DEFAULT_LISTEN}"),
         })?;
-        Ok(Config { listen })
+        let data_dir = PathBuf::from(get("ITL_DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let admin_token = get("ITL_ADMIN_TOKEN").filter(|t| !t.is_empty());
+        let max_body_bytes = match get("ITL_MAX_BODY_BYTES") {
+            None => DEFAULT_MAX_BODY_BYTES,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|n| *n >= 1024)
+                .ok_or_else(|| ConfigError {
+                    variable: "ITL_MAX_BODY_BYTES",
+                    message: format!("'{v}' is not a byte count of at least 1024"),
+                })?,
+        };
+        // OIDC arrives with the operator-auth work; refusing is honest, ignoring is not.
+        if get("ITL_OIDC_ENABLED").is_some_and(|v| v == "true" || v == "1") {
+            return Err(ConfigError {
+                variable: "ITL_OIDC_ENABLED",
+                message: "OIDC operator login is not available in this build yet; use \
+                          ITL_ADMIN_TOKEN, or set ITL_OIDC_ENABLED=false"
+                    .into(),
+            });
+        }
+        Ok(Config {
+            listen,
+            data_dir,
+            admin_token,
+            max_body_bytes,
+        })
+    }
+
+    /// The redb file.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("attestation.redb")
     }
 
     pub fn from_env() -> Result<Config, ConfigError> {

@@ -2,11 +2,32 @@
 //!
 //! tide's own listener leaves Nagle's algorithm on, and every keep-alive request then waits
 //! for the peer's delayed ACK (~44 ms, DESIGN.md §10). Accepting connections ourselves lets us
-//! set TCP_NODELAY on each one and hand it to async-h1.
+//! set TCP_NODELAY on each one and hand it to async-h1. Handlers only translate: read a
+//! bounded body, decode it with the field-naming decoders of `attest-common`, call the
+//! service on a blocking thread (redb commits are durable writes), and map the result.
 
-use attest_common::wire::ErrorBody;
+use std::sync::Arc;
+
+use attest_common::lifecycle::Status;
+use attest_common::wire::{ErrorBody, RegisterRequest, RegisterResponse, Role, from_json};
+use futures_lite::AsyncReadExt;
+use serde::Deserialize;
+use serde_json::json;
 use smol::net::TcpListener;
+use subtle::ConstantTimeEq;
 use tide::{Request, Response, StatusCode};
+
+use crate::config::Config;
+use crate::record::MachineRecord;
+use crate::service::{Actor, Approval, ErrorKind, Service, ServiceError};
+
+/// Everything a handler needs.
+pub struct AppState {
+    pub service: Service,
+    pub config: Config,
+}
+
+type State = Arc<AppState>;
 
 /// A JSON error answer `{error, message}`.
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
@@ -18,18 +39,379 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
     res
 }
 
+fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    let mut res = Response::new(status);
+    match tide::Body::from_json(value) {
+        Ok(body) => res.set_body(body),
+        Err(e) => {
+            return error_response(StatusCode::InternalServerError, "internal", &e.to_string());
+        }
+    }
+    res
+}
+
+/// A refused request, turned into a JSON error response at the edge.
+pub struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn into_response(self) -> Response {
+        error_response(self.status, self.code, &self.message)
+    }
+}
+
+impl From<ServiceError> for Refusal {
+    fn from(e: ServiceError) -> Refusal {
+        let status = match e.kind {
+            ErrorKind::BadRequest => StatusCode::BadRequest,
+            ErrorKind::NotFound => StatusCode::NotFound,
+            ErrorKind::Conflict => StatusCode::Conflict,
+            ErrorKind::Unprocessable => StatusCode::UnprocessableEntity,
+            ErrorKind::Internal => StatusCode::InternalServerError,
+        };
+        Refusal::new(status, e.code, e.message)
+    }
+}
+
+/// Reads at most `max` bytes of body; more is a 413.
+async fn read_body(req: &mut Request<State>) -> Result<Vec<u8>, Refusal> {
+    let max = req.state().config.max_body_bytes;
+    let too_large = || {
+        Refusal::new(
+            StatusCode::PayloadTooLarge,
+            "body_too_large",
+            format!("request body larger than {max} bytes (ITL_MAX_BODY_BYTES)"),
+        )
+    };
+    if req.len().is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let mut out = Vec::new();
+    let body = req.take_body();
+    body.take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .await
+        .map_err(|e| Refusal::new(StatusCode::BadRequest, "bad_body", e.to_string()))?;
+    if out.len() > max {
+        return Err(too_large());
+    }
+    Ok(out)
+}
+
+async fn decode<T: serde::de::DeserializeOwned>(req: &mut Request<State>) -> Result<T, Refusal> {
+    let bytes = read_body(req).await?;
+    from_json(&bytes)
+        .map_err(|e| Refusal::new(StatusCode::BadRequest, "malformed_request", e.to_string()))
+}
+
+fn source_ip(req: &Request<State>) -> Option<String> {
+    req.peer_addr().map(|a| {
+        a.rsplit_once(':')
+            .map_or(a, |(ip, _)| ip)
+            .trim_matches(['[', ']'])
+            .to_owned()
+    })
+}
+
+/// Operator authentication: the break-glass token (constant-time compare) acts as `SYSTEM`.
+fn operator(req: &Request<State>) -> Result<Actor, Refusal> {
+    let Some(token) = req.state().config.admin_token.as_deref() else {
+        return Err(Refusal::new(
+            StatusCode::ServiceUnavailable,
+            "auth_not_configured",
+            "Operator authentication is not configured: set ITL_ADMIN_TOKEN (break-glass) or \
+             enable OIDC (ITL_OIDC_ENABLED, ITL_OIDC_ISSUER, ITL_OIDC_AUDIENCE)",
+        ));
+    };
+    let presented = req
+        .header("Authorization")
+        .and_then(|h| h.last().as_str().strip_prefix("Bearer ").map(str::to_owned));
+    match presented {
+        Some(p) if bool::from(p.as_bytes().ct_eq(token.as_bytes())) => Ok(Actor {
+            identity: "SYSTEM".into(),
+            source_ip: source_ip(req),
+        }),
+        Some(_) => Err(Refusal::new(
+            StatusCode::Unauthorized,
+            "invalid_token",
+            "the bearer token is not valid",
+        )),
+        None => Err(Refusal::new(
+            StatusCode::Unauthorized,
+            "missing_token",
+            "operator endpoints need an Authorization: Bearer token",
+        )),
+    }
+}
+
+/// Runs a blocking service call off the async executor.
+async fn blocking<T: Send + 'static>(
+    state: &State,
+    f: impl FnOnce(&Service) -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, Refusal> {
+    let state = state.clone();
+    smol::unblock(move || f(&state.service))
+        .await
+        .map_err(Refusal::from)
+}
+
+/// The machine detail as the API shows it.
+pub fn machine_json(m: &MachineRecord) -> serde_json::Value {
+    use attest_common::wire::Timestamp;
+    json!({
+        "machine_id": m.id,
+        "ek_fingerprint": m.ek_fingerprint,
+        "ek_source": m.ek_source,
+        "status": m.state.status,
+        "wipe_pending": m.state.wipe_pending,
+        "role": m.role,
+        "hostname": m.hostname,
+        "assigned_ip": m.assigned_ip,
+        "desired_role": m.desired_role,
+        "cluster_id": m.cluster_id,
+        "hw_uuid": m.hw_uuid,
+        "hw_mac": m.hw_mac,
+        "hw_serial": m.hw_serial,
+        "hw_product": m.hw_product,
+        "created_at": Timestamp(m.created_at).to_string(),
+        "updated_at": Timestamp(m.updated_at).to_string(),
+        "last_attested_at": m.last_attested_at.map(|t| Timestamp(t).to_string()),
+    })
+}
+
+macro_rules! attempt {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(refusal) => return Ok(Refusal::into_response(refusal)),
+        }
+    };
+}
+
+async fn register(mut req: Request<State>, self_register: bool) -> tide::Result {
+    let body: RegisterRequest = attempt!(decode(&mut req).await);
+    let actor = Actor::agent(source_ip(&req));
+    let done = attempt!(
+        blocking(req.state(), move |s| s.register(
+            &body,
+            self_register,
+            &actor
+        ))
+        .await
+    );
+    let m = &done.machine;
+    let response = RegisterResponse {
+        machine_id: heapless::String::try_from(m.id.as_str()).unwrap_or_default(),
+        role: m.role.or(m.desired_role),
+        status: m.state.status,
+        iso_url: None,
+        config_token: None,
+        config_url: None,
+        credential: None,
+    };
+    let status = if done.created {
+        StatusCode::Created
+    } else {
+        StatusCode::Ok
+    };
+    Ok(json_response(status, &response))
+}
+
+#[derive(Deserialize)]
+struct ApproveBody {
+    role: Role,
+    hostname: String,
+    assigned_ip: String,
+}
+
+#[derive(Deserialize, Default)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: String,
+}
+
+#[derive(Deserialize)]
+struct RevokeBody {
+    #[serde(default)]
+    wipe: bool,
+    reason: String,
+}
+
+/// Decodes an optional JSON body (empty body → default).
+async fn decode_or_default<T: serde::de::DeserializeOwned + Default>(
+    req: &mut Request<State>,
+) -> Result<T, Refusal> {
+    let bytes = read_body(req).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    from_json(&bytes)
+        .map_err(|e| Refusal::new(StatusCode::BadRequest, "malformed_request", e.to_string()))
+}
+
+async fn operate(mut req: Request<State>) -> tide::Result {
+    let actor = attempt!(operator(&req));
+    let id = req.param("id")?.to_owned();
+    let action = req.param("action")?.to_owned();
+    let record = match action.as_str() {
+        "approve" => {
+            let b: ApproveBody = attempt!(decode(&mut req).await);
+            let approval = Approval {
+                role: b.role,
+                hostname: b.hostname,
+                assigned_ip: b.assigned_ip,
+            };
+            attempt!(blocking(req.state(), move |s| s.approve(&id, &approval, &actor)).await)
+        }
+        "reject" | "lock" | "unlock" => {
+            let b: ReasonBody = attempt!(decode_or_default(&mut req).await);
+            attempt!(
+                blocking(req.state(), move |s| match action.as_str() {
+                    "reject" => s.reject(&id, &b.reason, &actor),
+                    "lock" => s.lock(&id, &b.reason, &actor),
+                    _ => s.unlock(&id, &b.reason, &actor),
+                })
+                .await
+            )
+        }
+        "revoke" => {
+            let b: RevokeBody = attempt!(decode(&mut req).await);
+            attempt!(
+                blocking(req.state(), move |s| s
+                    .revoke(&id, b.wipe, &b.reason, &actor))
+                .await
+            )
+        }
+        other => {
+            return Ok(error_response(
+                StatusCode::NotFound,
+                "not_found",
+                &format!("no machine action '{other}' (approve, reject, lock, unlock, revoke)"),
+            ));
+        }
+    };
+    Ok(json_response(StatusCode::Ok, &machine_json(&record)))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+}
+
+async fn list(req: Request<State>) -> tide::Result {
+    attempt!(operator(&req));
+    let q: ListQuery = req.query().unwrap_or(ListQuery { status: None });
+    let status = match q.status.as_deref().map(str::parse::<Status>) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            return Ok(error_response(
+                StatusCode::BadRequest,
+                "invalid_status",
+                &e.to_string(),
+            ));
+        }
+    };
+    let machines = attempt!(blocking(req.state(), move |s| s.machines(status)).await);
+    let items: Vec<_> = machines.iter().map(machine_json).collect();
+    Ok(json_response(
+        StatusCode::Ok,
+        &json!({ "machines": items, "total": items.len() }),
+    ))
+}
+
+async fn get(req: Request<State>) -> tide::Result {
+    attempt!(operator(&req));
+    let id = req.param("id")?.to_owned();
+    let m = attempt!(blocking(req.state(), move |s| s.machine(&id)).await);
+    Ok(json_response(StatusCode::Ok, &machine_json(&m)))
+}
+
+async fn delete(req: Request<State>) -> tide::Result {
+    let actor = attempt!(operator(&req));
+    let id = req.param("id")?.to_owned();
+    attempt!(blocking(req.state(), move |s| s.delete(&id, &actor)).await);
+    Ok(Response::new(StatusCode::NoContent))
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    page: Option<usize>,
+    per_page: Option<usize>,
+    machine_id: Option<String>,
+}
+
+async fn audit_list(req: Request<State>) -> tide::Result {
+    attempt!(operator(&req));
+    let q: AuditQuery = match req.query() {
+        Ok(q) => q,
+        Err(e) => {
+            return Ok(error_response(
+                StatusCode::BadRequest,
+                "invalid_query",
+                &e.to_string(),
+            ));
+        }
+    };
+    let page = q.page.unwrap_or(1).max(1);
+    let per_page = q.per_page.unwrap_or(50);
+    if !(1..=200).contains(&per_page) {
+        return Ok(error_response(
+            StatusCode::BadRequest,
+            "invalid_query",
+            "per_page must be 1 to 200",
+        ));
+    }
+    let machine = q.machine_id.clone();
+    let (entries, total) = attempt!(
+        blocking(req.state(), move |s| Ok(s.store().audit_page(
+            machine.as_deref(),
+            page,
+            per_page
+        )?))
+        .await
+    );
+    Ok(json_response(
+        StatusCode::Ok,
+        &json!({ "entries": entries, "total": total, "page": page, "per_page": per_page }),
+    ))
+}
+
+async fn audit_verify(req: Request<State>) -> tide::Result {
+    attempt!(operator(&req));
+    let v = attempt!(blocking(req.state(), |s| Ok(s.store().audit_verify()?)).await);
+    Ok(json_response(StatusCode::Ok, &v))
+}
+
 /// The routes.
-pub fn app() -> tide::Server<()> {
-    let mut app = tide::new();
-    app.at("/healthz").get(|_req: Request<()>| async {
-        let mut res = Response::new(StatusCode::Ok);
-        res.set_body(tide::Body::from_json(&serde_json::json!({
-            "status": "ok",
-            "version": env!("CARGO_PKG_VERSION"),
-        }))?);
-        Ok(res)
+pub fn app(state: State) -> tide::Server<State> {
+    let mut app = tide::with_state(state);
+    app.at("/healthz").get(|_req: Request<State>| async {
+        Ok(json_response(
+            StatusCode::Ok,
+            &json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }),
+        ))
     });
-    app.at("*").all(|req: Request<()>| async move {
+    app.at("/api/v1/register").post(|req| register(req, false));
+    app.at("/api/v1/self-register")
+        .post(|req| register(req, true));
+    app.at("/api/v1/machines").get(list);
+    app.at("/api/v1/machines/:id").get(get).delete(delete);
+    app.at("/api/v1/machines/:id/:action").post(operate);
+    app.at("/api/v1/audit").get(audit_list);
+    app.at("/api/v1/audit/verify").get(audit_verify);
+    app.at("*").all(|req: Request<State>| async move {
         Ok(error_response(
             StatusCode::NotFound,
             "not_found",
@@ -40,7 +422,7 @@ pub fn app() -> tide::Server<()> {
 }
 
 /// Serves `app` on `listener` until the listener fails.
-pub async fn serve(listener: TcpListener, app: tide::Server<()>) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, app: tide::Server<State>) -> std::io::Result<()> {
     loop {
         let (stream, peer) = listener.accept().await?;
         stream.set_nodelay(true)?;

@@ -1,52 +1,10 @@
 //! The real server binary on a loopback port, and the CLI against it.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
 
-struct Server {
-    child: Child,
-    url: String,
-}
+use std::process::Command;
 
-impl Server {
-    /// Starts `attestation-server` on 127.0.0.1:0 and reads the bound address from its log.
-    fn start() -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_attestation-server"))
-            .env("ITL_LISTEN", "127.0.0.1:0")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start attestation-server");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let line = lines.next().expect("a log line").expect("utf-8");
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no URL in '{line}'"))
-            .to_owned();
-        std::thread::spawn(move || lines.for_each(drop));
-        Server { child, url }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn get(url: &str) -> (u16, serde_json::Value) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    let mut res = agent.get(url).call().expect("request");
-    (
-        res.status().as_u16(),
-        res.body_mut().read_json().expect("JSON body"),
-    )
-}
+use support::Server;
 
 #[test]
 fn healthz_and_json_errors() {
@@ -56,11 +14,11 @@ fn healthz_and_json_errors() {
         "{}",
         server.url
     );
-    let (status, body) = get(&format!("{}/healthz", server.url));
+    let (status, body) = server.call("GET", "/healthz", None, None);
     assert_eq!(status, 200);
     assert_eq!(body["status"], "ok");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
-    let (status, body) = get(&format!("{}/api/v1/nothing-here", server.url));
+    let (status, body) = server.call("GET", "/api/v1/nothing-here", None, None);
     assert_eq!(status, 404);
     assert_eq!(body["error"], "not_found");
     assert!(
@@ -73,16 +31,23 @@ fn healthz_and_json_errors() {
 
 #[test]
 fn bad_configuration_names_the_variable() {
-    let out = Command::new(env!("CARGO_BIN_EXE_attestation-server"))
-        .env("ITL_LISTEN", "everywhere")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("ITL_LISTEN") && err.contains("everywhere"),
-        "{err}"
-    );
+    for (var, value) in [
+        ("ITL_LISTEN", "everywhere"),
+        ("ITL_MAX_BODY_BYTES", "ten"),
+        ("ITL_OIDC_ENABLED", "true"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_attestation-server"))
+            .env(var, value)
+            .env(
+                "ITL_DATA_DIR",
+                std::env::temp_dir().join("itl-never-created"),
+            )
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(var), "{err}");
+    }
 }
 
 #[test]

@@ -2,6 +2,10 @@
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
+use attest_server::service::Service;
+use attest_server::store::Store;
 use attest_server::{config::Config, http};
 
 fn main() -> ExitCode {
@@ -18,6 +22,26 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let store = match Store::open(&config.database_path()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "attestation-server: cannot open {} (ITL_DATA_DIR): {e}",
+                config.database_path().display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if config.admin_token.is_none() {
+        eprintln!(
+            "attestation-server: no operator authentication configured (ITL_ADMIN_TOKEN); \
+             operator endpoints answer 503"
+        );
+    }
+    let state = Arc::new(http::AppState {
+        service: Service::new(store),
+        config: config.clone(),
+    });
     smol::block_on(async {
         let listener = match smol::net::TcpListener::bind(config.listen).await {
             Ok(l) => l,
@@ -37,7 +61,7 @@ fn main() -> ExitCode {
             "attestation-server {} listening on http://{addr}",
             env!("CARGO_PKG_VERSION")
         );
-        match http::serve(listener, http::app()).await {
+        match http::serve(listener, http::app(state)).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("attestation-server: accept failed: {e}");

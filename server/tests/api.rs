@@ -1,0 +1,243 @@
+//! The operator and registration API over real HTTP on 127.0.0.1, on a real redb file.
+
+mod support;
+
+use base64ct::Encoding;
+use serde_json::json;
+use support::{ADMIN, Server};
+
+const EK_P384: &str = include_str!("../../common/tests/fixtures/swtpm-ek-p384.pem");
+
+fn register_body(pem: &str) -> String {
+    let fp = attest_common::ek_fingerprint(pem.as_bytes())
+        .unwrap()
+        .fingerprint
+        .to_string();
+    json!({
+        "ek_fingerprint": fp,
+        "ek_cert_pem": base64ct::Base64::encode_string(pem.as_bytes()),
+        "hw_uuid": "4c4c4544-0042",
+        "hw_serial": "SN-1",
+        "desired_role": "worker-app",
+    })
+    .to_string()
+}
+
+#[test]
+fn zero_touch_registration_and_operator_actions() {
+    let server = Server::start();
+    let (status, reg) = server.call(
+        "POST",
+        "/api/v1/self-register",
+        None,
+        Some(&register_body(EK_P384)),
+    );
+    assert_eq!(status, 201, "{reg}");
+    assert_eq!(reg["status"], "pending_approval");
+    let id = reg["machine_id"].as_str().unwrap().to_owned();
+    // Idempotent: same id, 200.
+    let (status, again) = server.call(
+        "POST",
+        "/api/v1/self-register",
+        None,
+        Some(&register_body(EK_P384)),
+    );
+    assert_eq!((status, &again["machine_id"]), (200, &reg["machine_id"]));
+
+    let (status, list) = server.call(
+        "GET",
+        "/api/v1/machines?status=pending_approval",
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(list["total"], 1);
+
+    let approve = json!({"role": "controlplane", "hostname": "cp-1", "assigned_ip": "10.0.0.5/24"})
+        .to_string();
+    let (status, m) = server.call(
+        "POST",
+        &format!("/api/v1/machines/{id}/approve"),
+        Some(ADMIN),
+        Some(&approve),
+    );
+    assert_eq!(status, 200, "{m}");
+    assert_eq!(
+        (
+            m["status"].as_str(),
+            m["role"].as_str(),
+            m["hostname"].as_str()
+        ),
+        (Some("registered"), Some("controlplane"), Some("cp-1"))
+    );
+
+    // Undefined transition: 409 with the JSON error shape, nothing written.
+    let (_, before) = server.call("GET", "/api/v1/audit", Some(ADMIN), None);
+    let (status, err) = server.call(
+        "POST",
+        &format!("/api/v1/machines/{id}/lock"),
+        Some(ADMIN),
+        Some(r#"{"reason":"x"}"#),
+    );
+    assert_eq!(status, 409);
+    assert_eq!(err["error"], "invalid_transition");
+    assert_eq!(err["message"], "cannot lock a machine in state registered");
+    let (_, after) = server.call("GET", "/api/v1/audit", Some(ADMIN), None);
+    assert_eq!(before["total"], after["total"]);
+
+    let (status, m) = server.call(
+        "POST",
+        &format!("/api/v1/machines/{id}/revoke"),
+        Some(ADMIN),
+        Some(r#"{"wipe":true,"reason":"stolen"}"#),
+    );
+    assert_eq!(
+        (status, m["status"].as_str(), m["wipe_pending"].as_bool()),
+        (200, Some("revoked"), Some(true))
+    );
+
+    // The audit log says who: the agent, then SYSTEM for break-glass actions.
+    let (status, audit) = server.call(
+        "GET",
+        &format!("/api/v1/audit?machine_id={id}&per_page=200"),
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!(status, 200);
+    let who: Vec<_> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["operator_cn"].as_str().unwrap().to_owned(),
+                e["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        who,
+        [
+            ("agent".into(), "self-register".into()),
+            ("agent".into(), "re-register".into()),
+            ("SYSTEM".into(), "approve".into()),
+            ("SYSTEM".into(), "revoke".into())
+        ]
+    );
+    let (status, v) = server.call("GET", "/api/v1/audit/verify", Some(ADMIN), None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        (v["valid"].as_bool(), v["entries"].as_u64()),
+        (Some(true), Some(4))
+    );
+    assert_eq!(v["root_hash"].as_str().unwrap().len(), 96);
+
+    let (status, _) = server.call(
+        "DELETE",
+        &format!("/api/v1/machines/{id}"),
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!(status, 204);
+    let (status, err) = server.call("GET", &format!("/api/v1/machines/{id}"), Some(ADMIN), None);
+    assert_eq!((status, err["error"].as_str()), (404, Some("not_found")));
+}
+
+#[test]
+fn authentication_and_bad_requests() {
+    let server = Server::start();
+    let (status, err) = server.call("GET", "/api/v1/machines", None, None);
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (401, Some("missing_token"))
+    );
+    let (status, err) = server.call("GET", "/api/v1/machines", Some("wrong"), None);
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (401, Some("invalid_token"))
+    );
+
+    // Malformed JSON and wrong types: 400 naming the field; nothing written.
+    let (status, err) = server.call("POST", "/api/v1/register", None, Some("{not json"));
+    assert_eq!(status, 400);
+    assert_eq!(err["error"], "malformed_request");
+    let (status, err) = server.call(
+        "POST",
+        "/api/v1/register",
+        None,
+        Some(r#"{"ek_fingerprint": 5}"#),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("ek_fingerprint:"),
+        "{err}"
+    );
+    let legacy = json!({"ek_fingerprint": "ab".repeat(32)}).to_string();
+    let (status, err) = server.call("POST", "/api/v1/register", None, Some(&legacy));
+    assert_eq!(status, 400);
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("upgrade the agent"),
+        "{err}"
+    );
+    // The fingerprint must match the certificate: 422.
+    let mut body: serde_json::Value = serde_json::from_str(&register_body(EK_P384)).unwrap();
+    body["ek_fingerprint"] = json!("cd".repeat(48));
+    let (status, err) = server.call("POST", "/api/v1/register", None, Some(&body.to_string()));
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (422, Some("fingerprint_mismatch"))
+    );
+    // Oversized body: 413.
+    let big = format!(r#"{{"ek_fingerprint":"{}"}}"#, "a".repeat(70_000));
+    let (status, err) = server.call("POST", "/api/v1/register", None, Some(&big));
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (413, Some("body_too_large"))
+    );
+    // Unknown ids and actions, bad approvals.
+    let (status, _) = server.call("POST", "/api/v1/machines/nope/lock", Some(ADMIN), None);
+    assert_eq!(status, 404);
+    let (status, _) = server.call("POST", "/api/v1/machines/nope/explode", Some(ADMIN), None);
+    assert_eq!(status, 404);
+    let (status, err) = server.call("GET", "/api/v1/audit?per_page=500", Some(ADMIN), None);
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (400, Some("invalid_query"))
+    );
+    let (_, v) = server.call("GET", "/api/v1/audit/verify", Some(ADMIN), None);
+    assert_eq!(v["entries"], 0, "nothing was written by any bad request");
+}
+
+#[test]
+fn no_auth_configured_is_503_and_restart_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[]);
+    let (status, err) = server.call("GET", "/api/v1/machines", Some("anything"), None);
+    assert_eq!(status, 503);
+    assert!(err["message"].as_str().unwrap().contains("ITL_ADMIN_TOKEN"));
+    let (status, reg) = server.call(
+        "POST",
+        "/api/v1/register",
+        None,
+        Some(&register_body(EK_P384)),
+    );
+    assert_eq!(status, 201, "{reg}");
+    server.stop();
+
+    let server = Server::start_with(dir.path(), &[("ITL_ADMIN_TOKEN", ADMIN)]);
+    let (_, list) = server.call("GET", "/api/v1/machines", Some(ADMIN), None);
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["machines"][0]["machine_id"], reg["machine_id"]);
+    assert_eq!(list["machines"][0]["status"], "registered");
+    let (_, v) = server.call("GET", "/api/v1/audit/verify", Some(ADMIN), None);
+    assert_eq!(
+        (v["valid"].as_bool(), v["entries"].as_u64()),
+        (Some(true), Some(1))
+    );
+}

@@ -1,0 +1,110 @@
+//! A real `attestation-server` process on 127.0.0.1 with its own data directory.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub const ADMIN: &str = "test-break-glass-token";
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts a server with a fresh data directory and the break-glass token.
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_owned();
+        let mut s = Server::start_with(&data, &[("ITL_ADMIN_TOKEN", ADMIN)]);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts a server on `data_dir` with extra environment.
+    pub fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_attestation-server"));
+        cmd.env_clear()
+            .env("ITL_LISTEN", "127.0.0.1:0")
+            .env("ITL_DATA_DIR", data_dir)
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start attestation-server");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .expect("utf-8 log line");
+            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                break url.to_owned();
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        Server {
+            child,
+            url,
+            data_dir: data_dir.to_owned(),
+            _dir: None,
+        }
+    }
+
+    /// Stops the process but keeps the data directory.
+    pub fn stop(mut self) -> Option<tempfile::TempDir> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self._dir.take()
+    }
+
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        let url = format!("{}{path}", self.url);
+        let mut res = match (method, body) {
+            ("GET", _) => with_auth(agent.get(&url), token).call(),
+            ("DELETE", _) => with_auth(agent.delete(&url), token).call(),
+            (_, Some(b)) => with_auth(agent.post(&url), token)
+                .header("content-type", "application/json")
+                .send(b.as_bytes()),
+            (_, None) => with_auth(agent.post(&url), token).send_empty(),
+        }
+        .expect("HTTP request");
+        let status = res.status().as_u16();
+        let text = res.body_mut().read_to_string().unwrap_or_default();
+        let value = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+        };
+        (status, value)
+    }
+}
+
+fn with_auth<B>(req: ureq::RequestBuilder<B>, token: Option<&str>) -> ureq::RequestBuilder<B> {
+    match token {
+        Some(t) => req.header("authorization", format!("Bearer {t}")),
+        None => req,
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
