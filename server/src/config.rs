@@ -6,6 +6,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use attest_common::wire::Role;
+
+use crate::service::DualControl;
+
 /// Default listen address: loopback only. Exposing the server is a deliberate choice.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
@@ -22,6 +26,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// `ITL_MAX_BODY_BYTES`: largest request body accepted (413 above).
     pub max_body_bytes: usize,
+    /// `ITL_DUAL_CONTROL_ROLES`, `ITL_DUAL_CONTROL_QUORUM`, `ITL_DUAL_CONTROL_WINDOW_SECONDS`.
+    pub dual_control: DualControl,
 }
 
 impl std::fmt::Debug for Config {
@@ -32,6 +38,7 @@ impl std::fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("dual_control", &self.dual_control)
             .finish()
     }
 }
@@ -72,6 +79,42 @@ impl Config {
                     message: format!("'{v}' is not a byte count of at least 1024"),
                 })?,
         };
+        let roles = match get("ITL_DUAL_CONTROL_ROLES") {
+            None => Vec::new(),
+            Some(v) => v
+                .split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(|r| {
+                    r.parse::<Role>().map_err(|e| ConfigError {
+                        variable: "ITL_DUAL_CONTROL_ROLES",
+                        message: format!("'{r}': {e}"),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let quorum = match get("ITL_DUAL_CONTROL_QUORUM") {
+            None => 2,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|q| *q >= 2)
+                .ok_or_else(|| ConfigError {
+                    variable: "ITL_DUAL_CONTROL_QUORUM",
+                    message: format!("'{v}' is not a number of approvers of at least 2"),
+                })?,
+        };
+        let window_seconds = match get("ITL_DUAL_CONTROL_WINDOW_SECONDS") {
+            None => 600,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|w| *w > 0)
+                .ok_or_else(|| ConfigError {
+                    variable: "ITL_DUAL_CONTROL_WINDOW_SECONDS",
+                    message: format!("'{v}' is not a positive number of seconds"),
+                })?,
+        };
         // OIDC arrives with the operator-auth work; refusing is honest, ignoring is not.
         if get("ITL_OIDC_ENABLED").is_some_and(|v| v == "true" || v == "1") {
             return Err(ConfigError {
@@ -86,6 +129,11 @@ impl Config {
             data_dir,
             admin_token,
             max_body_bytes,
+            dual_control: DualControl {
+                roles,
+                quorum,
+                window_seconds,
+            },
         })
     }
 

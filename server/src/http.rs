@@ -19,7 +19,9 @@ use tide::{Request, Response, StatusCode};
 
 use crate::config::Config;
 use crate::record::MachineRecord;
-use crate::service::{Actor, Approval, ErrorKind, Service, ServiceError};
+use crate::service::{Actor, Approval, ApproveOutcome, ErrorKind, Service, ServiceError};
+use crate::store::Vote;
+use attest_common::wire::Timestamp;
 
 /// Everything a handler needs.
 pub struct AppState {
@@ -168,7 +170,6 @@ async fn blocking<T: Send + 'static>(
 
 /// The machine detail as the API shows it.
 pub fn machine_json(m: &MachineRecord) -> serde_json::Value {
-    use attest_common::wire::Timestamp;
     json!({
         "machine_id": m.id,
         "ek_fingerprint": m.ek_fingerprint,
@@ -272,7 +273,25 @@ async fn operate(mut req: Request<State>) -> tide::Result {
                 hostname: b.hostname,
                 assigned_ip: b.assigned_ip,
             };
-            attempt!(blocking(req.state(), move |s| s.approve(&id, &approval, &actor)).await)
+            match attempt!(blocking(req.state(), move |s| s.approve(&id, &approval, &actor)).await)
+            {
+                ApproveOutcome::Approved(record) => record,
+                ApproveOutcome::Pending {
+                    approvals_received,
+                    approvals_required,
+                    expires_at,
+                } => {
+                    return Ok(json_response(
+                        StatusCode::Accepted,
+                        &json!({
+                            "status": "pending_second_approval",
+                            "approvals_received": approvals_received,
+                            "approvals_required": approvals_required,
+                            "expires_at": Timestamp(expires_at).to_string(),
+                        }),
+                    ));
+                }
+            }
         }
         "reject" | "lock" | "unlock" => {
             let b: ReasonBody = attempt!(decode_or_default(&mut req).await);
@@ -331,11 +350,44 @@ async fn list(req: Request<State>) -> tide::Result {
     ))
 }
 
+fn votes_json(votes: &[Vote]) -> serde_json::Value {
+    votes
+        .iter()
+        .map(|v| {
+            json!({
+                "operator": v.identity,
+                "role": v.role,
+                "hostname": v.hostname,
+                "assigned_ip": v.assigned_ip,
+                "at": Timestamp(v.at).to_string(),
+            })
+        })
+        .collect()
+}
+
 async fn get(req: Request<State>) -> tide::Result {
     attempt!(operator(&req));
     let id = req.param("id")?.to_owned();
-    let m = attempt!(blocking(req.state(), move |s| s.machine(&id)).await);
-    Ok(json_response(StatusCode::Ok, &machine_json(&m)))
+    let (m, votes) = attempt!(
+        blocking(req.state(), move |s| Ok((
+            s.machine(&id)?,
+            s.approvals(&id)?
+        )))
+        .await
+    );
+    let mut detail = machine_json(&m);
+    detail["approvals"] = votes_json(&votes);
+    Ok(json_response(StatusCode::Ok, &detail))
+}
+
+async fn approvals(req: Request<State>) -> tide::Result {
+    attempt!(operator(&req));
+    let id = req.param("id")?.to_owned();
+    let votes = attempt!(blocking(req.state(), move |s| s.approvals(&id)).await);
+    Ok(json_response(
+        StatusCode::Ok,
+        &json!({ "approvals": votes_json(&votes) }),
+    ))
 }
 
 async fn delete(req: Request<State>) -> tide::Result {
@@ -408,6 +460,7 @@ pub fn app(state: State) -> tide::Server<State> {
         .post(|req| register(req, true));
     app.at("/api/v1/machines").get(list);
     app.at("/api/v1/machines/:id").get(get).delete(delete);
+    app.at("/api/v1/machines/:id/approvals").get(approvals);
     app.at("/api/v1/machines/:id/:action").post(operate);
     app.at("/api/v1/audit").get(audit_list);
     app.at("/api/v1/audit/verify").get(audit_verify);

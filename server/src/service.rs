@@ -15,7 +15,7 @@ use attest_common::wire::{RegisterRequest, Role};
 
 use crate::audit::NewEntry;
 use crate::record::MachineRecord;
-use crate::store::{Store, StoreError, Tx};
+use crate::store::{Store, StoreError, Tx, Vote};
 
 /// What went wrong, as the HTTP layer needs to know it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,8 +162,43 @@ fn new_machine_id() -> String {
     )
 }
 
+/// Dual control (DESIGN.md §5): approvals for these roles need `quorum` votes from distinct
+/// identities, all naming the same role, hostname and address, within `window_seconds` of
+/// the first vote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DualControl {
+    pub roles: Vec<Role>,
+    pub quorum: usize,
+    pub window_seconds: u64,
+}
+
+impl Default for DualControl {
+    fn default() -> Self {
+        DualControl {
+            roles: Vec::new(),
+            quorum: 2,
+            window_seconds: 600,
+        }
+    }
+}
+
+/// What an approval vote achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApproveOutcome {
+    /// The machine is approved (single control, or the quorum-th vote).
+    Approved(MachineRecord),
+    /// More votes are needed.
+    Pending {
+        approvals_received: usize,
+        approvals_required: usize,
+        /// Seconds since the epoch when the window closes.
+        expires_at: u64,
+    },
+}
+
 pub struct Service {
     store: Store,
+    dual_control: DualControl,
 }
 
 /// The result of register / self-register.
@@ -176,7 +211,14 @@ pub struct Registered {
 
 impl Service {
     pub fn new(store: Store) -> Service {
-        Service { store }
+        Self::with_dual_control(store, DualControl::default())
+    }
+
+    pub fn with_dual_control(store: Store, dual_control: DualControl) -> Service {
+        Service {
+            store,
+            dual_control,
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -349,59 +391,150 @@ impl Service {
         update: impl FnOnce(&mut MachineRecord),
     ) -> Result<Option<MachineRecord>, ServiceError> {
         let now = now();
-        self.store.write(|tx: &Tx<'_>| {
-            let mut record = tx.machine(id)?.ok_or_else(|| not_found(id))?;
-            let t = transition(Some(record.state), event)?;
-            let prev = record.state.status.to_string();
-            let new_state = t.to.map(|s| s.status.to_string());
-            let result = match t.to {
-                Some(state) => {
-                    record.state = state;
-                    record.updated_at = now;
-                    update(&mut record);
-                    tx.put_machine(&record)?;
-                    Some(record)
-                }
-                None => {
-                    tx.delete_machine(&record)?;
-                    None
-                }
-            };
-            tx.audit(
-                NewEntry {
-                    operator_cn: actor.identity.clone(),
-                    action: event.name().into(),
-                    machine_id: Some(id.to_owned()),
-                    prev_state: Some(prev),
-                    new_state,
-                    detail,
-                    source_ip: actor.source_ip.clone(),
-                },
-                now,
-            )?;
-            Ok(result)
-        })
+        self.store
+            .write(|tx| apply_event(tx, id, event, actor, detail, now, update))
     }
 
+    /// An operator's approval. Under dual control for the role this is a vote: it answers
+    /// `Pending` until the quorum-th distinct identity agrees.
     pub fn approve(
         &self,
         id: &str,
         approval: &Approval,
         actor: &Actor,
-    ) -> Result<MachineRecord, ServiceError> {
+    ) -> Result<ApproveOutcome, ServiceError> {
         check_hostname(&approval.hostname)?;
         check_cidr(&approval.assigned_ip)?;
-        let detail = format!(
-            "Machine approved: id={id} role={} hostname={} ip={}",
-            approval.role, approval.hostname, approval.assigned_ip
-        );
-        let a = approval.clone();
-        self.operate(id, Event::Approve, actor, detail, move |r| {
-            r.role = Some(a.role);
-            r.hostname = Some(a.hostname);
-            r.assigned_ip = Some(a.assigned_ip);
+        if !self.dual_control.roles.contains(&approval.role) {
+            return self
+                .apply_approval(id, approval, actor)
+                .map(ApproveOutcome::Approved);
+        }
+        let dc = self.dual_control.clone();
+        let now = now();
+        let outcome = self.store.write(|tx| {
+            let record = tx.machine(id)?.ok_or_else(|| not_found(id))?;
+            // Refuse before counting: a vote for a machine that cannot be approved is void.
+            transition(Some(record.state), Event::Approve)?;
+            let mut votes = tx.votes(id)?;
+            let expired = votes
+                .first()
+                .is_some_and(|first| now > first.at + dc.window_seconds);
+            if expired {
+                votes.clear();
+            }
+            if let Some(first) = votes.first() {
+                let mut differences = Vec::new();
+                if first.role != approval.role {
+                    differences.push(format!("role {} vs {}", first.role, approval.role));
+                }
+                if first.hostname != approval.hostname {
+                    differences.push(format!(
+                        "hostname {} vs {}",
+                        first.hostname, approval.hostname
+                    ));
+                }
+                if first.assigned_ip != approval.assigned_ip {
+                    differences.push(format!(
+                        "assigned_ip {} vs {}",
+                        first.assigned_ip, approval.assigned_ip
+                    ));
+                }
+                if !differences.is_empty() {
+                    return Err(ServiceError::new(
+                        ErrorKind::Conflict,
+                        "approval_mismatch",
+                        format!(
+                            "this vote disagrees with the pending approval: {}",
+                            differences.join(", ")
+                        ),
+                    ));
+                }
+            }
+            if votes.iter().any(|v| v.identity == actor.identity) {
+                return Err(ServiceError::new(
+                    ErrorKind::Conflict,
+                    "duplicate_approval",
+                    format!(
+                        "{} has already approved machine {id}; dual control needs another operator",
+                        actor.identity
+                    ),
+                ));
+            }
+            votes.push(Vote {
+                identity: actor.identity.clone(),
+                role: approval.role,
+                hostname: approval.hostname.clone(),
+                assigned_ip: approval.assigned_ip.clone(),
+                at: now,
+            });
+            let received = votes.len();
+            let expires_at = votes[0].at + dc.window_seconds;
+            if received >= dc.quorum {
+                // The quorum-th vote approves, in the same transaction that clears the votes.
+                tx.put_votes(id, &[])?;
+                let voters: Vec<_> = votes.iter().map(|v| v.identity.as_str()).collect();
+                let detail = approval_detail(
+                    id,
+                    approval,
+                    &format!(" (dual control: {})", voters.join(", ")),
+                );
+                let record = apply_event(tx, id, Event::Approve, actor, detail, now, |r| {
+                    set_approval(r, approval)
+                })?;
+                return Ok(ApproveOutcome::Approved(
+                    record.expect("approve keeps the record"),
+                ));
+            }
+            tx.put_votes(id, &votes)?;
+            tx.audit(
+                NewEntry {
+                    operator_cn: actor.identity.clone(),
+                    action: "approve-vote".into(),
+                    machine_id: Some(id.to_owned()),
+                    prev_state: Some(record.state.status.to_string()),
+                    new_state: Some(record.state.status.to_string()),
+                    detail: format!(
+                        "Approval vote {received}/{}: id={id} role={} hostname={} ip={}",
+                        dc.quorum, approval.role, approval.hostname, approval.assigned_ip
+                    ),
+                    source_ip: actor.source_ip.clone(),
+                },
+                now,
+            )?;
+            Ok(ApproveOutcome::Pending {
+                approvals_received: received,
+                approvals_required: dc.quorum,
+                expires_at,
+            })
+        })?;
+        Ok(outcome)
+    }
+
+    fn apply_approval(
+        &self,
+        id: &str,
+        approval: &Approval,
+        actor: &Actor,
+    ) -> Result<MachineRecord, ServiceError> {
+        let detail = approval_detail(id, approval, "");
+        self.operate(id, Event::Approve, actor, detail, |r| {
+            set_approval(r, approval)
         })
         .map(|r| r.expect("approve keeps the record"))
+    }
+
+    /// The pending dual-control votes for a machine.
+    pub fn approvals(&self, id: &str) -> Result<Vec<Vote>, ServiceError> {
+        self.machine(id)?;
+        let mut votes = self.store.votes(id)?;
+        if votes
+            .first()
+            .is_some_and(|f| now() > f.at + self.dual_control.window_seconds)
+        {
+            votes.clear();
+        }
+        Ok(votes)
     }
 
     pub fn reject(
@@ -487,6 +620,63 @@ impl Service {
         }
         Ok(all)
     }
+}
+
+fn approval_detail(id: &str, a: &Approval, note: &str) -> String {
+    format!(
+        "Machine approved: id={id} role={} hostname={} ip={}{note}",
+        a.role, a.hostname, a.assigned_ip
+    )
+}
+
+fn set_approval(r: &mut MachineRecord, a: &Approval) {
+    r.role = Some(a.role);
+    r.hostname = Some(a.hostname.clone());
+    r.assigned_ip = Some(a.assigned_ip.clone());
+}
+
+/// Runs the lifecycle transition for `event` on machine `id` inside `tx`, with its audit
+/// entry; `None` when the event deletes the record.
+fn apply_event(
+    tx: &Tx<'_>,
+    id: &str,
+    event: Event,
+    actor: &Actor,
+    detail: String,
+    now: u64,
+    update: impl FnOnce(&mut MachineRecord),
+) -> Result<Option<MachineRecord>, ServiceError> {
+    let mut record = tx.machine(id)?.ok_or_else(|| not_found(id))?;
+    let t = transition(Some(record.state), event)?;
+    let prev = record.state.status.to_string();
+    let new_state = t.to.map(|s| s.status.to_string());
+    let result = match t.to {
+        Some(state) => {
+            record.state = state;
+            record.updated_at = now;
+            update(&mut record);
+            tx.put_machine(&record)?;
+            Some(record)
+        }
+        None => {
+            tx.delete_machine(&record)?;
+            tx.put_votes(id, &[])?;
+            None
+        }
+    };
+    tx.audit(
+        NewEntry {
+            operator_cn: actor.identity.clone(),
+            action: event.name().into(),
+            machine_id: Some(id.to_owned()),
+            prev_state: Some(prev),
+            new_state,
+            detail,
+            source_ip: actor.source_ip.clone(),
+        },
+        now,
+    )?;
+    Ok(result)
 }
 
 fn not_found(id: &str) -> ServiceError {

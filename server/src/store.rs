@@ -12,6 +12,18 @@ use crate::record::{MachineRecord, RecordError};
 const MACHINES: TableDefinition<&str, &[u8]> = TableDefinition::new("machines");
 const BY_EK: TableDefinition<&str, &str> = TableDefinition::new("by_ek");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const APPROVALS: TableDefinition<&str, &[u8]> = TableDefinition::new("approvals");
+
+/// One operator's vote toward a dual-control approval.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Vote {
+    pub identity: String,
+    pub role: attest_common::wire::Role,
+    pub hostname: String,
+    pub assigned_ip: String,
+    /// Seconds since the epoch.
+    pub at: u64,
+}
 
 /// A storage failure: the request cannot be served and nothing was written.
 #[derive(Debug)]
@@ -93,6 +105,26 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// The pending dual-control votes for a machine (oldest first).
+    pub fn votes(&self, id: &str) -> Result<Vec<Vote>, StoreError> {
+        let table = self.txn.open_table(APPROVALS)?;
+        let found = table.get(id)?;
+        match found {
+            Some(v) => decode_votes(v.value()),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    pub fn put_votes(&self, id: &str, votes: &[Vote]) -> Result<(), StoreError> {
+        let mut table = self.txn.open_table(APPROVALS)?;
+        if votes.is_empty() {
+            table.remove(id)?;
+        } else {
+            table.insert(id, encode_votes(votes).as_slice())?;
+        }
+        Ok(())
+    }
+
     /// Appends an audit entry, linked to the last one.
     pub fn audit(&self, entry: NewEntry, now: u64) -> Result<AuditEntry, StoreError> {
         let mut table = self.txn.open_table(AUDIT)?;
@@ -123,6 +155,7 @@ impl Store {
         txn.open_table(MACHINES)?;
         txn.open_table(BY_EK)?;
         txn.open_table(AUDIT)?;
+        txn.open_table(APPROVALS)?;
         txn.commit()?;
         Ok(Store { db })
     }
@@ -161,6 +194,17 @@ impl Store {
         Ok(out)
     }
 
+    /// The pending dual-control votes for a machine.
+    pub fn votes(&self, id: &str) -> Result<Vec<Vote>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(APPROVALS)?;
+        let found = table.get(id)?;
+        match found {
+            Some(v) => decode_votes(v.value()),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Audit entries, newest last, optionally for one machine; `page` counts from 1.
     pub fn audit_page(
         &self,
@@ -197,5 +241,20 @@ impl Store {
             entries.push((k.value(), AuditEntry::decode(v.value())));
         }
         Ok(audit::verify(entries))
+    }
+}
+
+fn encode_votes(votes: &[Vote]) -> Vec<u8> {
+    let mut out = vec![1u8];
+    out.extend(postcard::to_allocvec(votes).unwrap_or_default());
+    out
+}
+
+fn decode_votes(bytes: &[u8]) -> Result<Vec<Vote>, StoreError> {
+    match bytes.split_first() {
+        Some((&1, body)) => {
+            postcard::from_bytes(body).map_err(|e| StoreError(format!("approval votes: {e}")))
+        }
+        _ => Err(StoreError("approval votes: unknown record version".into())),
     }
 }

@@ -241,3 +241,54 @@ fn no_auth_configured_is_503_and_restart_keeps_data() {
         (Some(true), Some(1))
     );
 }
+
+#[test]
+fn dual_control_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("ITL_ADMIN_TOKEN", ADMIN),
+            ("ITL_DUAL_CONTROL_ROLES", "controlplane"),
+            ("ITL_DUAL_CONTROL_QUORUM", "2"),
+        ],
+    );
+    let (_, reg) = server.call(
+        "POST",
+        "/api/v1/self-register",
+        None,
+        Some(&register_body(EK_P384)),
+    );
+    let id = reg["machine_id"].as_str().unwrap().to_owned();
+    let approve = json!({"role": "controlplane", "hostname": "cp-1", "assigned_ip": "10.0.0.5/24"})
+        .to_string();
+    let path = format!("/api/v1/machines/{id}/approve");
+    let (status, body) = server.call("POST", &path, Some(ADMIN), Some(&approve));
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "pending_second_approval");
+    assert_eq!(
+        (
+            body["approvals_received"].as_u64(),
+            body["approvals_required"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+    let (_, detail) = server.call("GET", &format!("/api/v1/machines/{id}"), Some(ADMIN), None);
+    assert_eq!(detail["approvals"][0]["operator"], "SYSTEM");
+    // SYSTEM counts once.
+    let (status, err) = server.call("POST", &path, Some(ADMIN), Some(&approve));
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (409, Some("duplicate_approval"))
+    );
+    let (status, list) = server.call(
+        "GET",
+        &format!("/api/v1/machines/{id}/approvals"),
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!(
+        (status, list["approvals"].as_array().unwrap().len()),
+        (200, 1)
+    );
+}

@@ -8,7 +8,8 @@ use attest_common::fingerprint::{EkSource, Fingerprint, ek_fingerprint};
 use attest_common::lifecycle::Status;
 use attest_common::wire::{CertificateDer, RegisterRequest, Role};
 use attest_server::audit::AuditEntry;
-use attest_server::service::{Actor, Approval, ErrorKind, Service};
+use attest_server::record::MachineRecord;
+use attest_server::service::{Actor, Approval, ApproveOutcome, DualControl, ErrorKind, Service};
 use attest_server::store::Store;
 use redb::ReadableTable;
 
@@ -48,8 +49,19 @@ fn approval() -> Approval {
     }
 }
 
+fn approved(outcome: ApproveOutcome) -> MachineRecord {
+    match outcome {
+        ApproveOutcome::Approved(m) => m,
+        other => panic!("expected an approval, got {other:?}"),
+    }
+}
+
 fn audit_len(svc: &Service) -> usize {
     svc.store().audit_page(None, 1, 10_000).unwrap().1
+}
+
+fn approved_record(svc: &Service, id: &str, a: &Approval) -> MachineRecord {
+    approved(svc.approve(id, a, &alice()).unwrap())
 }
 
 fn open(path: &Path) -> Service {
@@ -72,7 +84,7 @@ fn lifecycle_rows_and_refusals_that_change_nothing() {
     let id = first.machine.id.clone();
 
     // pending → registered by approve; registered → registered by approve (changes).
-    let approved = svc.approve(&id, &approval(), &alice()).unwrap();
+    let approved = approved(svc.approve(&id, &approval(), &alice()).unwrap());
     assert_eq!(approved.state.status, Status::Registered);
     assert_eq!(approved.hostname.as_deref(), Some("cp-1.example"));
     let changed = Approval {
@@ -80,10 +92,7 @@ fn lifecycle_rows_and_refusals_that_change_nothing() {
         ..approval()
     };
     assert_eq!(
-        svc.approve(&id, &changed, &alice())
-            .unwrap()
-            .hostname
-            .as_deref(),
+        approved_record(&svc, &id, &changed).hostname.as_deref(),
         Some("cp-2")
     );
 
@@ -210,7 +219,7 @@ fn restart_keeps_everything_and_tampering_is_found() {
             .unwrap()
             .machine
             .id;
-        svc.approve(&id, &approval(), &alice()).unwrap();
+        approved(svc.approve(&id, &approval(), &alice()).unwrap());
         svc.register(&request(EK_RSA), false, &Actor::agent(None))
             .unwrap();
         id
@@ -254,4 +263,118 @@ fn restart_keeps_everything_and_tampering_is_found() {
     let v = open(&path).store().audit_verify().unwrap();
     assert_eq!(v.first_invalid_id, Some(2), "{v:?}");
     assert!(v.error.unwrap().contains("entry 1 is missing"));
+}
+
+fn operator(name: &str) -> Actor {
+    Actor {
+        identity: name.into(),
+        source_ip: None,
+    }
+}
+
+fn dual(path: &Path, quorum: usize, window_seconds: u64) -> Service {
+    Service::with_dual_control(
+        Store::open(path).unwrap(),
+        DualControl {
+            roles: vec![Role::Controlplane],
+            quorum,
+            window_seconds,
+        },
+    )
+}
+
+#[test]
+fn dual_control_with_quorum_two_and_three() {
+    let dir = tempfile::tempdir().unwrap();
+    for quorum in [2usize, 3] {
+        let svc = dual(&dir.path().join(format!("q{quorum}.redb")), quorum, 600);
+        let id = svc
+            .register(&request(EK_P384), true, &Actor::agent(None))
+            .unwrap()
+            .machine
+            .id;
+        let names = ["alice", "bob", "carol"];
+        for (i, name) in names.iter().take(quorum - 1).enumerate() {
+            match svc.approve(&id, &approval(), &operator(name)).unwrap() {
+                ApproveOutcome::Pending {
+                    approvals_received,
+                    approvals_required,
+                    ..
+                } => {
+                    assert_eq!((approvals_received, approvals_required), (i + 1, quorum));
+                }
+                other => panic!("vote {} of {quorum} approved early: {other:?}", i + 1),
+            }
+            // The same identity again does not count.
+            let e = svc.approve(&id, &approval(), &operator(name)).unwrap_err();
+            assert_eq!(
+                (e.kind, e.code),
+                (ErrorKind::Conflict, "duplicate_approval")
+            );
+        }
+        assert_eq!(svc.approvals(&id).unwrap().len(), quorum - 1);
+        assert_eq!(
+            svc.machine(&id).unwrap().state.status,
+            Status::PendingApproval
+        );
+        // A disagreeing vote is refused and names the difference.
+        let other = Approval {
+            hostname: "cp-9".into(),
+            ..approval()
+        };
+        let e = svc.approve(&id, &other, &operator("mallory")).unwrap_err();
+        assert_eq!(e.code, "approval_mismatch");
+        assert!(e.message.contains("hostname cp-1.example vs cp-9"), "{e}");
+        // The quorum-th distinct identity completes it.
+        let m = approved(
+            svc.approve(&id, &approval(), &operator(names[quorum - 1]))
+                .unwrap(),
+        );
+        assert_eq!(m.state.status, Status::Registered);
+        assert_eq!(m.hostname.as_deref(), Some("cp-1.example"));
+        assert!(svc.approvals(&id).unwrap().is_empty());
+        // Roles outside ITL_DUAL_CONTROL_ROLES need one approval.
+        let worker = Approval {
+            role: Role::WorkerApp,
+            ..approval()
+        };
+        assert_eq!(
+            approved(svc.approve(&id, &worker, &operator("alice")).unwrap()).role,
+            Some(Role::WorkerApp)
+        );
+        assert!(svc.store().audit_verify().unwrap().valid);
+    }
+}
+
+#[test]
+fn dual_control_window_expiry_restarts_the_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = dual(&dir.path().join("w.redb"), 2, 1);
+    let id = svc
+        .register(&request(EK_P384), true, &Actor::agent(None))
+        .unwrap()
+        .machine
+        .id;
+    assert!(matches!(
+        svc.approve(&id, &approval(), &operator("alice")).unwrap(),
+        ApproveOutcome::Pending { .. }
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert!(
+        svc.approvals(&id).unwrap().is_empty(),
+        "expired votes are not shown"
+    );
+    // Bob's vote after the window is the first of a new count, not the second of the old.
+    match svc.approve(&id, &approval(), &operator("bob")).unwrap() {
+        ApproveOutcome::Pending {
+            approvals_received, ..
+        } => assert_eq!(approvals_received, 1),
+        other => panic!("expired vote counted: {other:?}"),
+    }
+    assert_eq!(
+        approved(svc.approve(&id, &approval(), &operator("alice")).unwrap())
+            .state
+            .status,
+        Status::Registered
+    );
 }

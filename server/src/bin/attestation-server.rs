@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         );
     }
     let state = Arc::new(http::AppState {
-        service: Service::new(store),
+        service: Service::with_dual_control(store, config.dual_control.clone()),
         config: config.clone(),
     });
     smol::block_on(async {
