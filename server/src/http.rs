@@ -275,7 +275,7 @@ async fn operate(mut req: Request<State>) -> tide::Result {
             };
             match attempt!(blocking(req.state(), move |s| s.approve(&id, &approval, &actor)).await)
             {
-                ApproveOutcome::Approved(record) => record,
+                ApproveOutcome::Approved(record) => *record,
                 ApproveOutcome::Pending {
                     approvals_received,
                     approvals_required,

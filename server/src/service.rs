@@ -186,7 +186,7 @@ impl Default for DualControl {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApproveOutcome {
     /// The machine is approved (single control, or the quorum-th vote).
-    Approved(MachineRecord),
+    Approved(Box<MachineRecord>),
     /// More votes are needed.
     Pending {
         approvals_received: usize,
@@ -408,7 +408,7 @@ impl Service {
         if !self.dual_control.roles.contains(&approval.role) {
             return self
                 .apply_approval(id, approval, actor)
-                .map(ApproveOutcome::Approved);
+                .map(|m| ApproveOutcome::Approved(Box::new(m)));
         }
         let dc = self.dual_control.clone();
         let now = now();
@@ -482,9 +482,9 @@ impl Service {
                 let record = apply_event(tx, id, Event::Approve, actor, detail, now, |r| {
                     set_approval(r, approval)
                 })?;
-                return Ok(ApproveOutcome::Approved(
+                return Ok(ApproveOutcome::Approved(Box::new(
                     record.expect("approve keeps the record"),
-                ));
+                )));
             }
             tx.put_votes(id, &votes)?;
             tx.audit(

@@ -51,7 +51,7 @@ fn approval() -> Approval {
 
 fn approved(outcome: ApproveOutcome) -> MachineRecord {
     match outcome {
-        ApproveOutcome::Approved(m) => m,
+        ApproveOutcome::Approved(m) => *m,
         other => panic!("expected an approval, got {other:?}"),
     }
 }
