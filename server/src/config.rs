@@ -22,6 +22,12 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `ITL_DATA_DIR`: where `attestation.redb` lives.
     pub data_dir: PathBuf,
+    /// `ITL_SERVICE_URL`: the URL agents reach this server at (config URLs are built on it);
+    /// unset: `http://` and the address actually listened on.
+    pub service_url: Option<String>,
+    /// `ITL_CONFIG_DIR`: role base configs (`controlplane.yaml`, `worker-infra.yaml`,
+    /// `worker-app.yaml`); unset: config endpoints answer 503.
+    pub config_dir: Option<PathBuf>,
     /// `ITL_ADMIN_TOKEN`: the break-glass operator token (acts as `SYSTEM`).
     pub admin_token: Option<String>,
     /// `ITL_MAX_BODY_BYTES`: largest request body accepted (413 above).
@@ -36,6 +42,8 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
+            .field("service_url", &self.service_url)
+            .field("config_dir", &self.config_dir)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("dual_control", &self.dual_control)
@@ -67,6 +75,16 @@ impl Config {
             message: format!("'{listen_raw}' is not an address:port such as {DEFAULT_LISTEN}"),
         })?;
         let data_dir = PathBuf::from(get("ITL_DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let service_url = get("ITL_SERVICE_URL").map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(u) = &service_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(ConfigError {
+                variable: "ITL_SERVICE_URL",
+                message: format!("'{u}' is not an http:// or https:// URL"),
+            });
+        }
+        let config_dir = get("ITL_CONFIG_DIR").map(PathBuf::from);
         let admin_token = get("ITL_ADMIN_TOKEN").filter(|t| !t.is_empty());
         let max_body_bytes = match get("ITL_MAX_BODY_BYTES") {
             None => DEFAULT_MAX_BODY_BYTES,
@@ -127,6 +145,8 @@ impl Config {
         Ok(Config {
             listen,
             data_dir,
+            service_url,
+            config_dir,
             admin_token,
             max_body_bytes,
             dual_control: DualControl {

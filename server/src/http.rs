@@ -27,6 +27,8 @@ use attest_common::wire::Timestamp;
 pub struct AppState {
     pub service: Service,
     pub config: Config,
+    /// Base of the URLs handed to agents (`ITL_SERVICE_URL`, or the bound address).
+    pub service_url: String,
 }
 
 type State = Arc<AppState>;
@@ -80,6 +82,8 @@ impl From<ServiceError> for Refusal {
             ErrorKind::NotFound => StatusCode::NotFound,
             ErrorKind::Conflict => StatusCode::Conflict,
             ErrorKind::Unprocessable => StatusCode::UnprocessableEntity,
+            ErrorKind::Forbidden => StatusCode::Forbidden,
+            ErrorKind::Unavailable => StatusCode::ServiceUnavailable,
             ErrorKind::Internal => StatusCode::InternalServerError,
         };
         Refusal::new(status, e.code, e.message)
@@ -212,13 +216,20 @@ async fn register(mut req: Request<State>, self_register: bool) -> tide::Result 
         .await
     );
     let m = &done.machine;
+    let config_url = m
+        .config_token
+        .as_ref()
+        .map(|t| format!("{}/api/v1/config/{t}", req.state().service_url));
     let response = RegisterResponse {
         machine_id: heapless::String::try_from(m.id.as_str()).unwrap_or_default(),
         role: m.role.or(m.desired_role),
         status: m.state.status,
         iso_url: None,
-        config_token: None,
-        config_url: None,
+        config_token: m
+            .config_token
+            .as_deref()
+            .and_then(|t| heapless::String::try_from(t).ok()),
+        config_url: config_url.and_then(|u| heapless::String::try_from(u.as_str()).ok()),
         credential: None,
     };
     let status = if done.created {
@@ -446,6 +457,36 @@ async fn audit_verify(req: Request<State>) -> tide::Result {
     Ok(json_response(StatusCode::Ok, &v))
 }
 
+fn yaml_response(yaml: String) -> Response {
+    let mut res = Response::new(StatusCode::Ok);
+    res.set_body(yaml);
+    res.set_content_type("application/yaml");
+    res
+}
+
+async fn config_by_token(req: Request<State>) -> tide::Result {
+    let token = req.param("token")?.to_owned();
+    let actor = Actor::agent(source_ip(&req));
+    let fetched = attempt!(blocking(req.state(), move |s| s.fetch_config(&token, &actor)).await);
+    Ok(yaml_response(fetched.yaml))
+}
+
+#[derive(Deserialize)]
+struct PendingQuery {
+    role: Option<String>,
+}
+
+async fn pending_config(req: Request<State>) -> tide::Result {
+    let q: PendingQuery = req.query().unwrap_or(PendingQuery { role: None });
+    let role = match q.role.as_deref().map(str::parse::<Role>) {
+        None => Role::WorkerApp,
+        Some(Ok(r)) => r,
+        Some(Err(e)) => return Ok(error_response(StatusCode::BadRequest, "invalid_role", e)),
+    };
+    let yaml = attempt!(blocking(req.state(), move |s| s.pending_config(role)).await);
+    Ok(yaml_response(yaml))
+}
+
 /// The routes.
 pub fn app(state: State) -> tide::Server<State> {
     let mut app = tide::with_state(state);
@@ -458,6 +499,8 @@ pub fn app(state: State) -> tide::Server<State> {
     app.at("/api/v1/register").post(|req| register(req, false));
     app.at("/api/v1/self-register")
         .post(|req| register(req, true));
+    app.at("/api/v1/config").get(pending_config);
+    app.at("/api/v1/config/:token").get(config_by_token);
     app.at("/api/v1/machines").get(list);
     app.at("/api/v1/machines/:id").get(get).delete(delete);
     app.at("/api/v1/machines/:id/approvals").get(approvals);

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod config;
 pub mod http;
+pub mod machineconfig;
 pub mod record;
 pub mod service;
 pub mod store;

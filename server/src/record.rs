@@ -10,9 +10,9 @@ use attest_common::wire::Role;
 use serde::{Deserialize, Serialize};
 
 /// The version `encode` writes.
-pub const CURRENT_VERSION: u8 = 1;
+pub const CURRENT_VERSION: u8 = 2;
 
-/// A machine as the registry knows it (version 1).
+/// A machine as the registry knows it (version 2: version 1 plus the config token).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachineRecord {
     pub id: String,
@@ -38,6 +38,63 @@ pub struct MachineRecord {
     pub created_at: u64,
     pub updated_at: u64,
     pub last_attested_at: Option<u64>,
+    /// The machine's config token, made at its first approval. It is looked up through the
+    /// SHA-256 of the token (`by_token`), so a lookup's timing says nothing about it.
+    pub config_token: Option<String>,
+    /// Whether the config token has been used once ("Config token consumed").
+    pub config_fetched: bool,
+}
+
+/// Version 1 (before config tokens): read and upgraded, never written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct MachineRecordV1 {
+    id: String,
+    ek_fingerprint: String,
+    ek_source: EkSource,
+    ek_cert_der: Option<Vec<u8>>,
+    ek_public_der: Option<Vec<u8>>,
+    ak_public: Option<Vec<u8>>,
+    hw_uuid: Option<String>,
+    hw_mac: Option<String>,
+    hw_serial: Option<String>,
+    hw_product: Option<String>,
+    desired_role: Option<Role>,
+    cluster_id: String,
+    state: State,
+    role: Option<Role>,
+    hostname: Option<String>,
+    assigned_ip: Option<String>,
+    created_at: u64,
+    updated_at: u64,
+    last_attested_at: Option<u64>,
+}
+
+impl From<MachineRecordV1> for MachineRecord {
+    fn from(v1: MachineRecordV1) -> MachineRecord {
+        MachineRecord {
+            id: v1.id,
+            ek_fingerprint: v1.ek_fingerprint,
+            ek_source: v1.ek_source,
+            ek_cert_der: v1.ek_cert_der,
+            ek_public_der: v1.ek_public_der,
+            ak_public: v1.ak_public,
+            hw_uuid: v1.hw_uuid,
+            hw_mac: v1.hw_mac,
+            hw_serial: v1.hw_serial,
+            hw_product: v1.hw_product,
+            desired_role: v1.desired_role,
+            cluster_id: v1.cluster_id,
+            state: v1.state,
+            role: v1.role,
+            hostname: v1.hostname,
+            assigned_ip: v1.assigned_ip,
+            created_at: v1.created_at,
+            updated_at: v1.updated_at,
+            last_attested_at: v1.last_attested_at,
+            config_token: None,
+            config_fetched: false,
+        }
+    }
 }
 
 /// Why a stored record could not be read.
@@ -75,7 +132,10 @@ impl MachineRecord {
     pub fn decode(bytes: &[u8]) -> Result<MachineRecord, RecordError> {
         match bytes.split_first() {
             None => Err(RecordError::Empty),
-            Some((&1, body)) => {
+            Some((&1, body)) => postcard::from_bytes::<MachineRecordV1>(body)
+                .map(MachineRecord::from)
+                .map_err(|e| RecordError::Corrupt(e.to_string())),
+            Some((&2, body)) => {
                 postcard::from_bytes(body).map_err(|e| RecordError::Corrupt(e.to_string()))
             }
             Some((&v, _)) => Err(RecordError::UnknownVersion(v)),
@@ -109,6 +169,8 @@ mod tests {
             created_at: 1,
             updated_at: 2,
             last_attested_at: None,
+            config_token: None,
+            config_fetched: false,
         }
     }
 
@@ -131,11 +193,12 @@ mod tests {
         ));
     }
 
-    /// A version-1 record as this release wrote it, kept as bytes: every later version must
-    /// still read it (through its upgrade code).
+    /// A version-1 record as the previous release wrote it, kept as bytes: it is read
+    /// through the upgrade code (no config token yet).
     #[test]
     fn reads_a_stored_version_1_record() {
         let stored = include_bytes!("../tests/fixtures/machine-record-v1.bin");
+        assert_eq!(stored[0], 1);
         assert_eq!(MachineRecord::decode(stored), Ok(sample()));
     }
 }

@@ -14,6 +14,7 @@ use attest_common::tpm::public::TpmPublic;
 use attest_common::wire::{RegisterRequest, Role};
 
 use crate::audit::NewEntry;
+use crate::machineconfig::BaseConfigs;
 use crate::record::MachineRecord;
 use crate::store::{Store, StoreError, Tx, Vote};
 
@@ -26,8 +27,12 @@ pub enum ErrorKind {
     NotFound,
     /// 409: the lifecycle does not allow this now.
     Conflict,
+    /// 403: the machine's state forbids it (locked, revoked, rejected).
+    Forbidden,
     /// 422: well-formed but inconsistent (fingerprint does not match the certificate).
     Unprocessable,
+    /// 503: a dependency or configuration is missing.
+    Unavailable,
     /// 500: storage failure; nothing was written.
     Internal,
 }
@@ -199,6 +204,16 @@ pub enum ApproveOutcome {
 pub struct Service {
     store: Store,
     dual_control: DualControl,
+    configs: Option<BaseConfigs>,
+}
+
+/// A config served to a machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFetch {
+    pub machine_id: String,
+    pub yaml: String,
+    /// The first use of the token.
+    pub first: bool,
 }
 
 /// The result of register / self-register.
@@ -218,7 +233,113 @@ impl Service {
         Service {
             store,
             dual_control,
+            configs: None,
         }
+    }
+
+    /// Serves configs rendered from these role base configs.
+    pub fn with_configs(mut self, configs: BaseConfigs) -> Service {
+        self.configs = Some(configs);
+        self
+    }
+
+    fn configs(&self) -> Result<&BaseConfigs, ServiceError> {
+        self.configs.as_ref().ok_or_else(|| {
+            ServiceError::new(
+                ErrorKind::Unavailable,
+                "no_base_configs",
+                "no role base configs are configured: set ITL_CONFIG_DIR to a directory with \
+                 controlplane.yaml, worker-infra.yaml and worker-app.yaml",
+            )
+        })
+    }
+
+    /// `GET /config/{token}`: the machine's full config. Refused for locked, revoked and
+    /// rejected machines; the first use is audited as consumed, later ones as re-fetches.
+    pub fn fetch_config(&self, token: &str, actor: &Actor) -> Result<ConfigFetch, ServiceError> {
+        let configs = self.configs()?;
+        let now = now();
+        self.store.write(|tx| {
+            let mut record = tx.machine_by_token(token)?.ok_or_else(|| {
+                ServiceError::new(
+                    ErrorKind::NotFound,
+                    "unknown_config_token",
+                    "unknown config token",
+                )
+            })?;
+            let status = record.state.status;
+            if status.is_refused() {
+                return Err(ServiceError::new(
+                    ErrorKind::Forbidden,
+                    "machine_refused",
+                    format!(
+                        "machine {} is {status}: no configuration is served",
+                        record.id
+                    ),
+                ));
+            }
+            let (Some(role), Some(hostname), Some(ip)) = (
+                record.role,
+                record.hostname.clone(),
+                record.assigned_ip.clone(),
+            ) else {
+                return Err(ServiceError::new(
+                    ErrorKind::Forbidden,
+                    "not_approved",
+                    format!("machine {} is not approved", record.id),
+                ));
+            };
+            let yaml = BaseConfigs::to_yaml(&configs.render(role, &hostname, &ip));
+            let first = !record.config_fetched;
+            let detail = if first {
+                format!(
+                    "Config token consumed: id={} role={role} hostname={hostname}",
+                    record.id
+                )
+            } else {
+                format!(
+                    "Config re-fetch: id={} role={role} hostname={hostname}",
+                    record.id
+                )
+            };
+            record.config_fetched = true;
+            tx.put_machine(&record)?;
+            tx.audit(
+                NewEntry {
+                    operator_cn: actor.identity.clone(),
+                    action: if first {
+                        "config-consumed"
+                    } else {
+                        "config-refetch"
+                    }
+                    .into(),
+                    machine_id: Some(record.id.clone()),
+                    prev_state: Some(status.to_string()),
+                    new_state: Some(status.to_string()),
+                    detail: detail.clone(),
+                    source_ip: actor.source_ip.clone(),
+                },
+                now,
+            )?;
+            eprintln!("{detail}");
+            Ok(ConfigFetch {
+                machine_id: record.id,
+                yaml,
+                first,
+            })
+        })
+    }
+
+    /// `GET /config`: a role's config without any secret and without machine identity.
+    pub fn pending_config(&self, role: Role) -> Result<String, ServiceError> {
+        let configs = self.configs()?;
+        let base = configs.render(role, "pending", "0.0.0.0/32");
+        let mut config = BaseConfigs::without_secrets(base);
+        if let Some(network) = config["machine"]["network"].as_object_mut() {
+            network.remove("hostname");
+            network.remove("interfaces");
+        }
+        Ok(BaseConfigs::to_yaml(&config))
     }
 
     pub fn store(&self) -> &Store {
@@ -322,6 +443,8 @@ impl Service {
                     created_at: now,
                     updated_at: now,
                     last_attested_at: None,
+                    config_token: None,
+                    config_fetched: false,
                 },
             };
             record.ek_cert_der = req.ek_cert_pem.as_ref().map(|c| c.der().to_vec());
@@ -633,6 +756,16 @@ fn set_approval(r: &mut MachineRecord, a: &Approval) {
     r.role = Some(a.role);
     r.hostname = Some(a.hostname.clone());
     r.assigned_ip = Some(a.assigned_ip.clone());
+    if r.config_token.is_none() {
+        r.config_token = Some(new_token());
+    }
+}
+
+/// A config token: 256 random bits, hex.
+fn new_token() -> String {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).expect("the operating system's random number generator failed");
+    crate::audit::hex(&b)
 }
 
 /// Runs the lifecycle transition for `event` on machine `id` inside `tx`, with its audit

@@ -13,6 +13,14 @@ const MACHINES: TableDefinition<&str, &[u8]> = TableDefinition::new("machines");
 const BY_EK: TableDefinition<&str, &str> = TableDefinition::new("by_ek");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const APPROVALS: TableDefinition<&str, &[u8]> = TableDefinition::new("approvals");
+/// SHA-256 (hex) of a config token → machine id.
+const BY_TOKEN: TableDefinition<&str, &str> = TableDefinition::new("by_token");
+
+/// The `by_token` key of a config token.
+pub fn token_key(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    crate::audit::hex(&Sha256::digest(token.as_bytes()))
+}
 
 /// One operator's vote toward a dual-control approval.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -94,6 +102,11 @@ impl Tx<'_> {
         self.txn
             .open_table(BY_EK)?
             .insert(record.ek_fingerprint.as_str(), record.id.as_str())?;
+        if let Some(token) = &record.config_token {
+            self.txn
+                .open_table(BY_TOKEN)?
+                .insert(token_key(token).as_str(), record.id.as_str())?;
+        }
         Ok(())
     }
 
@@ -102,7 +115,25 @@ impl Tx<'_> {
         self.txn
             .open_table(BY_EK)?
             .remove(record.ek_fingerprint.as_str())?;
+        if let Some(token) = &record.config_token {
+            self.txn
+                .open_table(BY_TOKEN)?
+                .remove(token_key(token).as_str())?;
+        }
         Ok(())
+    }
+
+    /// The machine a config token belongs to.
+    pub fn machine_by_token(&self, token: &str) -> Result<Option<MachineRecord>, StoreError> {
+        let id = {
+            let table = self.txn.open_table(BY_TOKEN)?;
+            let found = table.get(token_key(token).as_str())?;
+            found.map(|v| v.value().to_owned())
+        };
+        match id {
+            Some(id) => self.machine(&id),
+            None => Ok(None),
+        }
     }
 
     /// The pending dual-control votes for a machine (oldest first).
@@ -156,6 +187,7 @@ impl Store {
         txn.open_table(BY_EK)?;
         txn.open_table(AUDIT)?;
         txn.open_table(APPROVALS)?;
+        txn.open_table(BY_TOKEN)?;
         txn.commit()?;
         Ok(Store { db })
     }

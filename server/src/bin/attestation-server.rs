@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use std::sync::Arc;
 
+use attest_server::machineconfig::BaseConfigs;
 use attest_server::service::Service;
 use attest_server::store::Store;
 use attest_server::{config::Config, http};
@@ -38,10 +39,19 @@ fn main() -> ExitCode {
              operator endpoints answer 503"
         );
     }
-    let state = Arc::new(http::AppState {
-        service: Service::with_dual_control(store, config.dual_control.clone()),
-        config: config.clone(),
-    });
+    let mut service = Service::with_dual_control(store, config.dual_control.clone());
+    match &config.config_dir {
+        Some(dir) => match BaseConfigs::load(dir) {
+            Ok(configs) => service = service.with_configs(configs),
+            Err(e) => {
+                eprintln!("attestation-server: invalid configuration: ITL_CONFIG_DIR: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => eprintln!(
+            "attestation-server: no role base configs (ITL_CONFIG_DIR); config endpoints answer 503"
+        ),
+    }
     smol::block_on(async {
         let listener = match smol::net::TcpListener::bind(config.listen).await {
             Ok(l) => l,
@@ -61,6 +71,15 @@ fn main() -> ExitCode {
             "attestation-server {} listening on http://{addr}",
             env!("CARGO_PKG_VERSION")
         );
+        let service_url = config
+            .service_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let state = Arc::new(http::AppState {
+            service,
+            config: config.clone(),
+            service_url,
+        });
         match http::serve(listener, http::app(state)).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

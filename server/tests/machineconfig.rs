@@ -1,0 +1,198 @@
+//! Config delivery over HTTP: rendered configs validate against the Talos v1.9 schema in
+//! `../shared/talos`, tokens are audited, refused machines and pending configs get no secrets.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use base64ct::Encoding;
+use serde_json::{Value, json};
+use support::{ADMIN, Server};
+
+const EK_P384: &str = include_str!("../../common/tests/fixtures/swtpm-ek-p384.pem");
+
+fn talos_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/talos");
+    assert!(
+        dir.join("config.schema.json").is_file(),
+        "../shared/talos (the Talos schema and samples) must sit beside the repository"
+    );
+    dir
+}
+
+/// A config dir with the shared samples as role base configs.
+fn config_dir(base: &std::path::Path) -> PathBuf {
+    let dir = base.join("base-configs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let talos = talos_dir();
+    std::fs::copy(
+        talos.join("controlplane.yaml"),
+        dir.join("controlplane.yaml"),
+    )
+    .unwrap();
+    std::fs::copy(talos.join("worker.yaml"), dir.join("worker-infra.yaml")).unwrap();
+    std::fs::copy(talos.join("worker.yaml"), dir.join("worker-app.yaml")).unwrap();
+    dir
+}
+
+fn validate(yaml: &str) {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(talos_dir().join("config.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let root = json!({"$ref": "#/$defs/v1alpha1.Config", "$defs": schema["$defs"]});
+    let validator = jsonschema::validator_for(&root).unwrap();
+    let instance: Value = serde_norway::from_str(yaml).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&instance)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "config does not validate: {errors:#?}");
+}
+
+fn get_text(url: &str) -> (u16, String) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut res = agent.get(url).call().unwrap();
+    (
+        res.status().as_u16(),
+        res.body_mut().read_to_string().unwrap(),
+    )
+}
+
+fn register_body() -> String {
+    let fp = attest_common::ek_fingerprint(EK_P384.as_bytes())
+        .unwrap()
+        .fingerprint
+        .to_string();
+    json!({"ek_fingerprint": fp, "ek_cert_pem": base64ct::Base64::encode_string(EK_P384.as_bytes())}).to_string()
+}
+
+#[test]
+fn approved_machines_get_valid_configs_and_refused_ones_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_dir(dir.path());
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("ITL_ADMIN_TOKEN", ADMIN),
+            ("ITL_CONFIG_DIR", cfg.to_str().unwrap()),
+        ],
+    );
+
+    // The pending config: valid, and without a single secret.
+    for role in ["controlplane", "worker-infra", "worker-app"] {
+        let (status, yaml) = get_text(&format!("{}/api/v1/config?role={role}", server.url));
+        assert_eq!(status, 200, "{yaml}");
+        validate(&yaml);
+        let v: Value = serde_norway::from_str(&yaml).unwrap();
+        for secret in [
+            "/machine/token",
+            "/machine/ca/key",
+            "/cluster/token",
+            "/cluster/secretboxEncryptionSecret",
+            "/cluster/ca/key",
+            "/cluster/serviceAccount/key",
+            "/cluster/etcd/ca/key",
+            "/cluster/aggregatorCA/key",
+        ] {
+            assert!(
+                v.pointer(secret).is_none(),
+                "{role}: {secret} in the pending config"
+            );
+        }
+    }
+
+    let (_, reg) = server.call(
+        "POST",
+        "/api/v1/self-register",
+        None,
+        Some(&register_body()),
+    );
+    let id = reg["machine_id"].as_str().unwrap().to_owned();
+    assert!(reg["config_url"].is_null(), "no config before approval");
+    let approve = json!({"role": "controlplane", "hostname": "cp-1", "assigned_ip": "10.0.0.5/24"})
+        .to_string();
+    let (status, _) = server.call(
+        "POST",
+        &format!("/api/v1/machines/{id}/approve"),
+        Some(ADMIN),
+        Some(&approve),
+    );
+    assert_eq!(status, 200);
+    // The USB path: registering again after approval hands out the token and URL.
+    let (_, reg) = server.call("POST", "/api/v1/register", None, Some(&register_body()));
+    let url = reg["config_url"]
+        .as_str()
+        .expect("config_url after approval")
+        .to_owned();
+    assert!(url.starts_with(&server.url) && url.ends_with(reg["config_token"].as_str().unwrap()));
+
+    let (status, yaml) = get_text(&url);
+    assert_eq!(status, 200, "{yaml}");
+    validate(&yaml);
+    let v: Value = serde_norway::from_str(&yaml).unwrap();
+    assert_eq!(v.pointer("/machine/network/hostname"), Some(&json!("cp-1")));
+    assert_eq!(
+        v.pointer("/machine/network/interfaces/0/addresses/0"),
+        Some(&json!("10.0.0.5/24"))
+    );
+    assert!(
+        v.pointer("/machine/token").is_some(),
+        "the approved machine gets its secrets"
+    );
+    let (status, _) = get_text(&url);
+    assert_eq!(status, 200);
+    let (_, audit) = server.call(
+        "GET",
+        &format!("/api/v1/audit?machine_id={id}"),
+        Some(ADMIN),
+        None,
+    );
+    let actions: Vec<_> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        actions.ends_with(&["config-consumed".to_owned(), "config-refetch".to_owned()]),
+        "{actions:?}"
+    );
+
+    // Unknown token: 404. Revoked machine: 403, nothing served.
+    let (status, _) = get_text(&format!("{}/api/v1/config/{}", server.url, "0".repeat(64)));
+    assert_eq!(status, 404);
+    server.call(
+        "POST",
+        &format!("/api/v1/machines/{id}/revoke"),
+        Some(ADMIN),
+        Some(r#"{"reason":"test"}"#),
+    );
+    let (status, body) = get_text(&url);
+    assert_eq!(status, 403);
+    assert!(
+        body.contains("revoked") && !body.contains("token:"),
+        "{body}"
+    );
+}
+
+#[test]
+fn config_dir_is_checked_at_start_and_required_for_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_attestation-server"))
+        .env("ITL_DATA_DIR", dir.path())
+        .env("ITL_CONFIG_DIR", dir.path().join("missing"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ITL_CONFIG_DIR"));
+
+    let server = Server::start_with(dir.path(), &[("ITL_ADMIN_TOKEN", ADMIN)]);
+    let (status, body) = get_text(&format!("{}/api/v1/config", server.url));
+    assert_eq!(status, 503);
+    assert!(body.contains("ITL_CONFIG_DIR"), "{body}");
+}
