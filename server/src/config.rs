@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use attest_common::wire::Role;
 
+use crate::oidc::OidcConfig;
 use crate::service::DualControl;
 
 /// Default listen address: loopback only. Exposing the server is a deliberate choice.
@@ -34,6 +35,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `ITL_DUAL_CONTROL_ROLES`, `ITL_DUAL_CONTROL_QUORUM`, `ITL_DUAL_CONTROL_WINDOW_SECONDS`.
     pub dual_control: DualControl,
+    /// `ITL_OIDC_ENABLED` with `ITL_OIDC_ISSUER`, `ITL_OIDC_AUDIENCE`, `ITL_OIDC_OPERATOR_ROLE`.
+    pub oidc: Option<OidcConfig>,
 }
 
 impl std::fmt::Debug for Config {
@@ -47,6 +50,7 @@ impl std::fmt::Debug for Config {
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("dual_control", &self.dual_control)
+            .field("oidc", &self.oidc)
             .finish()
     }
 }
@@ -133,15 +137,39 @@ impl Config {
                     message: format!("'{v}' is not a positive number of seconds"),
                 })?,
         };
-        // OIDC arrives with the operator-auth work; refusing is honest, ignoring is not.
-        if get("ITL_OIDC_ENABLED").is_some_and(|v| v == "true" || v == "1") {
-            return Err(ConfigError {
-                variable: "ITL_OIDC_ENABLED",
-                message: "OIDC operator login is not available in this build yet; use \
-                          ITL_ADMIN_TOKEN, or set ITL_OIDC_ENABLED=false"
-                    .into(),
-            });
-        }
+        let oidc = match get("ITL_OIDC_ENABLED").as_deref() {
+            None | Some("false" | "0" | "") => None,
+            Some("true" | "1") => {
+                let required = |variable: &'static str| {
+                    get(variable)
+                        .filter(|v| !v.is_empty())
+                        .ok_or_else(|| ConfigError {
+                            variable,
+                            message: "required when ITL_OIDC_ENABLED=true".into(),
+                        })
+                };
+                let issuer = required("ITL_OIDC_ISSUER")?;
+                if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
+                    return Err(ConfigError {
+                        variable: "ITL_OIDC_ISSUER",
+                        message: format!("'{issuer}' is not an http(s) URL"),
+                    });
+                }
+                Some(OidcConfig {
+                    issuer,
+                    audience: required("ITL_OIDC_AUDIENCE")?,
+                    operator_role: get("ITL_OIDC_OPERATOR_ROLE")
+                        .filter(|r| !r.is_empty())
+                        .unwrap_or_else(|| "attestation-operator".into()),
+                })
+            }
+            Some(other) => {
+                return Err(ConfigError {
+                    variable: "ITL_OIDC_ENABLED",
+                    message: format!("'{other}' is neither true nor false"),
+                });
+            }
+        };
         Ok(Config {
             listen,
             data_dir,
@@ -154,6 +182,7 @@ impl Config {
                 quorum,
                 window_seconds,
             },
+            oidc,
         })
     }
 

@@ -26,6 +26,8 @@ use attest_common::wire::Timestamp;
 /// Everything a handler needs.
 pub struct AppState {
     pub service: Service,
+    /// OIDC bearer-token verification, when enabled.
+    pub oidc: Option<crate::oidc::Oidc>,
     pub config: Config,
     /// Base of the URLs handed to agents (`ITL_SERVICE_URL`, or the bound address).
     pub service_url: String,
@@ -130,33 +132,71 @@ fn source_ip(req: &Request<State>) -> Option<String> {
     })
 }
 
-/// Operator authentication: the break-glass token (constant-time compare) acts as `SYSTEM`.
-fn operator(req: &Request<State>) -> Result<Actor, Refusal> {
-    let Some(token) = req.state().config.admin_token.as_deref() else {
+/// Operator authentication: the break-glass token (constant-time compare) acts as `SYSTEM`;
+/// any other bearer token is checked with OIDC when it is enabled.
+async fn operator(req: &Request<State>) -> Result<Actor, Refusal> {
+    use crate::oidc::AuthError;
+    let state = req.state().clone();
+    let admin = state.config.admin_token.clone();
+    if admin.is_none() && state.oidc.is_none() {
         return Err(Refusal::new(
             StatusCode::ServiceUnavailable,
             "auth_not_configured",
             "Operator authentication is not configured: set ITL_ADMIN_TOKEN (break-glass) or \
              enable OIDC (ITL_OIDC_ENABLED, ITL_OIDC_ISSUER, ITL_OIDC_AUDIENCE)",
         ));
-    };
-    let presented = req
+    }
+    let source_ip = source_ip(req);
+    let Some(presented) = req
         .header("Authorization")
-        .and_then(|h| h.last().as_str().strip_prefix("Bearer ").map(str::to_owned));
-    match presented {
-        Some(p) if bool::from(p.as_bytes().ct_eq(token.as_bytes())) => Ok(Actor {
-            identity: "SYSTEM".into(),
-            source_ip: source_ip(req),
-        }),
-        Some(_) => Err(Refusal::new(
-            StatusCode::Unauthorized,
-            "invalid_token",
-            "the bearer token is not valid",
-        )),
-        None => Err(Refusal::new(
+        .and_then(|h| h.last().as_str().strip_prefix("Bearer ").map(str::to_owned))
+    else {
+        return Err(Refusal::new(
             StatusCode::Unauthorized,
             "missing_token",
             "operator endpoints need an Authorization: Bearer token",
+        ));
+    };
+    if let Some(token) = admin
+        && bool::from(presented.as_bytes().ct_eq(token.as_bytes()))
+    {
+        return Ok(Actor {
+            identity: "SYSTEM".into(),
+            source_ip,
+        });
+    }
+    if state.oidc.is_none() {
+        return Err(Refusal::new(
+            StatusCode::Unauthorized,
+            "invalid_token",
+            "the bearer token is not valid",
+        ));
+    }
+    let result = smol::unblock(move || {
+        state
+            .oidc
+            .as_ref()
+            .map(|o| o.authenticate(&presented))
+            .expect("checked above")
+    })
+    .await;
+    match result {
+        Ok(op) => Ok(Actor {
+            identity: op.identity,
+            source_ip,
+        }),
+        Err(AuthError::Invalid(why)) => {
+            Err(Refusal::new(StatusCode::Unauthorized, "invalid_token", why))
+        }
+        Err(AuthError::MissingRole { identity, role }) => Err(Refusal::new(
+            StatusCode::Forbidden,
+            "missing_role",
+            format!("{identity} does not have the operator role '{role}' (ITL_OIDC_OPERATOR_ROLE)"),
+        )),
+        Err(AuthError::ProviderDown(why)) => Err(Refusal::new(
+            StatusCode::ServiceUnavailable,
+            "oidc_unavailable",
+            format!("the OIDC provider cannot be reached: {why}"),
         )),
     }
 }
@@ -273,7 +313,7 @@ async fn decode_or_default<T: serde::de::DeserializeOwned + Default>(
 }
 
 async fn operate(mut req: Request<State>) -> tide::Result {
-    let actor = attempt!(operator(&req));
+    let actor = attempt!(operator(&req).await);
     let id = req.param("id")?.to_owned();
     let action = req.param("action")?.to_owned();
     let record = match action.as_str() {
@@ -340,7 +380,7 @@ struct ListQuery {
 }
 
 async fn list(req: Request<State>) -> tide::Result {
-    attempt!(operator(&req));
+    attempt!(operator(&req).await);
     let q: ListQuery = req.query().unwrap_or(ListQuery { status: None });
     let status = match q.status.as_deref().map(str::parse::<Status>) {
         None => None,
@@ -377,7 +417,7 @@ fn votes_json(votes: &[Vote]) -> serde_json::Value {
 }
 
 async fn get(req: Request<State>) -> tide::Result {
-    attempt!(operator(&req));
+    attempt!(operator(&req).await);
     let id = req.param("id")?.to_owned();
     let (m, votes) = attempt!(
         blocking(req.state(), move |s| Ok((
@@ -392,7 +432,7 @@ async fn get(req: Request<State>) -> tide::Result {
 }
 
 async fn approvals(req: Request<State>) -> tide::Result {
-    attempt!(operator(&req));
+    attempt!(operator(&req).await);
     let id = req.param("id")?.to_owned();
     let votes = attempt!(blocking(req.state(), move |s| s.approvals(&id)).await);
     Ok(json_response(
@@ -402,7 +442,7 @@ async fn approvals(req: Request<State>) -> tide::Result {
 }
 
 async fn delete(req: Request<State>) -> tide::Result {
-    let actor = attempt!(operator(&req));
+    let actor = attempt!(operator(&req).await);
     let id = req.param("id")?.to_owned();
     attempt!(blocking(req.state(), move |s| s.delete(&id, &actor)).await);
     Ok(Response::new(StatusCode::NoContent))
@@ -416,7 +456,7 @@ struct AuditQuery {
 }
 
 async fn audit_list(req: Request<State>) -> tide::Result {
-    attempt!(operator(&req));
+    attempt!(operator(&req).await);
     let q: AuditQuery = match req.query() {
         Ok(q) => q,
         Err(e) => {
@@ -452,7 +492,7 @@ async fn audit_list(req: Request<State>) -> tide::Result {
 }
 
 async fn audit_verify(req: Request<State>) -> tide::Result {
-    attempt!(operator(&req));
+    attempt!(operator(&req).await);
     let v = attempt!(blocking(req.state(), |s| Ok(s.store().audit_verify()?)).await);
     Ok(json_response(StatusCode::Ok, &v))
 }

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod config;
 pub mod http;
 pub mod machineconfig;
+pub mod oidc;
 pub mod record;
 pub mod service;
 pub mod store;

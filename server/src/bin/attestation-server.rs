@@ -33,10 +33,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if config.admin_token.is_none() {
+    if config.admin_token.is_none() && config.oidc.is_none() {
         eprintln!(
-            "attestation-server: no operator authentication configured (ITL_ADMIN_TOKEN); \
-             operator endpoints answer 503"
+            "attestation-server: no operator authentication configured (ITL_ADMIN_TOKEN or \
+             ITL_OIDC_ENABLED); operator endpoints answer 503"
         );
     }
     let mut service = Service::with_dual_control(store, config.dual_control.clone());
@@ -77,6 +77,7 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| format!("http://{addr}"));
         let state = Arc::new(http::AppState {
             service,
+            oidc: config.oidc.clone().map(attest_server::oidc::Oidc::new),
             config: config.clone(),
             service_url,
         });
