@@ -536,6 +536,10 @@ pub fn app(state: State) -> tide::Server<State> {
             &json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }),
         ))
     });
+    app.at("/api/v1/openapi.json")
+        .get(|_req: Request<State>| async {
+            Ok(json_response(StatusCode::Ok, &crate::openapi::document()))
+        });
     app.at("/api/v1/register").post(|req| register(req, false));
     app.at("/api/v1/self-register")
         .post(|req| register(req, true));

@@ -9,6 +9,7 @@ pub mod config;
 pub mod http;
 pub mod machineconfig;
 pub mod oidc;
+pub mod openapi;
 pub mod record;
 pub mod service;
 pub mod store;

@@ -797,6 +797,7 @@ fn apply_event(
             None
         }
     };
+    eprintln!("{detail} by={}", actor.identity);
     tx.audit(
         NewEntry {
             operator_cn: actor.identity.clone(),

@@ -1,0 +1,145 @@
+//! `GET /api/v1/openapi.json`: the API as it is served, for clients and for schemathesis.
+//! A test walks the routes and requires each to be described here.
+
+use serde_json::{Value, json};
+
+fn error_ref() -> Value {
+    json!({"$ref": "#/components/schemas/Error"})
+}
+
+fn responses(ok: &str, codes: &[u16]) -> Value {
+    let mut r = serde_json::Map::new();
+    r.insert(ok.into(), json!({"description": "success"}));
+    for c in codes {
+        r.insert(
+            c.to_string(),
+            json!({"description": "error", "content": {"application/json": {"schema": error_ref()}}}),
+        );
+    }
+    Value::Object(r)
+}
+
+fn operator(summary: &str, ok: &str, codes: &[u16]) -> Value {
+    json!({
+        "summary": summary,
+        "security": [{"bearer": []}],
+        "responses": responses(ok, &[&[401u16, 403, 503][..], codes].concat()),
+    })
+}
+
+fn id_param() -> Value {
+    json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}])
+}
+
+fn body(schema: Value) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": schema}}})
+}
+
+/// The OpenAPI 3.0 document.
+pub fn document() -> Value {
+    let register = json!({
+        "type": "object",
+        "required": ["ek_fingerprint"],
+        "properties": {
+            "ek_fingerprint": {"type": "string", "pattern": "^[0-9a-fA-F]{96}$"},
+            "ek_cert_pem": {"type": "string", "description": "base64 of the EK certificate PEM"},
+            "ek_public": {"type": "string", "description": "base64 of the EK SubjectPublicKeyInfo DER (ek_source pub)"},
+            "ek_source": {"type": "string", "enum": ["cert", "pub"]},
+            "hw_uuid": {"type": "string", "maxLength": 128},
+            "hw_mac": {"type": "string", "maxLength": 128},
+            "hw_serial": {"type": "string", "maxLength": 128},
+            "hw_product": {"type": "string", "maxLength": 128},
+            "desired_role": {"type": "string", "enum": ["controlplane", "worker-infra", "worker-app"]},
+            "cluster_id": {"type": "string", "maxLength": 63},
+            "ak_public": {"type": "string", "description": "base64 TPM2B_PUBLIC of the AK"}
+        }
+    });
+    let reason = json!({"type": "object", "properties": {"reason": {"type": "string"}}});
+    let mut reject = operator("Reject a pending machine", "200", &[400, 404, 409]);
+    reject["parameters"] = id_param();
+    let mut lock = operator("Lock an attested machine", "200", &[400, 404, 409]);
+    lock["parameters"] = id_param();
+    let mut unlock = operator("Unlock a locked machine", "200", &[400, 404, 409]);
+    unlock["parameters"] = id_param();
+    for op in [&mut reject, &mut lock, &mut unlock] {
+        op["requestBody"] = json!({"content": {"application/json": {"schema": reason}}});
+    }
+    let mut approve = operator(
+        "Approve (a vote under dual control: 202 until the quorum)",
+        "200",
+        &[400, 404, 409],
+    );
+    approve["parameters"] = id_param();
+    approve["responses"]["202"] = json!({"description": "pending_second_approval"});
+    approve["requestBody"] = body(json!({
+        "type": "object", "required": ["role", "hostname", "assigned_ip"],
+        "properties": {
+            "role": {"type": "string", "enum": ["controlplane", "worker-infra", "worker-app"]},
+            "hostname": {"type": "string"},
+            "assigned_ip": {"type": "string", "description": "address/prefix, e.g. 10.0.0.5/24"}
+        }
+    }));
+    let mut revoke = operator(
+        "Revoke, optionally with a remote wipe",
+        "200",
+        &[400, 404, 409],
+    );
+    revoke["parameters"] = id_param();
+    revoke["requestBody"] = body(json!({
+        "type": "object", "required": ["reason"],
+        "properties": {"wipe": {"type": "boolean"}, "reason": {"type": "string"}}
+    }));
+    let mut get = operator("Machine detail with pending approvals", "200", &[404]);
+    get["parameters"] = id_param();
+    let mut delete = operator(
+        "Delete a revoked or rejected record (audit stays)",
+        "204",
+        &[404, 409],
+    );
+    delete["parameters"] = id_param();
+    let mut approvals = operator("Pending dual-control votes", "200", &[404]);
+    approvals["parameters"] = id_param();
+    let mut list = operator("List machines", "200", &[400]);
+    list["parameters"] = json!([{"name": "status", "in": "query", "schema": {"type": "string",
+        "enum": ["pending_approval", "registered", "attested", "locked", "revoked", "rejected"]}}]);
+    let mut audit = operator("Audit entries, oldest first", "200", &[400]);
+    audit["parameters"] = json!([
+        {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+        {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
+        {"name": "machine_id", "in": "query", "schema": {"type": "string"}}
+    ]);
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "ITL attestation server", "version": env!("CARGO_PKG_VERSION")},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                "description": "OIDC access token, or the break-glass ITL_ADMIN_TOKEN"}},
+            "schemas": {"Error": {"type": "object", "required": ["error", "message"],
+                "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}}
+        },
+        "paths": {
+            "/healthz": {"get": {"summary": "Liveness", "responses": responses("200", &[])}},
+            "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": responses("200", &[])}},
+            "/api/v1/register": {"post": {"summary": "Pre-register a machine (USB agent)",
+                "requestBody": body(register.clone()), "responses": responses("201", &[400, 409, 413, 422])}},
+            "/api/v1/self-register": {"post": {"summary": "Zero-touch registration (pending approval)",
+                "requestBody": body(register), "responses": responses("201", &[400, 409, 413, 422])}},
+            "/api/v1/config": {"get": {"summary": "A role's config without secrets",
+                "parameters": [{"name": "role", "in": "query", "schema": {"type": "string"}}],
+                "responses": responses("200", &[400, 503])}},
+            "/api/v1/config/{token}": {"get": {"summary": "The machine's config (YAML)",
+                "parameters": [{"name": "token", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": responses("200", &[403, 404, 503])}},
+            "/api/v1/machines": {"get": list},
+            "/api/v1/machines/{id}": {"get": get, "delete": delete},
+            "/api/v1/machines/{id}/approvals": {"get": approvals},
+            "/api/v1/machines/{id}/approve": {"post": approve},
+            "/api/v1/machines/{id}/reject": {"post": reject},
+            "/api/v1/machines/{id}/lock": {"post": lock},
+            "/api/v1/machines/{id}/unlock": {"post": unlock},
+            "/api/v1/machines/{id}/revoke": {"post": revoke},
+            "/api/v1/audit": {"get": audit},
+            "/api/v1/audit/verify": {"get": operator("Recompute the audit chain", "200", &[])}
+        }
+    })
+}
