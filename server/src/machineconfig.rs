@@ -52,9 +52,14 @@ impl BaseConfigs {
         Ok(BaseConfigs { by_role })
     }
 
+    /// The role's base config as loaded.
+    pub fn base(&self, role: Role) -> &Value {
+        &self.by_role[&role]
+    }
+
     /// The full config for a machine (with secrets).
     pub fn render(&self, role: Role, hostname: &str, address: &str) -> Value {
-        let mut config = self.by_role[&role].clone();
+        let mut config = self.base(role).clone();
         let network = &mut config["machine"]["network"];
         if !network.is_object() {
             *network = json!({});

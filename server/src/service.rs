@@ -333,12 +333,7 @@ impl Service {
     /// `GET /config`: a role's config without any secret and without machine identity.
     pub fn pending_config(&self, role: Role) -> Result<String, ServiceError> {
         let configs = self.configs()?;
-        let base = configs.render(role, "pending", "0.0.0.0/32");
-        let mut config = BaseConfigs::without_secrets(base);
-        if let Some(network) = config["machine"]["network"].as_object_mut() {
-            network.remove("hostname");
-            network.remove("interfaces");
-        }
+        let config = BaseConfigs::without_secrets(configs.base(role).clone());
         Ok(BaseConfigs::to_yaml(&config))
     }
 
