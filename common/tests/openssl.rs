@@ -6,23 +6,9 @@ use std::process::Command;
 
 use attest_common::fingerprint::{EkSource, ek_fingerprint};
 use attest_common::nonce::{self, Domain, NonceSignature};
-use attest_swtpm::{NV_EK_CERT_ECC_P384, NV_EK_CERT_RSA2048, Swtpm, require_tool};
+use attest_swtpm::{NV_EK_CERT_ECC_P384, NV_EK_CERT_RSA2048, Swtpm, openssl};
 use p384::ecdsa::SigningKey;
 use p384::pkcs8::DecodePrivateKey;
-
-fn openssl(args: &[&str]) -> String {
-    require_tool("openssl", "openssl");
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
 
 /// `openssl x509 -noout -fingerprint -sha384`, colons removed, lower case.
 fn openssl_fingerprint(cert: &Path, inform: &str) -> String {

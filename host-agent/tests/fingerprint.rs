@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use attest_swtpm::{NV_EK_CERT_ECC_P384, NV_EK_CERT_RSA2048, Swtpm, require_tool};
+use attest_swtpm::{NV_EK_CERT_ECC_P384, NV_EK_CERT_RSA2048, Swtpm, openssl};
 
 fn agent(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_attest-agent"))
@@ -16,20 +16,6 @@ fn field(out: &Output, key: &str) -> Option<String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_owned))
-}
-
-fn openssl(args: &[&str]) -> String {
-    require_tool("openssl", "openssl");
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn openssl_cert_fingerprint(der_path: &str) -> String {

@@ -5,10 +5,10 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use attest_common::der;
+use attest_swtpm::openssl;
 use base64ct::{Base64UrlUnpadded, Encoding};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
@@ -26,16 +26,6 @@ struct Key {
     jwk: Value,
 }
 
-fn openssl(args: &[&str]) {
-    attest_swtpm::require_tool("openssl", "openssl");
-    let out = Command::new("openssl").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn b64u(bytes: &[u8]) -> String {
     Base64UrlUnpadded::encode_string(bytes)
 }
@@ -45,26 +35,19 @@ fn make_key(dir: &std::path::Path, kid: &'static str, alg: Algorithm) -> Key {
     let public_der = dir.join(format!("{kid}.pub.der"));
     let public_pem = dir.join(format!("{kid}.pub.pem"));
     let p = |x: &std::path::Path| x.to_str().unwrap().to_owned();
-    match alg {
-        Algorithm::RS256 => openssl(&[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            &p(&private),
-        ]),
-        _ => openssl(&[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-384",
-            "-out",
-            &p(&private),
-        ]),
-    }
+    let (algorithm, option) = match alg {
+        Algorithm::RS256 => ("RSA", "rsa_keygen_bits:2048"),
+        _ => ("EC", "ec_paramgen_curve:P-384"),
+    };
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        algorithm,
+        "-pkeyopt",
+        option,
+        "-out",
+        &p(&private),
+    ]);
     openssl(&[
         "pkey",
         "-in",

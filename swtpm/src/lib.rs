@@ -38,6 +38,22 @@ pub fn require_tool(tool: &str, package: &str) {
     );
 }
 
+/// Runs `openssl` with `args` (the cross-checking tool of the test bed); panics with its
+/// stderr on failure, returns its stdout.
+pub fn openssl(args: &[&str]) -> String {
+    require_tool("openssl", "openssl");
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("openssl printed UTF-8")
+}
+
 /// Two consecutive free ports on 127.0.0.1 (the swtpm TCTI uses PORT and PORT+1).
 fn free_port_pair() -> u16 {
     for _ in 0..200 {
