@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod config;
 pub mod http;
+pub mod log;
 pub mod machineconfig;
 pub mod oidc;
 pub mod openapi;

@@ -321,7 +321,7 @@ impl Service {
                 },
                 now,
             )?;
-            eprintln!("{detail}");
+            tx.log(detail);
             Ok(ConfigFetch {
                 machine_id: record.id,
                 yaml,
@@ -491,7 +491,7 @@ impl Service {
                 },
                 now,
             )?;
-            eprintln!("{detail}");
+            tx.log(detail);
             Ok(Registered {
                 machine: record,
                 created: !t.reregistration,
@@ -605,6 +605,10 @@ impl Service {
                 )));
             }
             tx.put_votes(id, &votes)?;
+            tx.log(format!(
+                "Approval vote {received}/{}: id={id} by={} role={} hostname={}",
+                dc.quorum, actor.identity, approval.role, approval.hostname
+            ));
             tx.audit(
                 NewEntry {
                     operator_cn: actor.identity.clone(),
@@ -792,7 +796,7 @@ fn apply_event(
             None
         }
     };
-    eprintln!("{detail} by={}", actor.identity);
+    tx.log(format!("{detail} by={}", actor.identity));
     tx.audit(
         NewEntry {
             operator_cn: actor.identity.clone(),

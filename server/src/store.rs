@@ -71,9 +71,15 @@ pub struct Store {
 /// The write side of one transaction.
 pub struct Tx<'a> {
     txn: &'a redb::WriteTransaction,
+    logs: std::cell::RefCell<Vec<String>>,
 }
 
 impl Tx<'_> {
+    /// A log line to emit once (and only if) the transaction commits.
+    pub fn log(&self, line: String) {
+        self.logs.borrow_mut().push(line);
+    }
+
     pub fn machine(&self, id: &str) -> Result<Option<MachineRecord>, StoreError> {
         let table = self.txn.open_table(MACHINES)?;
         let found = table.get(id)?;
@@ -199,8 +205,16 @@ impl Store {
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         let txn = self.db.begin_write().map_err(StoreError::from)?;
-        let out = f(&Tx { txn: &txn })?;
+        let tx = Tx {
+            txn: &txn,
+            logs: Default::default(),
+        };
+        let out = f(&tx)?;
+        let logs = tx.logs.into_inner();
         txn.commit().map_err(StoreError::from)?;
+        for line in logs {
+            crate::log::info(&line);
+        }
         Ok(out)
     }
 

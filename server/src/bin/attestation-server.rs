@@ -7,7 +7,7 @@ use std::sync::Arc;
 use attest_server::machineconfig::BaseConfigs;
 use attest_server::service::Service;
 use attest_server::store::Store;
-use attest_server::{config::Config, http};
+use attest_server::{config::Config, http, log};
 
 fn main() -> ExitCode {
     if std::env::args().len() > 1 {
@@ -34,9 +34,9 @@ fn main() -> ExitCode {
         }
     };
     if config.admin_token.is_none() && config.oidc.is_none() {
-        eprintln!(
-            "attestation-server: no operator authentication configured (ITL_ADMIN_TOKEN or \
-             ITL_OIDC_ENABLED); operator endpoints answer 503"
+        log::warn(
+            "no operator authentication configured (ITL_ADMIN_TOKEN or ITL_OIDC_ENABLED); \
+             operator endpoints answer 503",
         );
     }
     let mut service = Service::with_dual_control(store, config.dual_control.clone());
@@ -48,9 +48,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        None => eprintln!(
-            "attestation-server: no role base configs (ITL_CONFIG_DIR); config endpoints answer 503"
-        ),
+        None => log::warn("no role base configs (ITL_CONFIG_DIR); config endpoints answer 503"),
     }
     smol::block_on(async {
         let listener = match smol::net::TcpListener::bind(config.listen).await {
@@ -67,10 +65,11 @@ fn main() -> ExitCode {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        eprintln!(
-            "attestation-server {} listening on http://{addr}",
-            env!("CARGO_PKG_VERSION")
-        );
+        log::info(&format!(
+            "attestation-server {} listening on http://{addr} (data {})",
+            env!("CARGO_PKG_VERSION"),
+            config.database_path().display()
+        ));
         let service_url = config
             .service_url
             .clone()
