@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use attest_common::wire::Role;
 
 use crate::oidc::OidcConfig;
-use crate::service::DualControl;
+use crate::service::{Challenges, DualControl, parse_pcr_selection};
 
 /// Default listen address: loopback only. Exposing the server is a deliberate choice.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -35,6 +35,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `ITL_DUAL_CONTROL_ROLES`, `ITL_DUAL_CONTROL_QUORUM`, `ITL_DUAL_CONTROL_WINDOW_SECONDS`.
     pub dual_control: DualControl,
+    /// `ITL_CHALLENGE_LIFETIME_SECONDS`, `ITL_PCR_SELECTION`.
+    pub challenges: Challenges,
     /// `ITL_OIDC_ENABLED` with `ITL_OIDC_ISSUER`, `ITL_OIDC_AUDIENCE`, `ITL_OIDC_OPERATOR_ROLE`.
     pub oidc: Option<OidcConfig>,
 }
@@ -50,6 +52,7 @@ impl std::fmt::Debug for Config {
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("dual_control", &self.dual_control)
+            .field("challenges", &self.challenges)
             .field("oidc", &self.oidc)
             .finish()
     }
@@ -137,6 +140,24 @@ impl Config {
                     message: format!("'{v}' is not a positive number of seconds"),
                 })?,
         };
+        let lifetime_seconds = match get("ITL_CHALLENGE_LIFETIME_SECONDS") {
+            None => 60,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|s| (1..=3600).contains(s))
+                .ok_or_else(|| ConfigError {
+                    variable: "ITL_CHALLENGE_LIFETIME_SECONDS",
+                    message: format!("'{v}' is not a number of seconds from 1 to 3600"),
+                })?,
+        };
+        let pcr_selection = match get("ITL_PCR_SELECTION") {
+            None => Challenges::default().pcr_selection,
+            Some(v) => parse_pcr_selection(&v).map_err(|message| ConfigError {
+                variable: "ITL_PCR_SELECTION",
+                message,
+            })?,
+        };
         let oidc = match get("ITL_OIDC_ENABLED").as_deref() {
             None | Some("false" | "0" | "") => None,
             Some("true" | "1") => {
@@ -181,6 +202,10 @@ impl Config {
                 roles,
                 quorum,
                 window_seconds,
+            },
+            challenges: Challenges {
+                lifetime_seconds,
+                pcr_selection,
             },
             oidc,
         })

@@ -31,6 +31,8 @@ pub struct AppState {
     pub config: Config,
     /// Base of the URLs handed to agents (`ITL_SERVICE_URL`, or the bound address).
     pub service_url: String,
+    /// The response key's public half (DER SubjectPublicKeyInfo), for pinning.
+    pub response_key_spki: Vec<u8>,
 }
 
 type State = Arc<AppState>;
@@ -85,6 +87,7 @@ impl From<ServiceError> for Refusal {
             ErrorKind::Conflict => StatusCode::Conflict,
             ErrorKind::Unprocessable => StatusCode::UnprocessableEntity,
             ErrorKind::Forbidden => StatusCode::Forbidden,
+            ErrorKind::Gone => StatusCode::Gone,
             ErrorKind::Unavailable => StatusCode::ServiceUnavailable,
             ErrorKind::Internal => StatusCode::InternalServerError,
         };
@@ -527,6 +530,28 @@ async fn pending_config(req: Request<State>) -> tide::Result {
     Ok(yaml_response(yaml))
 }
 
+async fn challenge(req: Request<State>) -> tide::Result {
+    let c = attempt!(blocking(req.state(), |s| s.challenge()).await);
+    Ok(json_response(StatusCode::Ok, &c))
+}
+
+async fn server_key(req: Request<State>) -> tide::Result {
+    use base64ct::Encoding;
+    let spki = &req.state().response_key_spki;
+    let mut pem = vec![0u8; 400];
+    let pem = pem_rfc7468::encode("PUBLIC KEY", pem_rfc7468::LineEnding::LF, spki, &mut pem)
+        .unwrap_or_default()
+        .to_owned();
+    Ok(json_response(
+        StatusCode::Ok,
+        &json!({
+            "algorithm": "ECDSA P-384 / SHA-384",
+            "public_key_der": base64ct::Base64::encode_string(spki),
+            "public_key_pem": pem,
+        }),
+    ))
+}
+
 /// The routes.
 pub fn app(state: State) -> tide::Server<State> {
     let mut app = tide::with_state(state);
@@ -543,6 +568,10 @@ pub fn app(state: State) -> tide::Server<State> {
     app.at("/api/v1/register").post(|req| register(req, false));
     app.at("/api/v1/self-register")
         .post(|req| register(req, true));
+    app.at("/api/v1/attest/challenge")
+        .post(challenge)
+        .get(challenge);
+    app.at("/api/v1/server-key").get(server_key);
     app.at("/api/v1/config").get(pending_config);
     app.at("/api/v1/config/:token").get(config_by_token);
     app.at("/api/v1/machines").get(list);

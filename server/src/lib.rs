@@ -12,5 +12,6 @@ pub mod machineconfig;
 pub mod oidc;
 pub mod openapi;
 pub mod record;
+pub mod responsekey;
 pub mod service;
 pub mod store;

@@ -124,6 +124,10 @@ pub fn document() -> Value {
                 "requestBody": body(register.clone()), "responses": responses("201", &[400, 409, 413, 422])}},
             "/api/v1/self-register": {"post": {"summary": "Zero-touch registration (pending approval)",
                 "requestBody": body(register), "responses": responses("201", &[400, 409, 413, 422])}},
+            "/api/v1/attest/challenge": {
+                "post": {"summary": "A single-use nonce with lifetime and PCR selection", "responses": responses("200", &[])},
+                "get": {"summary": "Same as POST (seed compatibility)", "responses": responses("200", &[])}},
+            "/api/v1/server-key": {"get": {"summary": "The response-signing public key, to pin", "responses": responses("200", &[])}},
             "/api/v1/config": {"get": {"summary": "A role's config without secrets",
                 "parameters": [{"name": "role", "in": "query", "schema": {"type": "string"}}],
                 "responses": responses("200", &[400, 503])}},

@@ -11,7 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use attest_common::fingerprint::{EkSource, ek_fingerprint};
 use attest_common::lifecycle::{Event, Refused, State, Status, transition};
 use attest_common::tpm::public::TpmPublic;
-use attest_common::wire::{RegisterRequest, Role};
+use attest_common::wire::{
+    ChallengeResponse, HashAlg, Hex, PcrBank, PcrSelection, RegisterRequest, Role, Timestamp,
+};
 
 use crate::audit::NewEntry;
 use crate::machineconfig::BaseConfigs;
@@ -31,6 +33,8 @@ pub enum ErrorKind {
     Forbidden,
     /// 422: well-formed but inconsistent (fingerprint does not match the certificate).
     Unprocessable,
+    /// 410: expired (a challenge nonce).
+    Gone,
     /// 503: a dependency or configuration is missing.
     Unavailable,
     /// 500: storage failure; nothing was written.
@@ -205,6 +209,67 @@ pub struct Service {
     store: Store,
     dual_control: DualControl,
     configs: Option<BaseConfigs>,
+    challenges: Challenges,
+}
+
+/// What a challenge asks for (DESIGN.md §3.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenges {
+    /// `ITL_CHALLENGE_LIFETIME_SECONDS`.
+    pub lifetime_seconds: u64,
+    /// `ITL_PCR_SELECTION`.
+    pub pcr_selection: PcrSelection,
+}
+
+impl Default for Challenges {
+    fn default() -> Self {
+        Challenges {
+            lifetime_seconds: 60,
+            pcr_selection: parse_pcr_selection("sha384:0-7").expect("the default selection parses"),
+        }
+    }
+}
+
+/// Parses `sha384:0-7,14+sha256:0` (banks joined by `+`, PCRs as lists and ranges).
+pub fn parse_pcr_selection(text: &str) -> Result<PcrSelection, String> {
+    let mut out = PcrSelection::new();
+    for bank in text.split('+') {
+        let (alg, pcrs) = bank
+            .split_once(':')
+            .ok_or_else(|| format!("'{bank}' is not <bank>:<pcrs>, e.g. sha384:0-7"))?;
+        let hash_alg = match alg.trim() {
+            "sha256" => HashAlg::Sha256,
+            "sha384" => HashAlg::Sha384,
+            "sha512" => HashAlg::Sha512,
+            other => {
+                return Err(format!(
+                    "unknown PCR bank '{other}' (sha256, sha384, sha512)"
+                ));
+            }
+        };
+        let mut mask = 0u32;
+        for part in pcrs.split(',') {
+            let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+            let parse = |v: &str| {
+                v.trim()
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|i| *i < 24)
+                    .ok_or_else(|| format!("'{v}' is not a PCR index 0-23"))
+            };
+            let (lo, hi) = (parse(lo)?, parse(hi)?);
+            if lo > hi {
+                return Err(format!("'{part}' is an empty range"));
+            }
+            for i in lo..=hi {
+                mask |= 1 << i;
+            }
+        }
+        let pcrs = (0u8..24).filter(|i| mask & (1 << i) != 0).collect();
+        out.push(PcrBank { hash_alg, pcrs })
+            .map_err(|_| "at most four PCR banks".to_owned())?;
+    }
+    Ok(out)
 }
 
 /// A config served to a machine.
@@ -234,7 +299,68 @@ impl Service {
             store,
             dual_control,
             configs: None,
+            challenges: Challenges::default(),
         }
+    }
+
+    /// Issues challenges with this lifetime and PCR selection.
+    pub fn with_challenges(mut self, challenges: Challenges) -> Service {
+        self.challenges = challenges;
+        self
+    }
+
+    /// `POST /attest/challenge`: a single-use nonce, persisted, with its lifetime and what
+    /// to quote. Nonces that expired more than a lifetime ago are purged here.
+    pub fn challenge(&self) -> Result<ChallengeResponse, ServiceError> {
+        let now = now();
+        let expires_at = now + self.challenges.lifetime_seconds;
+        let mut nonce = [0u8; 32];
+        let mut tag = [0u8; 16];
+        getrandom::fill(&mut nonce).expect("the operating system's random number generator failed");
+        getrandom::fill(&mut tag).expect("the operating system's random number generator failed");
+        let nonce_id = format!("{expires_at:016x}{}", crate::audit::hex(&tag));
+        self.store.write(|tx| {
+            tx.purge_nonces(now.saturating_sub(self.challenges.lifetime_seconds))?;
+            tx.put_nonce(&nonce_id, &nonce)
+        })?;
+        Ok(ChallengeResponse {
+            nonce_id: heapless::String::try_from(nonce_id.as_str()).unwrap_or_default(),
+            nonce: Hex(nonce),
+            expires_at: Timestamp(expires_at),
+            pcr_selection: self.challenges.pcr_selection.clone(),
+            hash_alg: HashAlg::Sha384,
+        })
+    }
+
+    /// Uses a challenge nonce once: unknown → 404, used → 409 (replay), expired → 410.
+    pub fn use_nonce(tx: &Tx<'_>, nonce_id: &str, now: u64) -> Result<[u8; 32], ServiceError> {
+        let unknown = || {
+            ServiceError::new(
+                ErrorKind::NotFound,
+                "unknown_nonce",
+                format!("no challenge '{nonce_id}'"),
+            )
+        };
+        let expires_at = nonce_id
+            .get(..16)
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .ok_or_else(unknown)?;
+        let (nonce, used) = tx.take_nonce(nonce_id)?.ok_or_else(unknown)?;
+        if used {
+            return Err(ServiceError::new(
+                ErrorKind::Conflict,
+                "nonce_replayed",
+                format!("challenge {nonce_id} was already used"),
+            ));
+        }
+        if now > expires_at {
+            return Err(ServiceError::new(
+                ErrorKind::Gone,
+                "nonce_expired",
+                format!("challenge {nonce_id} expired at {}", Timestamp(expires_at)),
+            ));
+        }
+        Ok(nonce)
     }
 
     /// Serves configs rendered from these role base configs.
@@ -818,4 +944,28 @@ fn not_found(id: &str) -> ServiceError {
         "not_found",
         format!("no machine with id '{id}'"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pcr_selections() {
+        let s = parse_pcr_selection("sha384:0-7,14+sha256:0").unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].hash_alg, HashAlg::Sha384);
+        assert_eq!(s[0].pcrs.as_slice(), &[0, 1, 2, 3, 4, 5, 6, 7, 14]);
+        assert_eq!(s[1].pcrs.as_slice(), &[0]);
+        for bad in [
+            "sha1:0",
+            "sha384",
+            "sha384:24",
+            "sha384:5-3",
+            "sha384:x",
+            "",
+        ] {
+            assert!(parse_pcr_selection(bad).is_err(), "{bad}");
+        }
+    }
 }

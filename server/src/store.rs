@@ -13,6 +13,9 @@ const MACHINES: TableDefinition<&str, &[u8]> = TableDefinition::new("machines");
 const BY_EK: TableDefinition<&str, &str> = TableDefinition::new("by_ek");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const APPROVALS: TableDefinition<&str, &[u8]> = TableDefinition::new("approvals");
+/// Challenge nonces: id (hex expiry ‖ random, so the table is ordered by expiry) → version
+/// byte, the 32-byte nonce, a used flag.
+const NONCES: TableDefinition<&str, &[u8]> = TableDefinition::new("nonces");
 /// SHA-256 (hex) of a config token → machine id.
 const BY_TOKEN: TableDefinition<&str, &str> = TableDefinition::new("by_token");
 
@@ -129,6 +132,47 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Stores a fresh challenge nonce.
+    pub fn put_nonce(&self, id: &str, nonce: &[u8; 32]) -> Result<(), StoreError> {
+        let mut value = vec![1u8];
+        value.extend_from_slice(nonce);
+        value.push(0);
+        self.txn.open_table(NONCES)?.insert(id, value.as_slice())?;
+        Ok(())
+    }
+
+    /// A nonce and whether it was used; marks it used.
+    pub fn take_nonce(&self, id: &str) -> Result<Option<([u8; 32], bool)>, StoreError> {
+        let mut table = self.txn.open_table(NONCES)?;
+        let found = table.get(id)?.map(|v| v.value().to_vec());
+        let Some(mut value) = found else {
+            return Ok(None);
+        };
+        if value.len() != 34 || value[0] != 1 {
+            return Err(StoreError(format!("nonce {id} does not decode")));
+        }
+        let mut nonce = [0u8; 32];
+        nonce.copy_from_slice(&value[1..33]);
+        let used = value[33] != 0;
+        value[33] = 1;
+        table.insert(id, value.as_slice())?;
+        Ok(Some((nonce, used)))
+    }
+
+    /// Removes nonces whose id says they expired before `before` (ids sort by expiry).
+    pub fn purge_nonces(&self, before: u64) -> Result<usize, StoreError> {
+        let mut table = self.txn.open_table(NONCES)?;
+        let bound = format!("{before:016x}");
+        let stale: Vec<String> = table
+            .range::<&str>(..bound.as_str())?
+            .map(|item| item.map(|(k, _)| k.value().to_owned()))
+            .collect::<Result<_, _>>()?;
+        for id in &stale {
+            table.remove(id.as_str())?;
+        }
+        Ok(stale.len())
+    }
+
     /// The machine a config token belongs to.
     pub fn machine_by_token(&self, token: &str) -> Result<Option<MachineRecord>, StoreError> {
         let id = {
@@ -194,6 +238,7 @@ impl Store {
         txn.open_table(AUDIT)?;
         txn.open_table(APPROVALS)?;
         txn.open_table(BY_TOKEN)?;
+        txn.open_table(NONCES)?;
         txn.commit()?;
         Ok(Store { db })
     }

@@ -292,3 +292,46 @@ fn dual_control_over_http() {
         (200, 1)
     );
 }
+
+#[test]
+fn challenges_and_the_server_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("ITL_PCR_SELECTION", "sha384:0-7+sha256:16")]);
+    let (status, c) = server.call("POST", "/api/v1/attest/challenge", None, None);
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["nonce"].as_str().unwrap().len(), 64);
+    assert_eq!(c["hash_alg"], "sha384");
+    assert_eq!(
+        c["pcr_selection"][1],
+        json!({"hash_alg": "sha256", "pcrs": [16]})
+    );
+    assert!(c["expires_at"].as_str().unwrap().ends_with('Z'));
+    let (status, c2) = server.call("GET", "/api/v1/attest/challenge", None, None);
+    assert_eq!(status, 200);
+    assert_ne!(c["nonce"], c2["nonce"]);
+
+    // The published key is the one in the data directory, and OpenSSL reads it.
+    let (status, key) = server.call("GET", "/api/v1/server-key", None, None);
+    assert_eq!(status, 200);
+    let pem = key["public_key_pem"].as_str().unwrap();
+    let pem_path = dir.path().join("server-key.pem");
+    std::fs::write(&pem_path, pem).unwrap();
+    let text = attest_swtpm::openssl(&[
+        "pkey",
+        "-pubin",
+        "-in",
+        pem_path.to_str().unwrap(),
+        "-noout",
+        "-text",
+    ]);
+    assert!(text.contains("NIST CURVE: P-384"), "{text}");
+    let der = base64ct::Base64::decode_vec(key["public_key_der"].as_str().unwrap()).unwrap();
+    assert!(attest_common::nonce::verifying_key_from_spki(&der).is_ok());
+    let file = std::fs::read_to_string(dir.path().join("response-key")).unwrap();
+    assert_eq!(file.trim().len(), 96);
+    drop(server);
+    // Restarted, it publishes the same key.
+    let server = Server::start_with(dir.path(), &[]);
+    let (_, again) = server.call("GET", "/api/v1/server-key", None, None);
+    assert_eq!(again["public_key_der"], key["public_key_der"]);
+}

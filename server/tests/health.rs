@@ -99,6 +99,9 @@ fn openapi_describes_every_route() {
         ("post", "/api/v1/machines/{id}/revoke"),
         ("get", "/api/v1/audit"),
         ("get", "/api/v1/audit/verify"),
+        ("post", "/api/v1/attest/challenge"),
+        ("get", "/api/v1/attest/challenge"),
+        ("get", "/api/v1/server-key"),
     ];
     for (method, path) in routes {
         let op = &doc["paths"][path][method];

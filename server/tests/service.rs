@@ -378,3 +378,62 @@ fn dual_control_window_expiry_restarts_the_count() {
         Status::Registered
     );
 }
+
+#[test]
+fn challenge_nonces_are_single_use_expire_and_survive_restart() {
+    use attest_server::service::Challenges;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.redb");
+    let short = Challenges {
+        lifetime_seconds: 1,
+        ..Challenges::default()
+    };
+    let (used_id, expiring_id) = {
+        let svc = open(&path).with_challenges(short.clone());
+        let c = svc.challenge().unwrap();
+        assert_eq!(
+            c.pcr_selection[0].pcrs.as_slice(),
+            &[0, 1, 2, 3, 4, 5, 6, 7]
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let nonce = svc
+            .store()
+            .write(|tx| Service::use_nonce(tx, &c.nonce_id, now))
+            .unwrap();
+        assert_eq!(nonce, c.nonce.0);
+        let e = svc
+            .store()
+            .write(|tx| Service::use_nonce(tx, &c.nonce_id, now))
+            .unwrap_err();
+        assert_eq!((e.kind, e.code), (ErrorKind::Conflict, "nonce_replayed"));
+        let unknown = svc
+            .store()
+            .write(|tx| Service::use_nonce(tx, "00000000deadbeef", now))
+            .unwrap_err();
+        assert_eq!(unknown.kind, ErrorKind::NotFound);
+        (
+            c.nonce_id.to_string(),
+            svc.challenge().unwrap().nonce_id.to_string(),
+        )
+    };
+    // A restart does not reopen a used nonce.
+    let svc = open(&path).with_challenges(short);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let e = svc
+        .store()
+        .write(|tx| Service::use_nonce(tx, &used_id, now))
+        .unwrap_err();
+    assert_eq!(e.code, "nonce_replayed");
+    // Past its lifetime: 410, and the attempt does not make it usable later.
+    let e = svc
+        .store()
+        .write(|tx| Service::use_nonce(tx, &expiring_id, now + 5))
+        .unwrap_err();
+    assert_eq!((e.kind, e.code), (ErrorKind::Gone, "nonce_expired"));
+}

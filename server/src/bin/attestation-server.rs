@@ -7,7 +7,7 @@ use std::sync::Arc;
 use attest_server::machineconfig::BaseConfigs;
 use attest_server::service::Service;
 use attest_server::store::Store;
-use attest_server::{config::Config, http, log};
+use attest_server::{config::Config, http, log, responsekey};
 
 fn main() -> ExitCode {
     if std::env::args().len() > 1 {
@@ -39,7 +39,26 @@ fn main() -> ExitCode {
              operator endpoints answer 503",
         );
     }
-    let mut service = Service::with_dual_control(store, config.dual_control.clone());
+    let (response_key, created) = match responsekey::load_or_create(&config.data_dir) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("attestation-server: response key (ITL_DATA_DIR): {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let response_key_spki =
+        attest_common::nonce::verifying_key_to_spki(response_key.verifying_key()).to_vec();
+    log::info(&format!(
+        "Response key {} {}",
+        if created {
+            "generated in"
+        } else {
+            "loaded from"
+        },
+        config.data_dir.join(responsekey::FILE_NAME).display()
+    ));
+    let mut service = Service::with_dual_control(store, config.dual_control.clone())
+        .with_challenges(config.challenges.clone());
     match &config.config_dir {
         Some(dir) => match BaseConfigs::load(dir) {
             Ok(configs) => service = service.with_configs(configs),
@@ -79,6 +98,7 @@ fn main() -> ExitCode {
             oidc: config.oidc.clone().map(attest_server::oidc::Oidc::new),
             config: config.clone(),
             service_url,
+            response_key_spki,
         });
         match http::serve(listener, http::app(state)).await {
             Ok(()) => ExitCode::SUCCESS,
