@@ -9,7 +9,9 @@
 use std::sync::Arc;
 
 use attest_common::lifecycle::Status;
-use attest_common::wire::{ErrorBody, RegisterRequest, RegisterResponse, Role, from_json};
+use attest_common::wire::{
+    Blob, CredentialChallenge, ErrorBody, RegisterRequest, RegisterResponse, Role, from_json,
+};
 use futures_lite::AsyncReadExt;
 use serde::Deserialize;
 use serde_json::json;
@@ -273,7 +275,12 @@ async fn register(mut req: Request<State>, self_register: bool) -> tide::Result 
             .as_deref()
             .and_then(|t| heapless::String::try_from(t).ok()),
         config_url: config_url.and_then(|u| heapless::String::try_from(u.as_str()).ok()),
-        credential: None,
+        credential: done.credential.as_ref().and_then(|c| {
+            Some(CredentialChallenge {
+                credential_blob: Blob::from_slice(&c.credential_blob)?,
+                encrypted_secret: Blob::from_slice(&c.encrypted_secret)?,
+            })
+        }),
     };
     let status = if done.created {
         StatusCode::Created

@@ -43,6 +43,11 @@ pub struct MachineRecord {
     pub config_token: Option<String>,
     /// Whether the config token has been used once ("Config token consumed").
     pub config_fetched: bool,
+    /// The secret of the last credential made for (EK, AK); the agent proves it recovered
+    /// it with `HMAC-SHA384(secret, challenge nonce)` on its next attestation.
+    pub activation_secret: Option<Vec<u8>>,
+    /// The AK has been proven to live next to the EK (credential activated).
+    pub ak_activated: bool,
 }
 
 /// Version 1 (before config tokens): read and upgraded, never written.
@@ -93,6 +98,8 @@ impl From<MachineRecordV1> for MachineRecord {
             last_attested_at: v1.last_attested_at,
             config_token: None,
             config_fetched: false,
+            activation_secret: None,
+            ak_activated: false,
         }
     }
 }
@@ -171,6 +178,8 @@ mod tests {
             last_attested_at: None,
             config_token: None,
             config_fetched: false,
+            activation_secret: None,
+            ak_activated: false,
         }
     }
 

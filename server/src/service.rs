@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use attest_common::fingerprint::{EkSource, ek_fingerprint};
 use attest_common::lifecycle::{Event, Refused, State, Status, transition};
+use attest_common::tpm::credential::{Credential, EkKey, OsEntropy, make_credential};
 use attest_common::tpm::public::TpmPublic;
 use attest_common::wire::{
     ChallengeResponse, HashAlg, Hex, PcrBank, PcrSelection, RegisterRequest, Role, Timestamp,
@@ -287,6 +288,33 @@ pub struct Registered {
     pub machine: MachineRecord,
     /// False when the EK was already known (idempotent re-registration).
     pub created: bool,
+    /// MakeCredential for the AK the request carried: activate it to prove the TPM.
+    pub credential: Option<Credential>,
+}
+
+/// The credential (and its secret) binding an AK to an EK (DESIGN.md §3.2).
+fn make_ak_credential(req: &RegisterRequest) -> Result<Option<(Credential, Vec<u8>)>, ServiceError> {
+    let Some(ak) = &req.ak_public else {
+        return Ok(None);
+    };
+    let unprocessable = |m: String| ServiceError::new(ErrorKind::Unprocessable, "unsupported_ek", m);
+    let ak = TpmPublic::from_tpm2b(ak).map_err(|e| {
+        ServiceError::new(ErrorKind::BadRequest, "invalid_ak", format!("ak_public: {e}"))
+    })?;
+    let spki = match (&req.ek_cert_pem, &req.ek_public) {
+        (Some(cert), _) => attest_common::der::parse_certificate(cert.der())
+            .map_err(|e| unprocessable(format!("EK certificate: {e}")))?
+            .spki
+            .to_vec(),
+        (None, Some(public)) => public.to_vec(),
+        (None, None) => return Ok(None),
+    };
+    let ek = EkKey::from_spki(&spki).map_err(|e| unprocessable(format!("EK: {e}")))?;
+    let mut secret = vec![0u8; 32];
+    getrandom::fill(&mut secret).expect("the operating system's random number generator failed");
+    let credential = make_credential(&ek, &ak.name, &secret, &mut OsEntropy)
+        .map_err(|e| unprocessable(format!("MakeCredential: {e}")))?;
+    Ok(Some((credential, secret)))
 }
 
 impl Service {
@@ -531,6 +559,7 @@ impl Service {
         actor: &Actor,
     ) -> Result<Registered, ServiceError> {
         Self::check_identity(req)?;
+        let credential = make_ak_credential(req)?;
         let event = if self_register {
             Event::SelfRegister
         } else {
@@ -566,6 +595,8 @@ impl Service {
                     last_attested_at: None,
                     config_token: None,
                     config_fetched: false,
+                    activation_secret: None,
+                    ak_activated: false,
                 },
             };
             record.ek_cert_der = req.ek_cert_pem.as_ref().map(|c| c.der().to_vec());
@@ -575,6 +606,11 @@ impl Service {
                 .as_ref()
                 .map(|p| p.to_vec())
                 .or(record.ak_public);
+            if let Some((_, secret)) = &credential {
+                // A new AK must prove itself again.
+                record.activation_secret = Some(secret.clone());
+                record.ak_activated = false;
+            }
             record.hw_uuid = req.hw_uuid.as_ref().map(|s| s.to_string());
             record.hw_mac = req.hw_mac.as_ref().map(|s| s.to_string());
             record.hw_serial = req.hw_serial.as_ref().map(|s| s.to_string());
@@ -621,6 +657,7 @@ impl Service {
             Ok(Registered {
                 machine: record,
                 created: !t.reregistration,
+                credential: credential.map(|(c, _)| c),
             })
         })
     }
