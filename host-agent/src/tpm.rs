@@ -357,6 +357,24 @@ impl Tpm {
         Ok(out)
     }
 
+    /// Extends PCR `index` with `data` hashed in every bank of `banks` (for measuring agent
+    /// events, and for tests that need PCRs to change).
+    pub fn pcr_extend(&mut self, index: u8, data: &[u8], banks: &[HashAlg]) -> Result<()> {
+        use tss_esapi::handles::{ObjectHandle, PcrHandle};
+        use tss_esapi::structures::DigestValues;
+        let handle = PcrHandle::try_from(ObjectHandle::from(u32::from(index)))
+            .map_err(|_| anyhow!("PCR {index} out of range"))?;
+        let mut digests = DigestValues::new();
+        for &bank in banks {
+            let d = attest_common::tpm::hash::digest(bank, &[data])
+                .map_err(|_| anyhow!("unsupported bank {bank:?}"))?;
+            digests.set(tss_hash(bank)?, Digest::try_from(d.to_vec())?);
+        }
+        self.ctx
+            .execute_with_nullauth_session(|ctx| ctx.pcr_extend(handle, digests))
+            .with_context(|| format!("TPM2_PCR_Extend({index})"))
+    }
+
     /// Flushes a transient object.
     pub fn flush(&mut self, handle: KeyHandle) -> Result<()> {
         Ok(self.ctx.flush_context(handle.into())?)

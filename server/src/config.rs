@@ -158,6 +158,17 @@ impl Config {
                 message,
             })?,
         };
+        let interval_seconds = match get("ITL_ATTESTATION_INTERVAL_SECONDS") {
+            None => 300,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|s| (10..=86_400).contains(s))
+                .ok_or_else(|| ConfigError {
+                    variable: "ITL_ATTESTATION_INTERVAL_SECONDS",
+                    message: format!("'{v}' is not a number of seconds from 10 to 86400"),
+                })?,
+        };
         let oidc = match get("ITL_OIDC_ENABLED").as_deref() {
             None | Some("false" | "0" | "") => None,
             Some("true" | "1") => {
@@ -206,6 +217,7 @@ impl Config {
             challenges: Challenges {
                 lifetime_seconds,
                 pcr_selection,
+                interval_seconds,
             },
             oidc,
         })

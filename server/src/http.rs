@@ -33,7 +33,9 @@ pub struct AppState {
     pub config: Config,
     /// Base of the URLs handed to agents (`ITL_SERVICE_URL`, or the bound address).
     pub service_url: String,
-    /// The response key's public half (DER SubjectPublicKeyInfo), for pinning.
+    /// The response key: signs every attestation answer over the agent's nonce.
+    pub response_key: p384::ecdsa::SigningKey,
+    /// Its public half (DER SubjectPublicKeyInfo), for pinning.
     pub response_key_spki: Vec<u8>,
 }
 
@@ -537,6 +539,36 @@ async fn pending_config(req: Request<State>) -> tide::Result {
     Ok(yaml_response(yaml))
 }
 
+async fn attest(mut req: Request<State>) -> tide::Result {
+    use attest_common::crypto::aws_lc::AwsLc;
+    use attest_common::nonce::{Domain, NonceSignature, sign};
+    use attest_common::wire::{AttestRequest, AttestResponse};
+    let body: AttestRequest = attempt!(decode(&mut req).await);
+    let actor = Actor::agent(source_ip(&req));
+    let agent_nonce = body.agent_nonce;
+    let outcome = attempt!(blocking(req.state(), move |s| s.attest(&body, &AwsLc, &actor)).await);
+    let state = req.state();
+    let config_url = outcome
+        .config_token
+        .as_ref()
+        .map(|t| format!("{}/api/v1/config/{t}", state.service_url));
+    let mut response = AttestResponse {
+        machine_id: heapless::String::try_from(outcome.machine_id.as_str()).unwrap_or_default(),
+        status: outcome.status,
+        action: outcome.action,
+        config_url: config_url.and_then(|u| heapless::String::try_from(u.as_str()).ok()),
+        seconds_to_next_attestation: state.config.challenges.interval_seconds,
+        signature: NonceSignature([0; 96]),
+    };
+    response.signature = sign(
+        &state.response_key,
+        Domain::Action,
+        &agent_nonce.0,
+        &response.signed_context(),
+    );
+    Ok(json_response(StatusCode::Ok, &response))
+}
+
 async fn challenge(req: Request<State>) -> tide::Result {
     let c = attempt!(blocking(req.state(), |s| s.challenge()).await);
     Ok(json_response(StatusCode::Ok, &c))
@@ -578,6 +610,7 @@ pub fn app(state: State) -> tide::Server<State> {
     app.at("/api/v1/attest/challenge")
         .post(challenge)
         .get(challenge);
+    app.at("/api/v1/attest").post(attest);
     app.at("/api/v1/server-key").get(server_key);
     app.at("/api/v1/config").get(pending_config);
     app.at("/api/v1/config/:token").get(config_by_token);

@@ -127,6 +127,9 @@ pub fn document() -> Value {
             "/api/v1/attest/challenge": {
                 "post": {"summary": "A single-use nonce with lifetime and PCR selection", "responses": responses("200", &[])},
                 "get": {"summary": "Same as POST (seed compatibility)", "responses": responses("200", &[])}},
+            "/api/v1/attest": {"post": {"summary": "Push attestation: quote over the challenge nonce (first time with the activation proof); answers a signed action",
+                "requestBody": body(json!({"type": "object", "required": ["ek_fingerprint", "nonce_id", "agent_nonce", "quote", "signature", "pcr_values"]})),
+                "responses": responses("200", &[400, 403, 404, 409, 410, 413, 422])}},
             "/api/v1/server-key": {"get": {"summary": "The response-signing public key, to pin", "responses": responses("200", &[])}},
             "/api/v1/config": {"get": {"summary": "A role's config without secrets",
                 "parameters": [{"name": "role", "in": "query", "schema": {"type": "string"}}],

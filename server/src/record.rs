@@ -48,6 +48,8 @@ pub struct MachineRecord {
     pub activation_secret: Option<Vec<u8>>,
     /// The AK has been proven to live next to the EK (credential activated).
     pub ak_activated: bool,
+    /// PCR values pinned by the first verified attestation after approval.
+    pub pcr_baseline: Option<Vec<attest_common::wire::PcrValue>>,
 }
 
 /// Version 1 (before config tokens): read and upgraded, never written.
@@ -100,6 +102,7 @@ impl From<MachineRecordV1> for MachineRecord {
             config_fetched: false,
             activation_secret: None,
             ak_activated: false,
+            pcr_baseline: None,
         }
     }
 }
@@ -180,6 +183,7 @@ mod tests {
             config_fetched: false,
             activation_secret: None,
             ak_activated: false,
+            pcr_baseline: None,
         }
     }
 

@@ -8,12 +8,16 @@
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use attest_common::crypto::CryptoProvider;
 use attest_common::fingerprint::{EkSource, ek_fingerprint};
-use attest_common::lifecycle::{Event, Refused, State, Status, transition};
+use attest_common::lifecycle::{Action, Event, Refused, State, Status, transition};
 use attest_common::tpm::credential::{Credential, EkKey, OsEntropy, make_credential};
+use attest_common::tpm::pcr::PcrPolicy;
 use attest_common::tpm::public::TpmPublic;
+use attest_common::tpm::verify_quote;
 use attest_common::wire::{
-    ChallengeResponse, HashAlg, Hex, PcrBank, PcrSelection, RegisterRequest, Role, Timestamp,
+    AttestRequest, ChallengeResponse, HashAlg, Hex, PcrBank, PcrSelection, RegisterRequest, Role,
+    Timestamp,
 };
 
 use crate::audit::NewEntry;
@@ -220,6 +224,8 @@ pub struct Challenges {
     pub lifetime_seconds: u64,
     /// `ITL_PCR_SELECTION`.
     pub pcr_selection: PcrSelection,
+    /// `ITL_ATTESTATION_INTERVAL_SECONDS`: when agents are told to attest again.
+    pub interval_seconds: u32,
 }
 
 impl Default for Challenges {
@@ -227,6 +233,7 @@ impl Default for Challenges {
         Challenges {
             lifetime_seconds: 60,
             pcr_selection: parse_pcr_selection("sha384:0-7").expect("the default selection parses"),
+            interval_seconds: 300,
         }
     }
 }
@@ -292,14 +299,31 @@ pub struct Registered {
     pub credential: Option<Credential>,
 }
 
+/// What an attestation achieved: the lifecycle's answer for the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestOutcome {
+    pub machine_id: String,
+    pub status: Status,
+    pub action: Action,
+    /// The config token, with `apply-config`.
+    pub config_token: Option<String>,
+}
+
 /// The credential (and its secret) binding an AK to an EK (DESIGN.md §3.2).
-fn make_ak_credential(req: &RegisterRequest) -> Result<Option<(Credential, Vec<u8>)>, ServiceError> {
+fn make_ak_credential(
+    req: &RegisterRequest,
+) -> Result<Option<(Credential, Vec<u8>)>, ServiceError> {
     let Some(ak) = &req.ak_public else {
         return Ok(None);
     };
-    let unprocessable = |m: String| ServiceError::new(ErrorKind::Unprocessable, "unsupported_ek", m);
+    let unprocessable =
+        |m: String| ServiceError::new(ErrorKind::Unprocessable, "unsupported_ek", m);
     let ak = TpmPublic::from_tpm2b(ak).map_err(|e| {
-        ServiceError::new(ErrorKind::BadRequest, "invalid_ak", format!("ak_public: {e}"))
+        ServiceError::new(
+            ErrorKind::BadRequest,
+            "invalid_ak",
+            format!("ak_public: {e}"),
+        )
     })?;
     let spki = match (&req.ek_cert_pem, &req.ek_public) {
         (Some(cert), _) => attest_common::der::parse_certificate(cert.der())
@@ -406,6 +430,164 @@ impl Service {
                  controlplane.yaml, worker-infra.yaml and worker-app.yaml",
             )
         })
+    }
+
+    /// `POST /attest`: uses the challenge nonce, then applies the lifecycle. For registered
+    /// and attested machines the AK must have been activated (the first attestation carries
+    /// the proof), the quote must verify with `provider`, and the PCRs must match the
+    /// baseline pinned by the first verified attestation. Failures are audited with their
+    /// reason and use up the nonce.
+    pub fn attest(
+        &self,
+        req: &AttestRequest,
+        provider: &dyn CryptoProvider,
+        actor: &Actor,
+    ) -> Result<AttestOutcome, ServiceError> {
+        let now = now();
+        let fp = req.ek_fingerprint.to_string();
+        // Outer error: roll back. Inner error: commit (nonce used, failure audited), then
+        // answer with it.
+        let committed: Result<AttestOutcome, ServiceError> = self.store.write(|tx| {
+            let nonce = Service::use_nonce(tx, &req.nonce_id, now)?;
+            let audit = |record: &MachineRecord, action: &str, prev: Status, detail: String| {
+                tx.log(detail.clone());
+                tx.audit(
+                    NewEntry {
+                        operator_cn: actor.identity.clone(),
+                        action: action.into(),
+                        machine_id: Some(record.id.clone()),
+                        prev_state: Some(prev.to_string()),
+                        new_state: Some(record.state.status.to_string()),
+                        detail,
+                        source_ip: actor.source_ip.clone(),
+                    },
+                    now,
+                )
+            };
+            let Some(mut record) = tx.machine_by_ek(&fp)? else {
+                // First attestation of an unknown EK: pending approval, nothing trusted yet.
+                let t = transition(None, Event::Attest)?;
+                let record = MachineRecord {
+                    id: new_machine_id(),
+                    ek_fingerprint: fp.clone(),
+                    ek_source: attest_common::EkSource::Cert,
+                    ek_cert_der: None,
+                    ek_public_der: None,
+                    ak_public: None,
+                    hw_uuid: None,
+                    hw_mac: None,
+                    hw_serial: None,
+                    hw_product: None,
+                    desired_role: None,
+                    cluster_id: "default".into(),
+                    state: t.to.unwrap_or(State::new(Status::PendingApproval)),
+                    role: None,
+                    hostname: None,
+                    assigned_ip: None,
+                    created_at: now,
+                    updated_at: now,
+                    last_attested_at: None,
+                    config_token: None,
+                    config_fetched: false,
+                    activation_secret: None,
+                    ak_activated: false,
+                    pcr_baseline: None,
+                };
+                tx.put_machine(&record)?;
+                tx.audit(
+                    NewEntry {
+                        operator_cn: actor.identity.clone(),
+                        action: "first-attest".into(),
+                        machine_id: Some(record.id.clone()),
+                        prev_state: None,
+                        new_state: Some(record.state.status.to_string()),
+                        detail: format!(
+                            "New machine registered: id={} role=none ek={fp} (first attestation of an unknown EK)",
+                            record.id
+                        ),
+                        source_ip: actor.source_ip.clone(),
+                    },
+                    now,
+                )?;
+                tx.log(format!("New machine registered: id={} role=none ek={fp}", record.id));
+                return Ok(Ok(AttestOutcome {
+                    machine_id: record.id,
+                    status: Status::PendingApproval,
+                    action: Action::Pending,
+                    config_token: None,
+                }));
+            };
+            let prev = record.state.status;
+            let fail = |record: &MachineRecord, code: &'static str, kind: ErrorKind, why: String| {
+                audit(record, "attest-failed", prev, format!("Attestation failed: id={} reason={why}", record.id))?;
+                Ok::<_, ServiceError>(Err(ServiceError::new(kind, code, why)))
+            };
+            let t = match transition(Some(record.state), Event::Attest) {
+                Ok(t) => t,
+                Err(refused) => {
+                    return fail(&record, "machine_refused", ErrorKind::Forbidden, refused.to_string());
+                }
+            };
+            let action = t.action.unwrap_or(Action::None);
+            if matches!(prev, Status::Registered | Status::Attested) {
+                let Some(ak_bytes) = record.ak_public.clone() else {
+                    return fail(&record, "no_ak", ErrorKind::Unprocessable,
+                        "no AK on record: register or self-register with ak_public first".into());
+                };
+                let ak = TpmPublic::from_tpm2b(&ak_bytes).map_err(|e| {
+                    ServiceError::new(ErrorKind::Internal, "stored_ak", e.to_string())
+                })?;
+                if !record.ak_activated {
+                    let proven = match (&record.activation_secret, &req.activation_proof) {
+                        (Some(secret), Some(proof)) => {
+                            let want = attest_common::tpm::hash::hmac(HashAlg::Sha384, secret, &[&nonce])
+                                .map_err(|_| ServiceError::new(ErrorKind::Internal, "hmac", "HMAC-SHA384"))?;
+                            bool::from(subtle::ConstantTimeEq::ct_eq(want.as_slice(), &proof.0[..]))
+                        }
+                        _ => false,
+                    };
+                    if !proven {
+                        return fail(&record, "activation_failed", ErrorKind::Forbidden,
+                            "credential activation not proven (activation_proof missing or wrong)".into());
+                    }
+                    record.ak_activated = true;
+                    record.activation_secret = None;
+                }
+                if let Err(e) = verify_quote(provider, &ak, &req.quote, &req.signature, &nonce, &req.pcr_values) {
+                    return fail(&record, "quote_invalid", ErrorKind::Forbidden, e.to_string());
+                }
+                match &record.pcr_baseline {
+                    None => record.pcr_baseline = Some(req.pcr_values.to_vec()),
+                    Some(baseline) => {
+                        let policy = PcrPolicy::from_values(baseline).unwrap_or_default();
+                        if let Err(v) = policy.check(&req.pcr_values) {
+                            return fail(&record, "pcr_policy_violation", ErrorKind::Forbidden, v.to_string());
+                        }
+                    }
+                }
+                record.last_attested_at = Some(now);
+            }
+            if let Some(to) = t.to {
+                record.state = to;
+            }
+            record.updated_at = now;
+            tx.put_machine(&record)?;
+            let detail = match action {
+                Action::Lock => format!("Locked machine contacted: id={}", record.id),
+                Action::Wipe => format!("Wipe sent to revoked machine: id={}", record.id),
+                Action::Pending => format!("Pending machine contacted: id={}", record.id),
+                Action::ApplyConfig => format!("Machine attested: id={} action=apply-config", record.id),
+                Action::None => format!("Machine attested: id={}", record.id),
+            };
+            audit(&record, "attest", prev, detail)?;
+            Ok(Ok(AttestOutcome {
+                machine_id: record.id.clone(),
+                status: record.state.status,
+                action,
+                config_token: (action == Action::ApplyConfig).then(|| record.config_token.clone()).flatten(),
+            }))
+        })?;
+        committed
     }
 
     /// `GET /config/{token}`: the machine's full config. Refused for locked, revoked and
@@ -597,6 +779,7 @@ impl Service {
                     config_fetched: false,
                     activation_secret: None,
                     ak_activated: false,
+                    pcr_baseline: None,
                 },
             };
             record.ek_cert_der = req.ek_cert_pem.as_ref().map(|c| c.der().to_vec());

@@ -102,6 +102,7 @@ fn openapi_describes_every_route() {
         ("post", "/api/v1/attest/challenge"),
         ("get", "/api/v1/attest/challenge"),
         ("get", "/api/v1/server-key"),
+        ("post", "/api/v1/attest"),
     ];
     for (method, path) in routes {
         let op = &doc["paths"][path][method];

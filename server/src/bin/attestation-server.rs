@@ -98,6 +98,7 @@ fn main() -> ExitCode {
             oidc: config.oidc.clone().map(attest_server::oidc::Oidc::new),
             config: config.clone(),
             service_url,
+            response_key: response_key.clone(),
             response_key_spki,
         });
         match http::serve(listener, http::app(state)).await {

@@ -1,0 +1,268 @@
+//! Push-model attestation end to end: a real swtpm driven by the agent library (tss-esapi),
+//! the real server binary over HTTP, a real redb file. Credential activation, quotes, PCR
+//! baseline, lifecycle actions, and the server's signature on every answer.
+
+mod support;
+
+use attest_common::lifecycle::Action;
+use attest_common::nonce::{Domain, verify, verifying_key_from_spki};
+use attest_common::tpm::credential::{Entropy, OsEntropy};
+use attest_common::tpm::hash::{HashAlg, hmac};
+use attest_common::wire::{
+    AttestRequest, AttestResponse, Blob, CertificateDer, ChallengeResponse, Hex, RegisterRequest,
+    RegisterResponse, from_json,
+};
+use attest_host_agent::tpm::{Ak, AkType, EkType, Tpm};
+use attest_swtpm::Swtpm;
+use base64ct::Encoding;
+use serde_json::Value;
+use support::{ADMIN, Server};
+
+struct Agent {
+    tpm: Tpm,
+    ak: Ak,
+    fingerprint: attest_common::Fingerprint,
+    server_key: p384::ecdsa::VerifyingKey,
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    OsEntropy.fill(&mut b);
+    b
+}
+
+impl Agent {
+    /// Attests once; `proof` is the activated secret on the first attestation.
+    fn attest(
+        &mut self,
+        server: &Server,
+        secret: Option<&[u8]>,
+        tamper: bool,
+    ) -> (u16, Value, Option<AttestResponse>) {
+        let (status, c) = server.call("POST", "/api/v1/attest/challenge", None, None);
+        assert_eq!(status, 200);
+        let c: ChallengeResponse = from_json(c.to_string().as_bytes()).unwrap();
+        let (quote, signature) = self
+            .tpm
+            .quote(self.ak.handle, &c.nonce.0, &c.pcr_selection)
+            .unwrap();
+        let mut values = self.tpm.pcr_values(&c.pcr_selection).unwrap();
+        if tamper {
+            values[0].value.0[0] ^= 1;
+        }
+        let agent_nonce = Hex(random::<32>());
+        let req = AttestRequest {
+            ek_fingerprint: self.fingerprint,
+            nonce_id: c.nonce_id.clone(),
+            agent_nonce,
+            quote: Blob::from_slice(&quote).unwrap(),
+            signature: Blob::from_slice(&signature).unwrap(),
+            pcr_values: heapless::Vec::from_slice(&values).unwrap(),
+            activation_proof: secret.map(|s| {
+                let mac = hmac(HashAlg::Sha384, s, &[&c.nonce.0]).unwrap();
+                Hex(mac.as_slice().try_into().unwrap())
+            }),
+        };
+        let body = serde_json::to_string(&req).unwrap();
+        let (status, value) = server.call("POST", "/api/v1/attest", None, Some(&body));
+        let response = (status == 200).then(|| {
+            let r: AttestResponse = from_json(value.to_string().as_bytes()).unwrap();
+            // Every answer is signed over our nonce; a changed field would not verify.
+            verify(
+                &self.server_key,
+                Domain::Action,
+                &agent_nonce.0,
+                &r.signed_context(),
+                &r.signature,
+            )
+            .expect("the server's signature verifies with the pinned key");
+            r
+        });
+        // Replaying the same request (same nonce) is refused.
+        if status == 200 {
+            let (again, err) = server.call("POST", "/api/v1/attest", None, Some(&body));
+            assert_eq!(
+                (again, err["error"].as_str()),
+                (409, Some("nonce_replayed"))
+            );
+        }
+        (status, value, response)
+    }
+}
+
+#[test]
+fn zero_touch_attestation_end_to_end() {
+    let swtpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("ITL_ADMIN_TOKEN", ADMIN)]);
+    let (_, key) = server.call("GET", "/api/v1/server-key", None, None);
+    let server_key = verifying_key_from_spki(
+        &base64ct::Base64::decode_vec(key["public_key_der"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+
+    let mut tpm = Tpm::open(&swtpm.tcti()).unwrap();
+    let ek = tpm.ek(EkType::EccP384).unwrap();
+    let cert = tpm.ek_cert(EkType::EccP384).unwrap().unwrap();
+    let ak = tpm.create_ak(ek, AkType::EccP384).unwrap();
+    let fingerprint = attest_common::ek_fingerprint(&cert).unwrap().fingerprint;
+    let register = RegisterRequest {
+        ek_fingerprint: fingerprint,
+        ek_cert_pem: Some(CertificateDer::from_der(&cert).unwrap()),
+        ek_public: None,
+        ek_source: attest_common::EkSource::Cert,
+        hw_uuid: None,
+        hw_mac: None,
+        hw_serial: None,
+        hw_product: None,
+        desired_role: None,
+        cluster_id: heapless::String::try_from("default").unwrap(),
+        ak_public: Some(Blob::from_slice(&ak.public_tpm2b).unwrap()),
+    };
+    let (status, reg) = server.call(
+        "POST",
+        "/api/v1/self-register",
+        None,
+        Some(&serde_json::to_string(&register).unwrap()),
+    );
+    assert_eq!(status, 201, "{reg}");
+    let reg: RegisterResponse = from_json(reg.to_string().as_bytes()).unwrap();
+    let cred = reg.credential.expect("a credential for the AK");
+    let secret = tpm
+        .activate_credential(
+            ak.handle,
+            ek,
+            EkType::EccP384,
+            &cred.credential_blob,
+            &cred.encrypted_secret,
+        )
+        .unwrap();
+    let id = reg.machine_id.to_string();
+    let mut agent = Agent {
+        tpm,
+        ak,
+        fingerprint,
+        server_key,
+    };
+
+    // Pending approval: told to wait.
+    let (_, _, r) = agent.attest(&server, None, false);
+    assert_eq!(r.unwrap().action, Action::Pending);
+
+    let approve = r#"{"role":"worker-app","hostname":"node-1","assigned_ip":"10.0.0.21/24"}"#;
+    assert_eq!(
+        server
+            .call(
+                "POST",
+                &format!("/api/v1/machines/{id}/approve"),
+                Some(ADMIN),
+                Some(approve)
+            )
+            .0,
+        200
+    );
+
+    // Registered: without the activation proof nothing is trusted.
+    let (status, err, _) = agent.attest(&server, None, false);
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (403, Some("activation_failed")),
+        "{err}"
+    );
+    let (status, err, _) = agent.attest(&server, Some(&[0u8; 32]), false);
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (403, Some("activation_failed"))
+    );
+    // With it: attested, and told to apply its config.
+    let (status, body, r) = agent.attest(&server, Some(&secret), false);
+    assert_eq!(status, 200, "{body}");
+    let r = r.unwrap();
+    assert_eq!(
+        (r.action, r.status),
+        (Action::ApplyConfig, attest_common::Status::Attested)
+    );
+    assert!(r.config_url.as_ref().unwrap().contains("/api/v1/config/"));
+
+    // Attested: plain heartbeat.
+    let (_, _, r) = agent.attest(&server, None, false);
+    assert_eq!(r.unwrap().action, Action::None);
+    // A PCR value that does not match the quote.
+    let (status, err, _) = agent.attest(&server, None, true);
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (403, Some("quote_invalid")),
+        "{err}"
+    );
+    // A changed PCR after the baseline: refused, naming it.
+    agent
+        .tpm
+        .pcr_extend(0, b"unexpected firmware", &[HashAlg::Sha384])
+        .unwrap();
+    let (status, err, _) = agent.attest(&server, None, false);
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (403, Some("pcr_policy_violation"))
+    );
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("sha384:0 differs"),
+        "{err}"
+    );
+
+    // Lock and revoke with wipe: the agent is told, signed; then refused.
+    let (status, _) = server.call(
+        "POST",
+        &format!("/api/v1/machines/{id}/lock"),
+        Some(ADMIN),
+        Some(r#"{"reason":"test"}"#),
+    );
+    assert_eq!(status, 200);
+    let (_, _, r) = agent.attest(&server, None, false);
+    assert_eq!(r.unwrap().action, Action::Lock);
+    server.call(
+        "POST",
+        &format!("/api/v1/machines/{id}/revoke"),
+        Some(ADMIN),
+        Some(r#"{"wipe":true,"reason":"stolen"}"#),
+    );
+    let (_, _, r) = agent.attest(&server, None, false);
+    assert_eq!(r.unwrap().action, Action::Wipe);
+    let (status, err, _) = agent.attest(&server, None, false);
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (403, Some("machine_refused")),
+        "wipe is sent once"
+    );
+
+    // Failures are audited with their reason; the chain verifies.
+    let (_, audit) = server.call(
+        "GET",
+        &format!("/api/v1/audit?machine_id={id}&per_page=200"),
+        Some(ADMIN),
+        None,
+    );
+    let failures: Vec<_> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "attest-failed")
+        .map(|e| e["detail"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(failures.len(), 5, "{failures:#?}");
+    assert!(failures.iter().any(|d| d.contains("PCR policy violated")));
+    let (_, v) = server.call("GET", "/api/v1/audit/verify", Some(ADMIN), None);
+    assert_eq!(v["valid"], true);
+
+    // An EK the server never saw: its first attestation creates a pending machine.
+    let mut stranger = agent;
+    stranger.fingerprint = attest_common::Fingerprint(random::<48>());
+    let (_, _, r) = stranger.attest(&server, None, false);
+    let r = r.unwrap();
+    assert_eq!(
+        (r.action, r.status),
+        (Action::Pending, attest_common::Status::PendingApproval)
+    );
+}
