@@ -590,8 +590,9 @@ impl Service {
         committed
     }
 
-    /// `GET /config/{token}`: the machine's full config. Refused for locked, revoked and
-    /// rejected machines; the first use is audited as consumed, later ones as re-fetches.
+    /// `GET /config/{token}`: the machine's config, with secrets only once its TPM proof has
+    /// been verified (attested). Refused for locked, revoked and rejected machines; the first
+    /// use is audited as consumed, later ones as re-fetches.
     pub fn fetch_config(&self, token: &str, actor: &Actor) -> Result<ConfigFetch, ServiceError> {
         let configs = self.configs()?;
         let now = now();
@@ -625,7 +626,15 @@ impl Service {
                     format!("machine {} is not approved", record.id),
                 ));
             };
-            let yaml = BaseConfigs::to_yaml(&configs.render(role, &hostname, &ip));
+            // Secrets only after the TPM proof: an approved machine that has not attested
+            // yet gets its config without them (DESIGN.md §3.2).
+            let rendered = configs.render(role, &hostname, &ip);
+            let with_secrets = status == Status::Attested;
+            let yaml = BaseConfigs::to_yaml(&if with_secrets {
+                rendered
+            } else {
+                BaseConfigs::without_secrets(rendered)
+            });
             let first = !record.config_fetched;
             let detail = if first {
                 format!(

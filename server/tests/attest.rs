@@ -94,7 +94,27 @@ impl Agent {
 fn zero_touch_attestation_end_to_end() {
     let swtpm = Swtpm::start();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(dir.path(), &[("ITL_ADMIN_TOKEN", ADMIN)]);
+    let cfg = dir.path().join("base");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let talos = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/talos");
+    for (from, to) in [
+        ("controlplane", "controlplane"),
+        ("worker", "worker-infra"),
+        ("worker", "worker-app"),
+    ] {
+        std::fs::copy(
+            talos.join(format!("{from}.yaml")),
+            cfg.join(format!("{to}.yaml")),
+        )
+        .unwrap();
+    }
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("ITL_ADMIN_TOKEN", ADMIN),
+            ("ITL_CONFIG_DIR", cfg.to_str().unwrap()),
+        ],
+    );
     let (_, key) = server.call("GET", "/api/v1/server-key", None, None);
     let server_key = verifying_key_from_spki(
         &base64ct::Base64::decode_vec(key["public_key_der"].as_str().unwrap()).unwrap(),
@@ -182,7 +202,29 @@ fn zero_touch_attestation_end_to_end() {
         (r.action, r.status),
         (Action::ApplyConfig, attest_common::Status::Attested)
     );
-    assert!(r.config_url.as_ref().unwrap().contains("/api/v1/config/"));
+    let url = r.config_url.as_ref().unwrap().to_string();
+    let agent_http = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let yaml = agent_http
+        .get(&url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let config: Value = serde_norway::from_str(&yaml).unwrap();
+    assert!(
+        config.pointer("/machine/token").is_some(),
+        "attested: the config carries its secrets"
+    );
+    assert_eq!(
+        config
+            .pointer("/machine/network/hostname")
+            .and_then(Value::as_str),
+        Some("node-1")
+    );
 
     // Attested: plain heartbeat.
     let (_, _, r) = agent.attest(&server, None, false);
