@@ -335,3 +335,78 @@ fn challenges_and_the_server_key() {
     let (_, again) = server.call("GET", "/api/v1/server-key", None, None);
     assert_eq!(again["public_key_der"], key["public_key_der"]);
 }
+
+#[test]
+fn reject_and_reapprove_over_http() {
+    let server = Server::start();
+    let (_, reg) = server.call(
+        "POST",
+        "/api/v1/self-register",
+        None,
+        Some(&register_body(EK_P384)),
+    );
+    let id = reg["machine_id"].as_str().unwrap().to_owned();
+    // pending → rejected; rejected refuses approve (409) and registration (409); delete works.
+    let (status, m) = server.call(
+        "POST",
+        &format!("/api/v1/machines/{id}/reject"),
+        Some(ADMIN),
+        Some(r#"{"reason":"unknown"}"#),
+    );
+    assert_eq!((status, m["status"].as_str()), (200, Some("rejected")));
+    let approve = json!({"role": "worker-infra", "hostname": "w-1", "assigned_ip": "10.0.0.9/24"})
+        .to_string();
+    let (status, err) = server.call(
+        "POST",
+        &format!("/api/v1/machines/{id}/approve"),
+        Some(ADMIN),
+        Some(&approve),
+    );
+    assert_eq!(
+        (status, err["message"].as_str()),
+        (409, Some("cannot approve a machine in state rejected"))
+    );
+    let (status, _) = server.call(
+        "POST",
+        "/api/v1/self-register",
+        None,
+        Some(&register_body(EK_P384)),
+    );
+    assert_eq!(status, 409);
+    assert_eq!(
+        server
+            .call(
+                "DELETE",
+                &format!("/api/v1/machines/{id}"),
+                Some(ADMIN),
+                None
+            )
+            .0,
+        204
+    );
+    // (none) → registered by register; registered → registered by approve, twice.
+    let (status, reg) = server.call(
+        "POST",
+        "/api/v1/register",
+        None,
+        Some(&register_body(EK_P384)),
+    );
+    assert_eq!((status, reg["status"].as_str()), (201, Some("registered")));
+    let id = reg["machine_id"].as_str().unwrap().to_owned();
+    for host in ["w-1", "w-2"] {
+        let body = json!({"role": "worker-infra", "hostname": host, "assigned_ip": "10.0.0.9/24"})
+            .to_string();
+        let (status, m) = server.call(
+            "POST",
+            &format!("/api/v1/machines/{id}/approve"),
+            Some(ADMIN),
+            Some(&body),
+        );
+        assert_eq!(
+            (status, m["status"].as_str(), m["hostname"].as_str()),
+            (200, Some("registered"), Some(host))
+        );
+    }
+    let (_, v) = server.call("GET", "/api/v1/audit/verify", Some(ADMIN), None);
+    assert_eq!(v["valid"], true);
+}

@@ -264,6 +264,26 @@ fn zero_touch_attestation_end_to_end() {
     assert_eq!(status, 200);
     let (_, _, r) = agent.attest(&server, None, false);
     assert_eq!(r.unwrap().action, Action::Lock);
+    // locked → attested by unlock; the changed PCR 0 is still refused against the baseline.
+    let (status, m) = server.call(
+        "POST",
+        &format!("/api/v1/machines/{id}/unlock"),
+        Some(ADMIN),
+        Some(r#"{"reason":"checked"}"#),
+    );
+    assert_eq!((status, m["status"].as_str()), (200, Some("attested")));
+    let (status, err, _) = agent.attest(&server, None, false);
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (403, Some("pcr_policy_violation"))
+    );
+    let (status, _) = server.call(
+        "POST",
+        &format!("/api/v1/machines/{id}/lock"),
+        Some(ADMIN),
+        Some(r#"{"reason":"again"}"#),
+    );
+    assert_eq!(status, 200);
     server.call(
         "POST",
         &format!("/api/v1/machines/{id}/revoke"),
@@ -293,7 +313,7 @@ fn zero_touch_attestation_end_to_end() {
         .filter(|e| e["action"] == "attest-failed")
         .map(|e| e["detail"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(failures.len(), 5, "{failures:#?}");
+    assert_eq!(failures.len(), 6, "{failures:#?}");
     assert!(failures.iter().any(|d| d.contains("PCR policy violated")));
     let (_, v) = server.call("GET", "/api/v1/audit/verify", Some(ADMIN), None);
     assert_eq!(v["valid"], true);
