@@ -132,6 +132,42 @@ impl std::fmt::Display for RecordError {
 impl std::error::Error for RecordError {}
 
 impl MachineRecord {
+    /// A record for an EK seen for the first time: identity only, nothing approved or proven.
+    pub fn new(
+        id: String,
+        ek_fingerprint: String,
+        ek_source: EkSource,
+        state: State,
+        now: u64,
+    ) -> Self {
+        MachineRecord {
+            id,
+            ek_fingerprint,
+            ek_source,
+            ek_cert_der: None,
+            ek_public_der: None,
+            ak_public: None,
+            hw_uuid: None,
+            hw_mac: None,
+            hw_serial: None,
+            hw_product: None,
+            desired_role: None,
+            cluster_id: "default".into(),
+            state,
+            role: None,
+            hostname: None,
+            assigned_ip: None,
+            created_at: now,
+            updated_at: now,
+            last_attested_at: None,
+            config_token: None,
+            config_fetched: false,
+            activation_secret: None,
+            ak_activated: false,
+            pcr_baseline: None,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![CURRENT_VERSION];
         // Every field is serialisable; postcard into a Vec cannot fail for them.

@@ -467,32 +467,13 @@ impl Service {
             let Some(mut record) = tx.machine_by_ek(&fp)? else {
                 // First attestation of an unknown EK: pending approval, nothing trusted yet.
                 let t = transition(None, Event::Attest)?;
-                let record = MachineRecord {
-                    id: new_machine_id(),
-                    ek_fingerprint: fp.clone(),
-                    ek_source: attest_common::EkSource::Cert,
-                    ek_cert_der: None,
-                    ek_public_der: None,
-                    ak_public: None,
-                    hw_uuid: None,
-                    hw_mac: None,
-                    hw_serial: None,
-                    hw_product: None,
-                    desired_role: None,
-                    cluster_id: "default".into(),
-                    state: t.to.unwrap_or(State::new(Status::PendingApproval)),
-                    role: None,
-                    hostname: None,
-                    assigned_ip: None,
-                    created_at: now,
-                    updated_at: now,
-                    last_attested_at: None,
-                    config_token: None,
-                    config_fetched: false,
-                    activation_secret: None,
-                    ak_activated: false,
-                    pcr_baseline: None,
-                };
+                let record = MachineRecord::new(
+                    new_machine_id(),
+                    fp.clone(),
+                    attest_common::EkSource::Cert,
+                    t.to.unwrap_or(State::new(Status::PendingApproval)),
+                    now,
+                );
                 tx.put_machine(&record)?;
                 tx.audit(
                     NewEntry {
@@ -764,32 +745,13 @@ impl Service {
             let t = transition(existing.as_ref().map(|m| m.state), event)?;
             let mut record = match existing {
                 Some(m) => m,
-                None => MachineRecord {
-                    id: new_machine_id(),
-                    ek_fingerprint: fp.clone(),
-                    ek_source: req.ek_source,
-                    ek_cert_der: None,
-                    ek_public_der: None,
-                    ak_public: None,
-                    hw_uuid: None,
-                    hw_mac: None,
-                    hw_serial: None,
-                    hw_product: None,
-                    desired_role: None,
-                    cluster_id: String::new(),
-                    state: State::new(Status::PendingApproval),
-                    role: None,
-                    hostname: None,
-                    assigned_ip: None,
-                    created_at: now,
-                    updated_at: now,
-                    last_attested_at: None,
-                    config_token: None,
-                    config_fetched: false,
-                    activation_secret: None,
-                    ak_activated: false,
-                    pcr_baseline: None,
-                },
+                None => MachineRecord::new(
+                    new_machine_id(),
+                    fp.clone(),
+                    req.ek_source,
+                    State::new(Status::PendingApproval),
+                    now,
+                ),
             };
             record.ek_cert_der = req.ek_cert_pem.as_ref().map(|c| c.der().to_vec());
             record.ek_public_der = req.ek_public.as_ref().map(|p| p.to_vec());
