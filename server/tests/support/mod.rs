@@ -4,6 +4,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 
 pub const ADMIN: &str = "test-break-glass-token";
@@ -107,4 +109,43 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+pub fn talos_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/talos");
+    assert!(
+        dir.join("config.schema.json").is_file(),
+        "../shared/talos (the Talos schema and samples) must sit beside the repository"
+    );
+    dir
+}
+
+/// A config dir with the shared samples as role base configs.
+pub fn config_dir(base: &std::path::Path) -> PathBuf {
+    let dir = base.join("base-configs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let talos = talos_dir();
+    std::fs::copy(
+        talos.join("controlplane.yaml"),
+        dir.join("controlplane.yaml"),
+    )
+    .unwrap();
+    std::fs::copy(talos.join("worker.yaml"), dir.join("worker-infra.yaml")).unwrap();
+    std::fs::copy(talos.join("worker.yaml"), dir.join("worker-app.yaml")).unwrap();
+    dir
+}
+
+pub fn validate(yaml: &str) {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(talos_dir().join("config.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let root = json!({"$ref": "#/$defs/v1alpha1.Config", "$defs": schema["$defs"]});
+    let validator = jsonschema::validator_for(&root).unwrap();
+    let instance: Value = serde_norway::from_str(yaml).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&instance)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "config does not validate: {errors:#?}");
 }
