@@ -5,3 +5,7 @@ cd "$(dirname "$0")/.."
 
 echo "==> quote verification vs raw P-384 verify, one core (attest-common)"
 cargo bench -p attest-common --features aws-lc --bench quote --locked
+
+echo
+echo "==> durable registry writes per second (attest-server)"
+cargo bench -p attest-server --bench store --locked
