@@ -309,36 +309,34 @@ pub struct AttestOutcome {
     pub config_token: Option<String>,
 }
 
-/// The credential (and its secret) binding an AK to an EK (DESIGN.md §3.2).
+/// The credential (and its secret) binding the (checked) AK to the request's EK
+/// (DESIGN.md §3.2).
 fn make_ak_credential(
     req: &RegisterRequest,
-) -> Result<Option<(Credential, Vec<u8>)>, ServiceError> {
-    let Some(ak) = &req.ak_public else {
-        return Ok(None);
-    };
+    ak: &TpmPublic,
+) -> Result<(Credential, Vec<u8>), ServiceError> {
     let unprocessable =
         |m: String| ServiceError::new(ErrorKind::Unprocessable, "unsupported_ek", m);
-    let ak = TpmPublic::from_tpm2b(ak).map_err(|e| {
-        ServiceError::new(
-            ErrorKind::BadRequest,
-            "invalid_ak",
-            format!("ak_public: {e}"),
-        )
-    })?;
     let spki = match (&req.ek_cert_pem, &req.ek_public) {
         (Some(cert), _) => attest_common::der::parse_certificate(cert.der())
             .map_err(|e| unprocessable(format!("EK certificate: {e}")))?
             .spki
             .to_vec(),
         (None, Some(public)) => public.to_vec(),
-        (None, None) => return Ok(None),
+        (None, None) => {
+            return Err(ServiceError::new(
+                ErrorKind::BadRequest,
+                "missing_ek_material",
+                "ek_cert_pem or ek_public is required with ak_public",
+            ));
+        }
     };
     let ek = EkKey::from_spki(&spki).map_err(|e| unprocessable(format!("EK: {e}")))?;
     let mut secret = vec![0u8; 32];
     getrandom::fill(&mut secret).expect("the operating system's random number generator failed");
     let credential = make_credential(&ek, &ak.name, &secret, &mut OsEntropy)
         .map_err(|e| unprocessable(format!("MakeCredential: {e}")))?;
-    Ok(Some((credential, secret)))
+    Ok((credential, secret))
 }
 
 impl Service {
@@ -668,7 +666,7 @@ impl Service {
     }
 
     /// Checks the EK material against the claimed fingerprint and the AK's form.
-    fn check_identity(req: &RegisterRequest) -> Result<(), ServiceError> {
+    fn check_identity(req: &RegisterRequest) -> Result<Option<TpmPublic>, ServiceError> {
         let material = match (&req.ek_cert_pem, &req.ek_public, req.ek_source) {
             (Some(cert), _, EkSource::Cert) => cert.der().to_vec(),
             (_, Some(public), EkSource::Pub) => public.as_slice().to_vec(),
@@ -704,23 +702,24 @@ impl Service {
                 ),
             ));
         }
-        if let Some(ak) = &req.ak_public {
-            let ak = TpmPublic::from_tpm2b(ak).map_err(|e| {
-                ServiceError::new(
-                    ErrorKind::BadRequest,
-                    "invalid_ak",
-                    format!("ak_public: {e}"),
-                )
-            })?;
-            if !ak.is_restricted_signing() {
-                return Err(ServiceError::new(
-                    ErrorKind::Unprocessable,
-                    "invalid_ak",
-                    "ak_public is not a restricted signing key",
-                ));
-            }
+        let Some(ak) = &req.ak_public else {
+            return Ok(None);
+        };
+        let ak = TpmPublic::from_tpm2b(ak).map_err(|e| {
+            ServiceError::new(
+                ErrorKind::BadRequest,
+                "invalid_ak",
+                format!("ak_public: {e}"),
+            )
+        })?;
+        if !ak.is_restricted_signing() {
+            return Err(ServiceError::new(
+                ErrorKind::Unprocessable,
+                "invalid_ak",
+                "ak_public is not a restricted signing key",
+            ));
         }
-        Ok(())
+        Ok(Some(ak))
     }
 
     /// `POST /register` (pre-registration) or `/self-register` (zero-touch).
@@ -730,8 +729,11 @@ impl Service {
         self_register: bool,
         actor: &Actor,
     ) -> Result<Registered, ServiceError> {
-        Self::check_identity(req)?;
-        let credential = make_ak_credential(req)?;
+        let ak = Self::check_identity(req)?;
+        let credential = match &ak {
+            Some(ak) => Some(make_ak_credential(req, ak)?),
+            None => None,
+        };
         let event = if self_register {
             Event::SelfRegister
         } else {
