@@ -978,20 +978,33 @@ impl Service {
         Ok(votes)
     }
 
+    /// Reject, lock, unlock or revoke: the record stays, the reason goes to the audit log.
+    fn change_state(
+        &self,
+        id: &str,
+        event: Event,
+        reason: &str,
+        actor: &Actor,
+    ) -> Result<MachineRecord, ServiceError> {
+        let (verb, extra) = match event {
+            Event::Reject => ("rejected", String::new()),
+            Event::Lock => ("locked", String::new()),
+            Event::Unlock => ("unlocked", String::new()),
+            Event::Revoke { wipe } => ("revoked", format!(" wipe={wipe}")),
+            other => unreachable!("{} is not an operator state change", other.name()),
+        };
+        let detail = format!("Machine {verb}: id={id}{extra} reason={reason}");
+        self.operate(id, event, actor, detail, |_| {})
+            .map(|r| r.expect("these events keep the record"))
+    }
+
     pub fn reject(
         &self,
         id: &str,
         reason: &str,
         actor: &Actor,
     ) -> Result<MachineRecord, ServiceError> {
-        self.operate(
-            id,
-            Event::Reject,
-            actor,
-            format!("Machine rejected: id={id} reason={reason}"),
-            |_| {},
-        )
-        .map(|r| r.expect("reject keeps the record"))
+        self.change_state(id, Event::Reject, reason, actor)
     }
 
     pub fn lock(
@@ -1000,14 +1013,7 @@ impl Service {
         reason: &str,
         actor: &Actor,
     ) -> Result<MachineRecord, ServiceError> {
-        self.operate(
-            id,
-            Event::Lock,
-            actor,
-            format!("Machine locked: id={id} reason={reason}"),
-            |_| {},
-        )
-        .map(|r| r.expect("lock keeps the record"))
+        self.change_state(id, Event::Lock, reason, actor)
     }
 
     pub fn unlock(
@@ -1016,14 +1022,7 @@ impl Service {
         reason: &str,
         actor: &Actor,
     ) -> Result<MachineRecord, ServiceError> {
-        self.operate(
-            id,
-            Event::Unlock,
-            actor,
-            format!("Machine unlocked: id={id} reason={reason}"),
-            |_| {},
-        )
-        .map(|r| r.expect("unlock keeps the record"))
+        self.change_state(id, Event::Unlock, reason, actor)
     }
 
     pub fn revoke(
@@ -1033,9 +1032,7 @@ impl Service {
         reason: &str,
         actor: &Actor,
     ) -> Result<MachineRecord, ServiceError> {
-        let detail = format!("Machine revoked: id={id} wipe={wipe} reason={reason}");
-        self.operate(id, Event::Revoke { wipe }, actor, detail, |_| {})
-            .map(|r| r.expect("revoke keeps the record"))
+        self.change_state(id, Event::Revoke { wipe }, reason, actor)
     }
 
     /// Deletes a revoked or rejected record (its audit entries stay).

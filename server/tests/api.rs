@@ -97,23 +97,10 @@ fn zero_touch_registration_and_operator_actions() {
     );
 
     // The audit log says who: the agent, then SYSTEM for break-glass actions.
-    let (status, audit) = server.call(
-        "GET",
-        &format!("/api/v1/audit?machine_id={id}&per_page=200"),
-        Some(ADMIN),
-        None,
-    );
-    assert_eq!(status, 200);
-    let who: Vec<_> = audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["operator_cn"].as_str().unwrap().to_owned(),
-                e["action"].as_str().unwrap().to_owned(),
-            )
-        })
+    let who: Vec<(String, String)> = server
+        .audit_column(&id, "operator_cn")
+        .into_iter()
+        .zip(server.audit_column(&id, "action"))
         .collect();
     assert_eq!(
         who,

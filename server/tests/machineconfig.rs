@@ -106,18 +106,7 @@ fn approved_machines_get_valid_configs_and_refused_ones_none() {
     );
     let (status, _) = get_text(&url);
     assert_eq!(status, 200);
-    let (_, audit) = server.call(
-        "GET",
-        &format!("/api/v1/audit?machine_id={id}"),
-        Some(ADMIN),
-        None,
-    );
-    let actions: Vec<_> = audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap().to_owned())
-        .collect();
+    let actions = server.audit_column(&id, "action");
     assert!(
         actions.ends_with(&["config-consumed".to_owned(), "config-refetch".to_owned()]),
         "{actions:?}"

@@ -279,18 +279,7 @@ fn jwt_validation_and_operator_identity() {
         Some(r#"{"reason":"break-glass test"}"#),
     );
     assert_eq!(status, 200);
-    let (_, audit) = server.call(
-        "GET",
-        &format!("/api/v1/audit?machine_id={id}"),
-        Some(ADMIN),
-        None,
-    );
-    let who: Vec<_> = audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["operator_cn"].as_str().unwrap().to_owned())
-        .collect();
+    let who = server.audit_column(&id, "operator_cn");
     assert_eq!(who, ["agent", "alice", "bob", "SYSTEM"]);
 }
 

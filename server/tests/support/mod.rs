@@ -65,6 +65,23 @@ impl Server {
         self._dir.take()
     }
 
+    /// One field of every audit entry for a machine, oldest first.
+    pub fn audit_column(&self, machine_id: &str, field: &str) -> Vec<String> {
+        let (status, audit) = self.call(
+            "GET",
+            &format!("/api/v1/audit?machine_id={machine_id}&per_page=200"),
+            Some(ADMIN),
+            None,
+        );
+        assert_eq!(status, 200, "{audit}");
+        audit["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|e| e[field].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     pub fn call(
         &self,
         method: &str,
