@@ -1,4 +1,10 @@
-//! The Linux agent's library: the TPM operations (tss-esapi) the `attest-agent` binary and
-//! the integration tests share.
+//! The Linux agent's library: the TPM operations (tss-esapi), the server client, the state
+//! kept between runs, and the attest loop that the `attest-agent` binary drives.
 
+pub mod agent;
+pub mod backoff;
+pub mod client;
+pub mod config;
+pub mod hooks;
+pub mod state;
 pub mod tpm;

@@ -1,15 +1,19 @@
 //! `attest-agent`: the Linux side of a machine's TPM identity.
 //!
-//! Thin binary over `attest-common` (formats, fingerprints) and tss-esapi (the TPM). Output
-//! is `key=value` lines on stdout so scripts can read it; diagnostics go to stderr.
+//! Thin binary over the library: settings from flags, `ATTEST_AGENT_*` variables and a TOML
+//! file; results as `key=value` lines on stdout so scripts can read them; diagnostics on
+//! stderr. Exit status: 0 success, 1 failure, 2 bad usage or configuration.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
-use attest_host_agent::tpm::{EkType, Tpm};
+use attest_host_agent::agent::{Agent, Fatal};
+use attest_host_agent::config::{DEFAULT_CONFIG, HookLayer, Layer, Settings};
+use attest_host_agent::tpm::{AkType, EkType, Tpm};
 
 #[derive(Parser)]
 #[command(
@@ -18,8 +22,86 @@ use attest_host_agent::tpm::{EkType, Tpm};
     about = "TPM attestation agent for bare-metal Talos machines"
 )]
 struct Cli {
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// TOML config file [default: /etc/attest-agent/agent.toml when it exists].
+    #[arg(long, global = true, env = "ATTEST_AGENT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Base URL of the attestation server.
+    #[arg(long, global = true, env = "ATTEST_AGENT_SERVER", value_name = "URL")]
+    server: Option<String>,
+    /// The TPM: device:/dev/tpmrm0 (default), swtpm:host=127.0.0.1,port=2321, ...
+    #[arg(long, global = true, env = "TPM2TOOLS_TCTI", value_name = "TCTI")]
+    tcti: Option<String>,
+    /// Where the AK blobs, activation secret and enrollment are kept (0700)
+    /// [default: /var/lib/attest-agent].
+    #[arg(
+        long,
+        global = true,
+        env = "ATTEST_AGENT_STATE_DIR",
+        value_name = "DIR"
+    )]
+    state_dir: Option<PathBuf>,
+    /// The server's response public key (PEM or DER) to verify its answers with
+    /// [default: the key pinned at registration].
+    #[arg(
+        long,
+        global = true,
+        env = "ATTEST_AGENT_SERVER_KEY",
+        value_name = "FILE"
+    )]
+    server_key: Option<PathBuf>,
+    /// CA certificates (PEM) for an https server [default: the web roots].
+    #[arg(long, global = true, env = "ATTEST_AGENT_CA_FILE", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Which EK to use [default: P-384 if it has a certificate, else RSA-2048 if it has
+    /// one, else the P-384 public key].
+    #[arg(long, global = true, value_enum, env = "ATTEST_AGENT_EK_TYPE")]
+    ek_type: Option<EkType>,
+    /// AK key type [default: the EK's family].
+    #[arg(long, global = true, value_enum, env = "ATTEST_AGENT_AK_TYPE")]
+    ak_type: Option<AkType>,
+    /// Timeout of one HTTP request, seconds [default: 30].
+    #[arg(
+        long,
+        global = true,
+        env = "ATTEST_AGENT_TIMEOUT_SECONDS",
+        value_name = "S"
+    )]
+    timeout_seconds: Option<u64>,
+}
+
+#[derive(Args)]
+struct HookArgs {
+    /// Command run (sh -c) with the machine config on stdin when the server says
+    /// apply-config, e.g. "talosctl apply-config --insecure --nodes 127.0.0.1 --file /dev/stdin".
+    #[arg(long, env = "ATTEST_AGENT_ON_APPLY_CONFIG", value_name = "COMMAND")]
+    on_apply_config: Option<String>,
+    /// Command run when the server says lock.
+    #[arg(long, env = "ATTEST_AGENT_ON_LOCK", value_name = "COMMAND")]
+    on_lock: Option<String>,
+    /// Command run when the server says wipe.
+    #[arg(long, env = "ATTEST_AGENT_ON_WIPE", value_name = "COMMAND")]
+    on_wipe: Option<String>,
+    /// Longest a hook may run, seconds [default: 600].
+    #[arg(long, env = "ATTEST_AGENT_HOOK_TIMEOUT_SECONDS", value_name = "S")]
+    hook_timeout_seconds: Option<u64>,
+}
+
+#[derive(Args)]
+struct RegisterArgs {
+    /// The role this machine asks for (controlplane, worker-infra, worker-app).
+    #[arg(long, env = "ATTEST_AGENT_ROLE")]
+    role: Option<String>,
+    /// Cluster the machine joins [default: default].
+    #[arg(long, env = "ATTEST_AGENT_CLUSTER_ID")]
+    cluster_id: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -30,15 +112,68 @@ enum Command {
         /// An EK certificate or EK public key, PEM or DER.
         #[arg(required_unless_present = "tpm", conflicts_with = "tpm")]
         file: Option<PathBuf>,
-        /// Read the EK from this TPM instead (TCTI, e.g. device:/dev/tpmrm0 or
-        /// swtpm:host=127.0.0.1,port=2321).
+        /// Read the EK from this TPM instead (TCTI).
         #[arg(long, value_name = "TCTI")]
         tpm: Option<String>,
-        /// With --tpm: which EK to use. Default: the P-384 EK if it has a certificate, else
-        /// the RSA-2048 EK if it has one, else the P-384 EK's public key.
-        #[arg(long, value_enum, requires = "tpm")]
-        ek_type: Option<EkType>,
     },
+    /// Pre-register this machine (USB registration stick): EK, hardware identity, a new AK.
+    Register(RegisterArgs),
+    /// Register this machine zero-touch; it waits for an operator's approval.
+    SelfRegister(RegisterArgs),
+    /// Push an attestation and act on the server's signed answer.
+    Attest {
+        /// Attest once and exit.
+        #[arg(long, conflicts_with = "r#loop", required_unless_present = "r#loop")]
+        once: bool,
+        /// Attest at the server's interval until a wipe, backing off on errors.
+        #[arg(long = "loop")]
+        r#loop: bool,
+        /// Self-register first when this machine has no enrollment yet.
+        #[arg(long)]
+        self_register: bool,
+        #[command(flatten)]
+        hooks: HookArgs,
+        #[command(flatten)]
+        register: RegisterArgs,
+    },
+    /// Write a TPM receipt (identity for `POST /machines/import`) without any network.
+    Receipt {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+fn settings(
+    global: &Global,
+    hooks: Option<&HookArgs>,
+    reg: Option<&RegisterArgs>,
+) -> Result<Settings> {
+    let file = match &global.config {
+        Some(path) => Layer::from_file(path, true)?,
+        None => Layer::from_file(std::path::Path::new(DEFAULT_CONFIG), false)?,
+    };
+    let flags = Layer {
+        server: global.server.clone(),
+        tcti: global.tcti.clone(),
+        state_dir: global.state_dir.clone(),
+        server_key: global.server_key.clone(),
+        ca_file: global.ca_file.clone(),
+        ek_type: global.ek_type.map(|t| t.name().to_owned()),
+        ak_type: global.ak_type.map(|t| match t {
+            AkType::EccP384 => "ecc-p384".to_owned(),
+            AkType::Rsa2048 => "rsa-2048".to_owned(),
+        }),
+        desired_role: reg.and_then(|r| r.role.clone()),
+        cluster_id: reg.and_then(|r| r.cluster_id.clone()),
+        timeout_seconds: global.timeout_seconds,
+        hooks: HookLayer {
+            apply_config: hooks.and_then(|h| h.on_apply_config.clone()),
+            lock: hooks.and_then(|h| h.on_lock.clone()),
+            wipe: hooks.and_then(|h| h.on_wipe.clone()),
+            timeout_seconds: hooks.and_then(|h| h.hook_timeout_seconds),
+        },
+    };
+    Settings::resolve(flags.over(file)).map_err(|e| Fatal(format!("{e:#}")).into())
 }
 
 fn fingerprint(file: Option<PathBuf>, tcti: Option<String>, ek_type: Option<EkType>) -> Result<()> {
@@ -68,16 +203,122 @@ fn fingerprint(file: Option<PathBuf>, tcti: Option<String>, ek_type: Option<EkTy
     Ok(())
 }
 
+fn register(agent: &Agent, self_register: bool) -> Result<()> {
+    let r = agent.register(self_register)?;
+    println!("machine_id={}", r.machine_id);
+    println!("status={}", r.status);
+    if let Some(role) = r.role {
+        println!("role={role}");
+    }
+    if let Some(url) = &r.iso_url {
+        println!("iso_url={url}");
+    }
+    if let Some(url) = &r.config_url {
+        println!("config_url={url}");
+    }
+    Ok(())
+}
+
+fn print_attested(a: &attest_host_agent::agent::Attested) {
+    let r = &a.response;
+    println!("machine_id={}", r.machine_id);
+    println!("status={}", r.status);
+    println!("action={}", r.action);
+    println!(
+        "seconds_to_next_attestation={}",
+        r.seconds_to_next_attestation
+    );
+    if let Some(url) = &r.config_url {
+        println!("config_url={url}");
+    }
+    println!("hooks_run={}", a.hooks_run.join(","));
+    for w in &a.warnings {
+        eprintln!("attest-agent: warning: {w}");
+    }
+}
+
+fn attest(agent: &Agent, once: bool, self_register: bool) -> Result<()> {
+    if self_register && agent.state().enrollment()?.is_none() {
+        register(agent, true)?;
+    }
+    if once {
+        if agent.resume_pending_wipe()? {
+            println!("action=wipe");
+            println!("hooks_run=wipe");
+            return Ok(());
+        }
+        let a = agent.attest_once()?;
+        print_attested(&a);
+        return Ok(());
+    }
+    agent.run(
+        |result, next| {
+            let next = next.map_or("-".to_owned(), |d: Duration| format!("{}s", d.as_secs()));
+            match result {
+                Ok(a) => {
+                    let r = &a.response;
+                    println!(
+                        "attested machine_id={} status={} action={} hooks_run={} next={next}",
+                        r.machine_id,
+                        r.status,
+                        r.action,
+                        a.hooks_run.join(","),
+                    );
+                    for w in &a.warnings {
+                        eprintln!("attest-agent: warning: {w}");
+                    }
+                }
+                Err(e) => {
+                    eprintln!("attest-agent: attestation failed: {e:#}; next attempt in {next}")
+                }
+            }
+        },
+        std::thread::sleep,
+    )
+}
+
+fn receipt(agent: &Agent, out: &std::path::Path) -> Result<()> {
+    let r = agent.receipt()?;
+    let mut json = serde_json::to_vec_pretty(&r)?;
+    json.push(b'\n');
+    std::fs::write(out, json).with_context(|| format!("cannot write {}", out.display()))?;
+    println!("ek_fingerprint={}", r.identity.ek_fingerprint);
+    println!("receipt={}", out.display());
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Fingerprint { file, tpm } => fingerprint(file, tpm, g.ek_type),
+        Command::Register(ref r) => register(&Agent::new(settings(g, None, Some(r))?)?, false),
+        Command::SelfRegister(ref r) => register(&Agent::new(settings(g, None, Some(r))?)?, true),
+        Command::Attest {
+            once,
+            self_register,
+            ref hooks,
+            ref register,
+            ..
+        } => attest(
+            &Agent::new(settings(g, Some(hooks), Some(register))?)?,
+            once,
+            self_register,
+        ),
+        Command::Receipt { ref out } => receipt(&Agent::new(settings(g, None, None)?)?, out),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Fingerprint { file, tpm, ek_type } => fingerprint(file, tpm, ek_type),
-    };
-    match result {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("attest-agent: {e:#}");
-            ExitCode::FAILURE
+            if e.is::<Fatal>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

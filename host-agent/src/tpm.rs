@@ -89,6 +89,9 @@ pub struct Ak {
     pub handle: KeyHandle,
     /// TPM2B_PUBLIC, as sent to the server.
     pub public_tpm2b: Vec<u8>,
+    /// TPM2B_PRIVATE: the key wrapped by the EK, only usable in this TPM; kept so that the
+    /// same AK can be loaded again (its credential activation stays valid).
+    pub private_tpm2b: Vec<u8>,
     /// The TPM's Name of the AK.
     pub name: Vec<u8>,
 }
@@ -211,18 +214,41 @@ impl Tpm {
         };
         let created = ak::create_ak_2(&mut self.ctx, ek, hash, key, scheme, None, None)
             .context("creating the AK under the EK")?;
-        let handle = ak::load_ak(
-            &mut self.ctx,
-            ek,
-            None,
-            created.out_private,
-            created.out_public,
+        let private_tpm2b = tpm2b(created.out_private.value());
+        self.load_ak_parts(ek, created.out_private, created.out_public, private_tpm2b)
+    }
+
+    /// Loads an AK made by [`Tpm::create_ak`] under the same EK from its saved blobs.
+    pub fn load_ak(
+        &mut self,
+        ek: KeyHandle,
+        public_tpm2b: &[u8],
+        private_tpm2b: &[u8],
+    ) -> Result<Ak> {
+        use tss_esapi::traits::UnMarshall;
+        let public = Public::unmarshall(tpm2b_body(public_tpm2b).context("AK public")?)
+            .context("the saved AK public area does not parse")?;
+        let private = tss_esapi::structures::Private::try_from(
+            tpm2b_body(private_tpm2b).context("AK private")?.to_vec(),
         )
-        .context("loading the AK")?;
+        .context("the saved AK private blob is too large")?;
+        self.load_ak_parts(ek, private, public, private_tpm2b.to_vec())
+    }
+
+    fn load_ak_parts(
+        &mut self,
+        ek: KeyHandle,
+        private: tss_esapi::structures::Private,
+        public: Public,
+        private_tpm2b: Vec<u8>,
+    ) -> Result<Ak> {
+        let handle = ak::load_ak(&mut self.ctx, ek, None, private, public)
+            .context("loading the AK under the EK (was it made by this TPM?)")?;
         let (public, name) = self.public_area(handle)?;
         Ok(Ak {
             handle,
             public_tpm2b: tpm2b(&public),
+            private_tpm2b,
             name,
         })
     }

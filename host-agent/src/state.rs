@@ -1,0 +1,217 @@
+//! What the agent keeps between runs, in its state directory (0700, files 0600).
+//!
+//! The AK is a transient TPM object; what survives a reboot is its wrapped private blob,
+//! which only this TPM can load under its EK. Keeping the same AK matters: the server bound
+//! it to the EK by credential activation, and a new AK would have to prove itself again.
+//! The activation secret is kept until the server has accepted the proof, so an agent that
+//! crashes between registering and attesting does not have to register again. Every file is
+//! written to a temporary name, synced, then renamed: a crash leaves the old file or the new
+//! one, never half of one.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use serde::{Deserialize, Serialize};
+
+const ENROLLMENT: &str = "enrollment.json";
+const AK_PUBLIC: &str = "ak.pub";
+const AK_PRIVATE: &str = "ak.priv";
+const ACTIVATION_SECRET: &str = "activation-secret";
+/// The server's response key pinned at registration, when none was configured.
+pub const PINNED_SERVER_KEY: &str = "server-key.pem";
+
+/// Who this machine is to the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enrollment {
+    /// Format of this file; this is version 1.
+    pub version: u8,
+    pub server: String,
+    pub machine_id: String,
+    pub ek_fingerprint: String,
+    /// `ecc-p384` or `rsa-2048`.
+    pub ek_type: String,
+    /// `register` or `self-register`.
+    pub registered_via: String,
+    #[serde(default)]
+    pub iso_url: Option<String>,
+    #[serde(default)]
+    pub config_url: Option<String>,
+    /// A config the server told us to apply whose hook has not succeeded yet: retried on
+    /// every run until it does, so an apply-config answer (sent once) is never lost.
+    #[serde(default)]
+    pub pending_apply_config: Option<String>,
+    /// The last action whose hook ran, so that lock runs once per lock, not per heartbeat.
+    #[serde(default)]
+    pub last_action: Option<String>,
+}
+
+impl Enrollment {
+    pub const VERSION: u8 = 1;
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    path: PathBuf,
+}
+
+impl StateDir {
+    /// Opens (creating it with mode 0700 if needed) the state directory.
+    pub fn open(path: &Path) -> Result<StateDir> {
+        fs::create_dir_all(path)
+            .with_context(|| format!("cannot create the state directory {}", path.display()))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot set mode 0700 on {}", path.display()))?;
+        Ok(StateDir {
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Writes `name` atomically with mode 0600.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let target = self.file(name);
+        let tmp = self.file(&format!(".{name}.tmp"));
+        let result = (|| -> std::io::Result<()> {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.set_permissions(fs::Permissions::from_mode(0o600))?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &target)?;
+            fs::File::open(&self.path)?.sync_all()
+        })();
+        result.with_context(|| format!("cannot write {}", target.display()))
+    }
+
+    /// Reads `name`; `None` when it does not exist.
+    pub fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.file(name);
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let path = self.file(name);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+        }
+    }
+
+    pub fn enrollment(&self) -> Result<Option<Enrollment>> {
+        let Some(bytes) = self.read(ENROLLMENT)? else {
+            return Ok(None);
+        };
+        let e: Enrollment = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is damaged", self.file(ENROLLMENT).display()))?;
+        if e.version != Enrollment::VERSION {
+            bail!(
+                "{} has format version {}, this agent reads version {}",
+                self.file(ENROLLMENT).display(),
+                e.version,
+                Enrollment::VERSION
+            );
+        }
+        Ok(Some(e))
+    }
+
+    pub fn save_enrollment(&self, e: &Enrollment) -> Result<()> {
+        let mut json = serde_json::to_vec_pretty(e)?;
+        json.push(b'\n');
+        self.write(ENROLLMENT, &json)
+    }
+
+    /// The saved AK blobs (TPM2B_PUBLIC, TPM2B_PRIVATE).
+    pub fn ak(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        match (self.read(AK_PUBLIC)?, self.read(AK_PRIVATE)?) {
+            (Some(public), Some(private)) => Ok(Some((public, private))),
+            (None, None) => Ok(None),
+            _ => bail!(
+                "{} holds only half of the AK (ak.pub / ak.priv): register again",
+                self.path.display()
+            ),
+        }
+    }
+
+    pub fn save_ak(&self, public: &[u8], private: &[u8]) -> Result<()> {
+        self.write(AK_PUBLIC, public)?;
+        self.write(AK_PRIVATE, private)
+    }
+
+    pub fn activation_secret(&self) -> Result<Option<Vec<u8>>> {
+        self.read(ACTIVATION_SECRET)
+    }
+
+    pub fn save_activation_secret(&self, secret: &[u8]) -> Result<()> {
+        self.write(ACTIVATION_SECRET, secret)
+    }
+
+    pub fn forget_activation_secret(&self) -> Result<()> {
+        self.remove(ACTIVATION_SECRET)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_private_and_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&dir.path().join("s")).unwrap();
+        assert_eq!(
+            fs::metadata(state.path()).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(state.enrollment().unwrap(), None);
+        let e = Enrollment {
+            version: Enrollment::VERSION,
+            server: "http://127.0.0.1:1".into(),
+            machine_id: "m".into(),
+            ek_fingerprint: "ab".repeat(48),
+            ek_type: "ecc-p384".into(),
+            registered_via: "register".into(),
+            iso_url: None,
+            config_url: None,
+            pending_apply_config: Some("http://x/c".into()),
+            last_action: None,
+        };
+        state.save_enrollment(&e).unwrap();
+        assert_eq!(state.enrollment().unwrap(), Some(e));
+        state.save_activation_secret(&[7; 32]).unwrap();
+        let mode = fs::metadata(state.path().join(ACTIVATION_SECRET))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        state.forget_activation_secret().unwrap();
+        assert_eq!(state.activation_secret().unwrap(), None);
+
+        state.write(AK_PUBLIC, b"x").unwrap();
+        let err = state.ak().unwrap_err().to_string();
+        assert!(err.contains("only half of the AK"), "{err}");
+
+        fs::write(state.path().join(ENROLLMENT), b"{\"version\":9}").unwrap();
+        assert!(state.enrollment().is_err());
+    }
+}
