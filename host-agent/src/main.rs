@@ -123,11 +123,11 @@ enum Command {
     /// Push an attestation and act on the server's signed answer.
     Attest {
         /// Attest once and exit.
-        #[arg(long, conflicts_with = "r#loop", required_unless_present = "r#loop")]
+        #[arg(long, conflicts_with = "repeat", required_unless_present = "repeat")]
         once: bool,
         /// Attest at the server's interval until a wipe, backing off on errors.
-        #[arg(long = "loop")]
-        r#loop: bool,
+        #[arg(long = "loop", id = "repeat")]
+        repeat: bool,
         /// Self-register first when this machine has no enrollment yet.
         #[arg(long)]
         self_register: bool,
@@ -320,5 +320,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
     }
 }

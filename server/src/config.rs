@@ -39,6 +39,9 @@ pub struct Config {
     pub challenges: Challenges,
     /// `ITL_OIDC_ENABLED` with `ITL_OIDC_ISSUER`, `ITL_OIDC_AUDIENCE`, `ITL_OIDC_OPERATOR_ROLE`.
     pub oidc: Option<OidcConfig>,
+    /// `ITL_PCR_POLICY_FILE`: PCR policy per role (JSON); unset: every machine is held to
+    /// its own baseline and a violation refuses the attestation.
+    pub pcr_policy_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Config {
@@ -54,6 +57,7 @@ impl std::fmt::Debug for Config {
             .field("dual_control", &self.dual_control)
             .field("challenges", &self.challenges)
             .field("oidc", &self.oidc)
+            .field("pcr_policy_file", &self.pcr_policy_file)
             .finish()
     }
 }
@@ -163,12 +167,24 @@ impl Config {
             Some(v) => v
                 .parse()
                 .ok()
-                .filter(|s| (10..=86_400).contains(s))
+                .filter(|s| (1..=86_400).contains(s))
                 .ok_or_else(|| ConfigError {
                     variable: "ITL_ATTESTATION_INTERVAL_SECONDS",
-                    message: format!("'{v}' is not a number of seconds from 10 to 86400"),
+                    message: format!("'{v}' is not a number of seconds from 1 to 86400"),
                 })?,
         };
+        let liveness_factor = match get("ITL_LIVENESS_FACTOR") {
+            None => 5,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|f| (2..=1000).contains(f))
+                .ok_or_else(|| ConfigError {
+                    variable: "ITL_LIVENESS_FACTOR",
+                    message: format!("'{v}' is not a whole number from 2 to 1000"),
+                })?,
+        };
+        let pcr_policy_file = get("ITL_PCR_POLICY_FILE").map(PathBuf::from);
         let oidc = match get("ITL_OIDC_ENABLED").as_deref() {
             None | Some("false" | "0" | "") => None,
             Some("true" | "1") => {
@@ -218,8 +234,10 @@ impl Config {
                 lifetime_seconds,
                 pcr_selection,
                 interval_seconds,
+                liveness_factor,
             },
             oidc,
+            pcr_policy_file,
         })
     }
 

@@ -220,7 +220,8 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// The machine detail as the API shows it.
-pub fn machine_json(m: &MachineRecord) -> serde_json::Value {
+/// `stale`: attested but silent for longer than interval × ITL_LIVENESS_FACTOR.
+pub fn machine_json(m: &MachineRecord, stale: bool) -> serde_json::Value {
     json!({
         "machine_id": m.id,
         "ek_fingerprint": m.ek_fingerprint,
@@ -239,6 +240,8 @@ pub fn machine_json(m: &MachineRecord) -> serde_json::Value {
         "created_at": Timestamp(m.created_at).to_string(),
         "updated_at": Timestamp(m.updated_at).to_string(),
         "last_attested_at": m.last_attested_at.map(|t| Timestamp(t).to_string()),
+        "stale": stale,
+        "pcr_baseline_pinned": m.pcr_baseline.is_some(),
     })
 }
 
@@ -367,6 +370,14 @@ async fn operate(mut req: Request<State>) -> tide::Result {
                 .await
             )
         }
+        "reset-baseline" => {
+            let b: ReasonBody = attempt!(decode_or_default(&mut req).await);
+            attempt!(
+                blocking(req.state(), move |s| s
+                    .reset_baseline(&id, &b.reason, &actor))
+                .await
+            )
+        }
         "revoke" => {
             let b: RevokeBody = attempt!(decode(&mut req).await);
             attempt!(
@@ -379,11 +390,39 @@ async fn operate(mut req: Request<State>) -> tide::Result {
             return Ok(error_response(
                 StatusCode::NotFound,
                 "not_found",
-                &format!("no machine action '{other}' (approve, reject, lock, unlock, revoke)"),
+                &format!(
+                    "no machine action '{other}' (approve, reject, lock, unlock, revoke, reset-baseline)"
+                ),
             ));
         }
     };
-    Ok(json_response(StatusCode::Ok, &machine_json(&record)))
+    let stale = req.state().service.is_stale(&record, unix_now());
+    Ok(json_response(StatusCode::Ok, &machine_json(&record, stale)))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Audits machines that turn stale, checking every `min(interval, 60 s)`.
+pub fn spawn_liveness_sweeper(state: State) {
+    let period = std::time::Duration::from_secs(
+        u64::from(state.service.challenges().interval_seconds).clamp(1, 60),
+    );
+    std::thread::Builder::new()
+        .name("liveness".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(period);
+                if let Err(e) = state.service.sweep_stale() {
+                    crate::log::warn(&format!("liveness sweep failed: {e}"));
+                }
+            }
+        })
+        .expect("cannot start the liveness thread");
 }
 
 #[derive(Deserialize)]
@@ -406,7 +445,12 @@ async fn list(req: Request<State>) -> tide::Result {
         }
     };
     let machines = attempt!(blocking(req.state(), move |s| s.machines(status)).await);
-    let items: Vec<_> = machines.iter().map(machine_json).collect();
+    let now = unix_now();
+    let service = &req.state().service;
+    let items: Vec<_> = machines
+        .iter()
+        .map(|m| machine_json(m, service.is_stale(m, now)))
+        .collect();
     Ok(json_response(
         StatusCode::Ok,
         &json!({ "machines": items, "total": items.len() }),
@@ -438,7 +482,7 @@ async fn get(req: Request<State>) -> tide::Result {
         )))
         .await
     );
-    let mut detail = machine_json(&m);
+    let mut detail = machine_json(&m, req.state().service.is_stale(&m, unix_now()));
     detail["approvals"] = votes_json(&votes);
     Ok(json_response(StatusCode::Ok, &detail))
 }

@@ -11,6 +11,7 @@ pub mod log;
 pub mod machineconfig;
 pub mod oidc;
 pub mod openapi;
+pub mod policy;
 pub mod record;
 pub mod responsekey;
 pub mod service;

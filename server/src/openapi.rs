@@ -61,7 +61,13 @@ pub fn document() -> Value {
     lock["parameters"] = id_param();
     let mut unlock = operator("Unlock a locked machine", "200", &[400, 404, 409]);
     unlock["parameters"] = id_param();
-    for op in [&mut reject, &mut lock, &mut unlock] {
+    let mut reset_baseline = operator(
+        "Forget the machine's PCR baseline; its next verified attestation pins a new one",
+        "200",
+        &[400, 404],
+    );
+    reset_baseline["parameters"] = id_param();
+    for op in [&mut reject, &mut lock, &mut unlock, &mut reset_baseline] {
         op["requestBody"] = json!({"content": {"application/json": {"schema": reason}}});
     }
     let mut approve = operator(
@@ -145,6 +151,7 @@ pub fn document() -> Value {
             "/api/v1/machines/{id}/lock": {"post": lock},
             "/api/v1/machines/{id}/unlock": {"post": unlock},
             "/api/v1/machines/{id}/revoke": {"post": revoke},
+            "/api/v1/machines/{id}/reset-baseline": {"post": reset_baseline},
             "/api/v1/audit": {"get": audit},
             "/api/v1/audit/verify": {"get": operator("Recompute the audit chain", "200", &[])}
         }

@@ -10,9 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use attest_common::crypto::CryptoProvider;
 use attest_common::fingerprint::{EkSource, ek_fingerprint};
-use attest_common::lifecycle::{Action, Event, Refused, State, Status, transition};
+use attest_common::lifecycle::{Action, Event, Refused, State, Status, Transition, transition};
 use attest_common::tpm::credential::{Credential, EkKey, OsEntropy, make_credential};
-use attest_common::tpm::pcr::PcrPolicy;
 use attest_common::tpm::public::TpmPublic;
 use attest_common::tpm::verify_quote;
 use attest_common::wire::{
@@ -22,6 +21,7 @@ use attest_common::wire::{
 
 use crate::audit::NewEntry;
 use crate::machineconfig::BaseConfigs;
+use crate::policy::{OnViolation, PcrPolicies};
 use crate::record::MachineRecord;
 use crate::store::{Store, StoreError, Tx, Vote};
 
@@ -215,6 +215,7 @@ pub struct Service {
     dual_control: DualControl,
     configs: Option<BaseConfigs>,
     challenges: Challenges,
+    policies: PcrPolicies,
 }
 
 /// What a challenge asks for (DESIGN.md §3.3).
@@ -226,6 +227,15 @@ pub struct Challenges {
     pub pcr_selection: PcrSelection,
     /// `ITL_ATTESTATION_INTERVAL_SECONDS`: when agents are told to attest again.
     pub interval_seconds: u32,
+    /// `ITL_LIVENESS_FACTOR`: an attested machine silent for interval × factor is stale.
+    pub liveness_factor: u32,
+}
+
+impl Challenges {
+    /// How long an attested machine may stay silent before it is stale.
+    pub fn liveness_seconds(&self) -> u64 {
+        u64::from(self.interval_seconds) * u64::from(self.liveness_factor)
+    }
 }
 
 impl Default for Challenges {
@@ -234,6 +244,7 @@ impl Default for Challenges {
             lifetime_seconds: 60,
             pcr_selection: parse_pcr_selection("sha384:0-7").expect("the default selection parses"),
             interval_seconds: 300,
+            liveness_factor: 5,
         }
     }
 }
@@ -350,6 +361,7 @@ impl Service {
             dual_control,
             configs: None,
             challenges: Challenges::default(),
+            policies: PcrPolicies::default(),
         }
     }
 
@@ -411,6 +423,102 @@ impl Service {
             ));
         }
         Ok(nonce)
+    }
+
+    /// Checks attestations against these PCR policies.
+    pub fn with_policies(mut self, policies: PcrPolicies) -> Service {
+        self.policies = policies;
+        self
+    }
+
+    pub fn challenges(&self) -> &Challenges {
+        &self.challenges
+    }
+
+    /// Whether an attested machine has been silent longer than the liveness limit
+    /// (DESIGN.md §3.5): a derived fact, not a lifecycle state.
+    pub fn is_stale(&self, record: &MachineRecord, now: u64) -> bool {
+        record.state.status == Status::Attested
+            && record
+                .last_attested_at
+                .is_some_and(|t| now.saturating_sub(t) > self.challenges.liveness_seconds())
+    }
+
+    /// Audits machines that became stale since the last sweep, once each (an attestation
+    /// clears the mark). Answers how many were newly marked.
+    pub fn sweep_stale(&self) -> Result<usize, ServiceError> {
+        let now = now();
+        let limit = self.challenges.liveness_seconds();
+        let candidates: Vec<String> = self
+            .store
+            .machines()?
+            .into_iter()
+            .filter(|m| self.is_stale(m, now))
+            .map(|m| m.id)
+            .collect();
+        let mut marked = 0;
+        for id in candidates {
+            marked += self.store.write(|tx| {
+                // Re-read inside the transaction: the machine may have attested since.
+                let Some(m) = tx.machine(&id)? else { return Ok::<_, ServiceError>(0) };
+                if !self.is_stale(&m, now) || !tx.mark_stale(&id, now)? {
+                    return Ok(0);
+                }
+                let detail = format!(
+                    "Machine stale: id={id} last_attested_at={} (no attestation for more than {limit}s = interval {}s x {})",
+                    m.last_attested_at.map(|t| Timestamp(t).to_string()).unwrap_or_default(),
+                    self.challenges.interval_seconds,
+                    self.challenges.liveness_factor
+                );
+                tx.audit(
+                    NewEntry {
+                        operator_cn: "SYSTEM".into(),
+                        action: "stale".into(),
+                        machine_id: Some(id.clone()),
+                        prev_state: Some(m.state.status.to_string()),
+                        new_state: Some(m.state.status.to_string()),
+                        detail: detail.clone(),
+                        source_ip: None,
+                    },
+                    now,
+                )?;
+                tx.log(detail);
+                Ok(1)
+            })?;
+        }
+        Ok(marked)
+    }
+
+    /// Forgets a machine's PCR baseline: its next verified attestation pins a new one (after
+    /// a deliberate firmware or boot-chain change).
+    pub fn reset_baseline(
+        &self,
+        id: &str,
+        reason: &str,
+        actor: &Actor,
+    ) -> Result<MachineRecord, ServiceError> {
+        let now = now();
+        self.store.write(|tx| {
+            let mut record = tx.machine(id)?.ok_or_else(|| not_found(id))?;
+            let had = record.pcr_baseline.take().is_some();
+            record.updated_at = now;
+            tx.put_machine(&record)?;
+            let detail = format!("PCR baseline reset: id={id} had_baseline={had} reason={reason}");
+            tx.audit(
+                NewEntry {
+                    operator_cn: actor.identity.clone(),
+                    action: "pcr-baseline-reset".into(),
+                    machine_id: Some(id.to_owned()),
+                    prev_state: Some(record.state.status.to_string()),
+                    new_state: Some(record.state.status.to_string()),
+                    detail: detail.clone(),
+                    source_ip: actor.source_ip.clone(),
+                },
+                now,
+            )?;
+            tx.log(detail);
+            Ok(record)
+        })
     }
 
     /// Serves configs rendered from these role base configs.
@@ -535,16 +643,29 @@ impl Service {
                 if let Err(e) = verify_quote(provider, &ak, &req.quote, &req.signature, &nonce, &req.pcr_values) {
                     return fail(&record, "quote_invalid", ErrorKind::Forbidden, e.to_string());
                 }
-                match &record.pcr_baseline {
-                    None => record.pcr_baseline = Some(req.pcr_values.to_vec()),
-                    Some(baseline) => {
-                        let policy = PcrPolicy::from_values(baseline).unwrap_or_default();
-                        if let Err(v) = policy.check(&req.pcr_values) {
+                let policy = self.policies.for_role(record.role);
+                match policy.check(record.pcr_baseline.as_deref(), &req.pcr_values) {
+                    Ok(true) => record.pcr_baseline = Some(req.pcr_values.to_vec()),
+                    Ok(false) => {}
+                    Err(v) => {
+                        let locks = policy.on_violation == OnViolation::Lock;
+                        let lock = locks.then(|| transition(Some(record.state), Event::Lock).ok()).flatten();
+                        let Some(Transition { to: Some(locked), .. }) = lock else {
                             return fail(&record, "pcr_policy_violation", ErrorKind::Forbidden, v.to_string());
-                        }
+                        };
+                        // The policy locks: the refusal and the lock are one change.
+                        record.state = locked;
+                        record.updated_at = now;
+                        tx.put_machine(&record)?;
+                        let why = format!("{v}; machine locked by the PCR policy");
+                        audit(&record, "attest-failed", prev, format!("Attestation failed: id={} reason={why}", record.id))?;
+                        return Ok(Err(ServiceError::new(ErrorKind::Forbidden, "pcr_policy_violation", why)));
                     }
                 }
                 record.last_attested_at = Some(now);
+                if tx.clear_stale(&record.id)? {
+                    tx.log(format!("Machine fresh again: id={}", record.id));
+                }
             }
             if let Some(to) = t.to {
                 record.state = to;

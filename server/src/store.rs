@@ -16,6 +16,8 @@ const APPROVALS: TableDefinition<&str, &[u8]> = TableDefinition::new("approvals"
 /// Challenge nonces: id (hex expiry ‖ random, so the table is ordered by expiry) → version
 /// byte, the 32-byte nonce, a used flag.
 const NONCES: TableDefinition<&str, &[u8]> = TableDefinition::new("nonces");
+/// Machines whose staleness has been audited → when (cleared when they attest again).
+const STALE: TableDefinition<&str, u64> = TableDefinition::new("stale");
 /// SHA-256 (hex) of a config token → machine id.
 const BY_TOKEN: TableDefinition<&str, &str> = TableDefinition::new("by_token");
 
@@ -121,6 +123,7 @@ impl Tx<'_> {
 
     pub fn delete_machine(&self, record: &MachineRecord) -> Result<(), StoreError> {
         self.txn.open_table(MACHINES)?.remove(record.id.as_str())?;
+        self.txn.open_table(STALE)?.remove(record.id.as_str())?;
         self.txn
             .open_table(BY_EK)?
             .remove(record.ek_fingerprint.as_str())?;
@@ -171,6 +174,20 @@ impl Tx<'_> {
             table.remove(id.as_str())?;
         }
         Ok(stale.len())
+    }
+
+    /// Marks a machine stale; false when it already was.
+    pub fn mark_stale(&self, id: &str, now: u64) -> Result<bool, StoreError> {
+        let mut table = self.txn.open_table(STALE)?;
+        let was = table.insert(id, now)?.is_some();
+        Ok(!was)
+    }
+
+    /// Clears a machine's stale mark; true when it had one.
+    pub fn clear_stale(&self, id: &str) -> Result<bool, StoreError> {
+        let mut table = self.txn.open_table(STALE)?;
+        let had = table.remove(id)?.is_some();
+        Ok(had)
     }
 
     /// The machine a config token belongs to.
@@ -239,6 +256,7 @@ impl Store {
         txn.open_table(APPROVALS)?;
         txn.open_table(BY_TOKEN)?;
         txn.open_table(NONCES)?;
+        txn.open_table(STALE)?;
         txn.commit()?;
         Ok(Store { db })
     }

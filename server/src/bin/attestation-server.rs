@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use attest_server::machineconfig::BaseConfigs;
+use attest_server::policy::PcrPolicies;
 use attest_server::service::Service;
 use attest_server::store::Store;
 use attest_server::{config::Config, http, log, responsekey};
@@ -69,6 +70,15 @@ fn main() -> ExitCode {
         },
         None => log::warn("no role base configs (ITL_CONFIG_DIR); config endpoints answer 503"),
     }
+    if let Some(path) = &config.pcr_policy_file {
+        match PcrPolicies::load(path) {
+            Ok(p) => service = service.with_policies(p),
+            Err(e) => {
+                eprintln!("attestation-server: invalid configuration: ITL_PCR_POLICY_FILE: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     smol::block_on(async {
         let listener = match smol::net::TcpListener::bind(config.listen).await {
             Ok(l) => l,
@@ -101,6 +111,7 @@ fn main() -> ExitCode {
             response_key: response_key.clone(),
             response_key_spki,
         });
+        http::spawn_liveness_sweeper(state.clone());
         match http::serve(listener, http::app(state)).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
