@@ -617,37 +617,29 @@ impl Service {
             };
             let action = t.action.unwrap_or(Action::None);
             if matches!(prev, Status::Registered | Status::Attested) {
-                // Which AK signs: a candidate (a re-registration's new AK) once its
-                // activation is proven, else the AK already proven, else an unproven AK
-                // with its proof. An unproven AK is never trusted.
-                let proves = |secret: &[u8]| -> Result<bool, ServiceError> {
-                    let Some(proof) = &req.activation_proof else { return Ok(false) };
-                    let want = attest_common::tpm::hash::hmac(HashAlg::Sha384, secret, &[&nonce])
-                        .map_err(|_| ServiceError::new(ErrorKind::Internal, "hmac", "HMAC-SHA384"))?;
-                    Ok(bool::from(subtle::ConstantTimeEq::ct_eq(want.as_slice(), &proof.0[..])))
-                };
-                let candidate = tx.ak_candidate(&record.id)?;
-                let (ak_bytes, promote) = match &candidate {
-                    Some((ak, secret)) if proves(secret)? => (ak.clone(), true),
-                    _ if record.ak_activated => match record.ak_public.clone() {
-                        Some(ak) => (ak, false),
-                        None => return Err(ServiceError::new(ErrorKind::Internal, "stored_ak", "activated AK missing")),
-                    },
-                    _ => match (&record.ak_public, &record.activation_secret) {
-                        (None, _) if candidate.is_none() => {
-                            return fail(&record, "no_ak", ErrorKind::Unprocessable,
-                                "no AK on record: register or self-register with ak_public first".into());
-                        }
-                        (Some(ak), Some(secret)) if proves(secret)? => (ak.clone(), true),
-                        _ => {
-                            return fail(&record, "activation_failed", ErrorKind::Forbidden,
-                                "credential activation not proven (activation_proof missing or wrong)".into());
-                        }
-                    },
+                let Some(ak_bytes) = record.ak_public.clone() else {
+                    return fail(&record, "no_ak", ErrorKind::Unprocessable,
+                        "no AK on record: register or self-register with ak_public first".into());
                 };
                 let ak = TpmPublic::from_tpm2b(&ak_bytes).map_err(|e| {
                     ServiceError::new(ErrorKind::Internal, "stored_ak", e.to_string())
                 })?;
+                if !record.ak_activated {
+                    let proven = match (&record.activation_secret, &req.activation_proof) {
+                        (Some(secret), Some(proof)) => {
+                            let want = attest_common::tpm::hash::hmac(HashAlg::Sha384, secret, &[&nonce])
+                                .map_err(|_| ServiceError::new(ErrorKind::Internal, "hmac", "HMAC-SHA384"))?;
+                            bool::from(subtle::ConstantTimeEq::ct_eq(want.as_slice(), &proof.0[..]))
+                        }
+                        _ => false,
+                    };
+                    if !proven {
+                        return fail(&record, "activation_failed", ErrorKind::Forbidden,
+                            "credential activation not proven (activation_proof missing or wrong)".into());
+                    }
+                    record.ak_activated = true;
+                    record.activation_secret = None;
+                }
                 if let Err(e) = verify_quote(provider, &ak, &req.quote, &req.signature, &nonce, &req.pcr_values) {
                     return fail(&record, "quote_invalid", ErrorKind::Forbidden, e.to_string());
                 }
@@ -668,14 +660,6 @@ impl Service {
                         let why = format!("{v}; machine locked by the PCR policy");
                         audit(&record, "attest-failed", prev, format!("Attestation failed: id={} reason={why}", record.id))?;
                         return Ok(Err(ServiceError::new(ErrorKind::Forbidden, "pcr_policy_violation", why)));
-                    }
-                }
-                if promote {
-                    record.ak_public = Some(ak_bytes);
-                    record.ak_activated = true;
-                    record.activation_secret = None;
-                    if candidate.is_some() {
-                        tx.remove_ak_candidate(&record.id)?;
                     }
                 }
                 record.last_attested_at = Some(now);
@@ -894,15 +878,15 @@ impl Service {
             };
             record.ek_cert_der = req.ek_cert_pem.as_ref().map(|c| c.der().to_vec());
             record.ek_public_der = req.ek_public.as_ref().map(|p| p.to_vec());
-            if let (Some(ak), Some((_, secret))) = (&req.ak_public, &credential) {
-                if record.ak_activated {
-                    // The proven AK stays until the new one proves itself: a registration
-                    // with a copied EK certificate cannot unbind the machine's TPM.
-                    tx.put_ak_candidate(&record.id, ak, secret)?;
-                } else {
-                    record.ak_public = Some(ak.to_vec());
-                    record.activation_secret = Some(secret.clone());
-                }
+            record.ak_public = req
+                .ak_public
+                .as_ref()
+                .map(|p| p.to_vec())
+                .or(record.ak_public);
+            if let Some((_, secret)) = &credential {
+                // A new AK must prove itself again.
+                record.activation_secret = Some(secret.clone());
+                record.ak_activated = false;
             }
             record.hw_uuid = req.hw_uuid.as_ref().map(|s| s.to_string());
             record.hw_mac = req.hw_mac.as_ref().map(|s| s.to_string());

@@ -16,9 +16,6 @@ const APPROVALS: TableDefinition<&str, &[u8]> = TableDefinition::new("approvals"
 /// Challenge nonces: id (hex expiry ‖ random, so the table is ordered by expiry) → version
 /// byte, the 32-byte nonce, a used flag.
 const NONCES: TableDefinition<&str, &[u8]> = TableDefinition::new("nonces");
-/// A re-registration's new AK, until its credential activation is proven: machine id →
-/// version 1 ‖ u16 length ‖ TPM2B_PUBLIC ‖ activation secret.
-const AK_CANDIDATES: TableDefinition<&str, &[u8]> = TableDefinition::new("ak_candidates");
 /// Machines whose staleness has been audited → when (cleared when they attest again).
 const STALE: TableDefinition<&str, u64> = TableDefinition::new("stale");
 /// SHA-256 (hex) of a config token → machine id.
@@ -127,7 +124,6 @@ impl Tx<'_> {
     pub fn delete_machine(&self, record: &MachineRecord) -> Result<(), StoreError> {
         self.txn.open_table(MACHINES)?.remove(record.id.as_str())?;
         self.txn.open_table(STALE)?.remove(record.id.as_str())?;
-        self.txn.open_table(AK_CANDIDATES)?.remove(record.id.as_str())?;
         self.txn
             .open_table(BY_EK)?
             .remove(record.ek_fingerprint.as_str())?;
@@ -178,42 +174,6 @@ impl Tx<'_> {
             table.remove(id.as_str())?;
         }
         Ok(stale.len())
-    }
-
-    /// Replaces the machine's candidate AK.
-    pub fn put_ak_candidate(&self, id: &str, ak: &[u8], secret: &[u8]) -> Result<(), StoreError> {
-        let len = u16::try_from(ak.len()).map_err(|_| StoreError("AK too large".into()))?;
-        let mut value = vec![1u8];
-        value.extend_from_slice(&len.to_be_bytes());
-        value.extend_from_slice(ak);
-        value.extend_from_slice(secret);
-        self.txn.open_table(AK_CANDIDATES)?.insert(id, value.as_slice())?;
-        Ok(())
-    }
-
-    /// The machine's candidate AK and its activation secret.
-    #[allow(clippy::type_complexity)]
-    pub fn ak_candidate(&self, id: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
-        let table = self.txn.open_table(AK_CANDIDATES)?;
-        let found = table.get(id)?;
-        let Some(v) = found else { return Ok(None) };
-        let bytes = v.value();
-        let bad = || StoreError(format!("AK candidate of {id} does not decode"));
-        let (&version, rest) = bytes.split_first().ok_or_else(bad)?;
-        if version != 1 || rest.len() < 2 {
-            return Err(bad());
-        }
-        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-        let rest = &rest[2..];
-        if rest.len() < len {
-            return Err(bad());
-        }
-        Ok(Some((rest[..len].to_vec(), rest[len..].to_vec())))
-    }
-
-    pub fn remove_ak_candidate(&self, id: &str) -> Result<(), StoreError> {
-        self.txn.open_table(AK_CANDIDATES)?.remove(id)?;
-        Ok(())
     }
 
     /// Marks a machine stale; false when it already was.
@@ -297,7 +257,6 @@ impl Store {
         txn.open_table(BY_TOKEN)?;
         txn.open_table(NONCES)?;
         txn.open_table(STALE)?;
-        txn.open_table(AK_CANDIDATES)?;
         txn.commit()?;
         Ok(Store { db })
     }
