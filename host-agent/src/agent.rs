@@ -77,7 +77,7 @@ pub struct Agent {
 /// Reads a pinned key: PEM (`PUBLIC KEY`) or DER SubjectPublicKeyInfo, P-384.
 pub fn read_server_key(bytes: &[u8]) -> Result<VerifyingKey> {
     let der = match pem_rfc7468::decode_vec(bytes) {
-        Ok((label, der)) if label == "PUBLIC KEY" => der,
+        Ok(("PUBLIC KEY", der)) => der,
         Ok((label, _)) => bail!("a PEM '{label}' is not a public key"),
         Err(_) => bytes.to_vec(),
     };

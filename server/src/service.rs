@@ -554,7 +554,34 @@ impl Service {
         // Outer error: roll back. Inner error: commit (nonce used, failure audited), then
         // answer with it.
         let committed: Result<AttestOutcome, ServiceError> = self.store.write(|tx| {
-            let nonce = Service::use_nonce(tx, &req.nonce_id, now)?;
+            let nonce = match Service::use_nonce(tx, &req.nonce_id, now) {
+                Ok(n) => n,
+                Err(e) if e.kind != ErrorKind::Internal => {
+                    // Replayed, expired or unknown challenge: refused and audited, and the
+                    // machine (if the EK is known) is left as it was.
+                    let known = tx.machine_by_ek(&fp)?;
+                    let detail = format!(
+                        "Attestation failed: id={} ek={fp} reason={}",
+                        known.as_ref().map_or("unknown", |m| m.id.as_str()),
+                        e.message
+                    );
+                    tx.audit(
+                        NewEntry {
+                            operator_cn: actor.identity.clone(),
+                            action: "attest-failed".into(),
+                            machine_id: known.as_ref().map(|m| m.id.clone()),
+                            prev_state: known.as_ref().map(|m| m.state.status.to_string()),
+                            new_state: known.as_ref().map(|m| m.state.status.to_string()),
+                            detail: detail.clone(),
+                            source_ip: actor.source_ip.clone(),
+                        },
+                        now,
+                    )?;
+                    tx.log(detail);
+                    return Ok(Err(e));
+                }
+                Err(e) => return Err(e),
+            };
             let audit = |record: &MachineRecord, action: &str, prev: Status, detail: String| {
                 tx.log(detail.clone());
                 tx.audit(

@@ -1,0 +1,624 @@
+//! Push-model attestation with the real `attest-agent` binary: a real swtpm, the real server
+//! binary, real HTTP. Zero-touch and USB paths, hooks, liveness, PCR policy with lock, wipe
+//! once, and the attacks of issue 5, each refused with an audit entry and the machine left
+//! as it was.
+//!
+//! The agent binary comes from the same workspace build (`cargo test --workspace` builds it;
+//! with `-p attest-server` alone, build it first with `cargo build -p attest-host-agent`).
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use attest_common::tpm::credential::{Entropy, OsEntropy};
+use attest_common::tpm::hash::{HashAlg, hmac};
+use attest_common::wire::{
+    AttestRequest, Blob, CertificateDer, ChallengeResponse, Hex, RegisterRequest, from_json,
+};
+use attest_host_agent::tpm::{AkType, EkType, Tpm};
+use attest_swtpm::Swtpm;
+use serde_json::Value;
+use support::{ADMIN, Server};
+
+fn agent_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("attest-agent");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p attest-host-agent` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+struct Out {
+    code: i32,
+    kv: HashMap<String, String>,
+    stderr: String,
+}
+
+/// The agent binary for one machine: its TPM, its state directory, one server.
+struct AgentCli {
+    tcti: String,
+    state: PathBuf,
+    server: String,
+}
+
+impl AgentCli {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(agent_bin());
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TPM2TOOLS_TCTI", &self.tcti)
+            .env("ATTEST_AGENT_STATE_DIR", &self.state)
+            .env("ATTEST_AGENT_SERVER", &self.server)
+            .args(args);
+        let config = self.state.with_extension("toml");
+        if config.exists() {
+            cmd.env("ATTEST_AGENT_CONFIG", config);
+        }
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        let out = self.command(args).output().expect("run attest-agent");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            kv: stdout
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn ok(&self, args: &[&str]) -> HashMap<String, String> {
+        let out = self.run(args);
+        assert_eq!(out.code, 0, "attest-agent {args:?}: {}", out.stderr);
+        out.kv
+    }
+}
+
+fn agent(swtpm: &Swtpm, server: &str, dir: &Path, name: &str) -> AgentCli {
+    let a = AgentCli {
+        tcti: swtpm.tcti(),
+        state: dir.join(name),
+        server: server.to_owned(),
+    };
+    // Hooks come from the agent's TOML file, as in production.
+    std::fs::write(
+        a.state.with_extension("toml"),
+        format!(
+            "[hooks]\napply_config = \"cat > '{d}/{name}-applied.yaml'\"\nlock = \"touch '{d}/{name}-locked'\"\nwipe = \"touch '{d}/{name}-wiped'\"\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    a
+}
+
+fn machine(server: &Server, id: &str) -> Value {
+    let (status, m) = server.call("GET", &format!("/api/v1/machines/{id}"), Some(ADMIN), None);
+    assert_eq!(status, 200, "{m}");
+    m
+}
+
+fn approve(server: &Server, id: &str, role: &str, host: &str) {
+    let body = format!(r#"{{"role":"{role}","hostname":"{host}","assigned_ip":"10.0.0.21/24"}}"#);
+    let (status, m) = server.call(
+        "POST",
+        &format!("/api/v1/machines/{id}/approve"),
+        Some(ADMIN),
+        Some(&body),
+    );
+    assert_eq!(status, 200, "{m}");
+}
+
+fn admin(server: &Server, id: &str, action: &str, body: &str) -> Value {
+    let (status, m) = server.call(
+        "POST",
+        &format!("/api/v1/machines/{id}/{action}"),
+        Some(ADMIN),
+        Some(body),
+    );
+    assert_eq!(status, 200, "{action}: {m}");
+    m
+}
+
+fn count(v: &[String], what: &str) -> usize {
+    v.iter().filter(|a| a.as_str() == what).count()
+}
+
+fn start_server(dir: &Path, extra: &[(&str, &str)]) -> Server {
+    let cfg = support::config_dir(dir);
+    let mut env = vec![
+        ("ITL_ADMIN_TOKEN", ADMIN),
+        ("ITL_CONFIG_DIR", cfg.to_str().unwrap()),
+    ];
+    env.extend_from_slice(extra);
+    let data = dir.join("data");
+    Server::start_with(&data, &env)
+}
+
+#[test]
+fn zero_touch_hooks_liveness_pcr_lock_and_wipe_once() {
+    let swtpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let policy = d.join("pcr-policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"roles":{"worker-app":{"on_violation":"lock"}}}"#,
+    )
+    .unwrap();
+    let server = start_server(
+        d,
+        &[
+            ("ITL_ATTESTATION_INTERVAL_SECONDS", "1"),
+            ("ITL_LIVENESS_FACTOR", "2"),
+            ("ITL_PCR_POLICY_FILE", policy.to_str().unwrap()),
+        ],
+    );
+    let a = agent(&swtpm, &server.url, d, "a");
+
+    // Zero-touch: self-register, then pending until an operator approves.
+    let reg = a.ok(&["self-register"]);
+    assert_eq!(reg["status"], "pending_approval");
+    let id = reg["machine_id"].clone();
+    use std::os::unix::fs::PermissionsExt as _;
+    for f in [
+        "ak.priv",
+        "ak.pub",
+        "activation-secret",
+        "enrollment.json",
+        "server-key.pem",
+    ] {
+        let mode = std::fs::metadata(a.state.join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    let r = a.ok(&["attest", "--once"]);
+    assert_eq!(
+        (r["action"].as_str(), r["status"].as_str()),
+        ("pending", "pending_approval")
+    );
+
+    approve(&server, &id, "worker-app", "node-1");
+    let r = a.ok(&["attest", "--once"]);
+    assert_eq!(
+        (
+            r["action"].as_str(),
+            r["status"].as_str(),
+            r["hooks_run"].as_str()
+        ),
+        ("apply-config", "attested", "apply-config")
+    );
+    let yaml = std::fs::read_to_string(d.join("a-applied.yaml")).unwrap();
+    support::validate(&yaml);
+    let config: Value = serde_norway::from_str(&yaml).unwrap();
+    assert_eq!(
+        config
+            .pointer("/machine/network/hostname")
+            .and_then(Value::as_str),
+        Some("node-1")
+    );
+    assert!(
+        config.pointer("/machine/token").is_some(),
+        "attested: with secrets"
+    );
+    assert!(
+        !a.state.join("activation-secret").exists(),
+        "the proven secret is forgotten"
+    );
+    let r = a.ok(&["attest", "--once"]);
+    assert_eq!(
+        (r["action"].as_str(), r["hooks_run"].as_str()),
+        ("none", "")
+    );
+    assert_eq!(machine(&server, &id)["pcr_baseline_pinned"], true);
+
+    // The loop keeps it attested; stopped, the machine turns stale, audited once.
+    let mut looping = a
+        .command(&["attest", "--loop"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(looping.stdout.take().unwrap()).lines();
+    for _ in 0..3 {
+        let line = lines.next().unwrap().unwrap();
+        assert!(
+            line.starts_with("attested ") && line.contains("action=none hooks_run= next=1s"),
+            "{line}"
+        );
+    }
+    let m = machine(&server, &id);
+    assert_eq!(
+        (m["status"].as_str(), m["stale"].as_bool()),
+        (Some("attested"), Some(false))
+    );
+    looping.kill().unwrap();
+    looping.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while machine(&server, &id)["stale"] != true {
+        assert!(Instant::now() < deadline, "never became stale");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        count(&server.audit_column(&id, "action"), "stale"),
+        1,
+        "audited once"
+    );
+    a.ok(&["attest", "--once"]);
+    assert_eq!(machine(&server, &id)["stale"], false);
+
+    // A changed PCR 7: refused, and the role's policy locks the machine.
+    swtpm.tpm2(
+        "tpm2_pcrextend",
+        &[&format!("7:sha384={}", "ab".repeat(48))],
+    );
+    let out = a.run(&["attest", "--once"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("403 pcr_policy_violation") && out.stderr.contains("sha384:7 differs"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(machine(&server, &id)["status"], "locked");
+    let details = server.audit_column(&id, "detail");
+    assert!(
+        details
+            .last()
+            .unwrap()
+            .contains("machine locked by the PCR policy"),
+        "{details:?}"
+    );
+
+    // Locked: the lock hook runs once, not at every heartbeat.
+    let r = a.ok(&["attest", "--once"]);
+    assert_eq!(
+        (r["action"].as_str(), r["hooks_run"].as_str()),
+        ("lock", "lock")
+    );
+    assert!(d.join("a-locked").exists());
+    let r = a.ok(&["attest", "--once"]);
+    assert_eq!(
+        (r["action"].as_str(), r["hooks_run"].as_str()),
+        ("lock", "")
+    );
+
+    // Revoke with wipe: the wipe order comes once, then plain refusal.
+    admin(&server, &id, "revoke", r#"{"reason":"stolen","wipe":true}"#);
+    let r = a.ok(&["attest", "--once"]);
+    assert_eq!(
+        (r["action"].as_str(), r["hooks_run"].as_str()),
+        ("wipe", "wipe")
+    );
+    assert!(d.join("a-wiped").exists());
+    let out = a.run(&["attest", "--once"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("403 machine_refused"), "{}", out.stderr);
+    let (_, v) = server.call("GET", "/api/v1/audit/verify", Some(ADMIN), None);
+    assert_eq!(v["valid"], true);
+}
+
+#[test]
+fn usb_register_approve_attest_and_receipt() {
+    let swtpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &[]);
+    let a = AgentCli {
+        tcti: swtpm.tcti(),
+        state: dir.path().join("usb"),
+        server: server.url.clone(),
+    };
+    let reg = a.ok(&["register", "--role", "worker-infra"]);
+    let id = reg["machine_id"].clone();
+    assert_eq!(reg["status"], "registered");
+    let fp = a.ok(&["fingerprint", "--tpm", &swtpm.tcti()])["ek_fingerprint"].clone();
+    assert_eq!(machine(&server, &id)["ek_fingerprint"], fp.as_str());
+    assert_eq!(machine(&server, &id)["desired_role"], "worker-infra");
+
+    approve(&server, &id, "worker-infra", "infra-1");
+    // No hook configured: the agent says so, and the machine is attested.
+    let out = a.run(&["attest", "--once"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.kv["action"], "apply-config");
+    assert!(out.stderr.contains("no hook configured"), "{}", out.stderr);
+    assert_eq!(machine(&server, &id)["status"], "attested");
+
+    // A receipt, written without any network, names the same EK.
+    let receipt = dir.path().join("receipt.json");
+    let r = a.ok(&["receipt", "--out", receipt.to_str().unwrap()]);
+    assert_eq!(r["ek_fingerprint"], fp);
+    let json: Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
+    assert_eq!(json["identity"]["ek_fingerprint"], fp.as_str());
+    assert_eq!(json["format"], 1);
+
+    // Configuration errors are exit status 2 with a sentence.
+    let unregistered = AgentCli {
+        state: dir.path().join("empty"),
+        ..a
+    };
+    let out = unregistered.run(&["attest", "--once"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("not registered"), "{}", out.stderr);
+}
+
+/// A man in the middle that turns every `"action":"none"` of `/attest` into a wipe.
+fn tampering_proxy(upstream: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let upstream = upstream.clone();
+            std::thread::spawn(move || proxy_one(stream, &upstream));
+        }
+    });
+    url
+}
+
+fn proxy_one(mut client: TcpStream, upstream: &str) {
+    let mut reader = BufReader::new(client.try_clone().unwrap());
+    let mut head = String::new();
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).unwrap();
+    let mut parts = head.split_whitespace();
+    let (method, path) = (
+        parts.next().unwrap().to_owned(),
+        parts.next().unwrap().to_owned(),
+    );
+    let http = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let url = format!("{upstream}{path}");
+    let mut res = if method == "GET" {
+        http.get(&url).call()
+    } else {
+        http.post(&url)
+            .header("content-type", "application/json")
+            .send(&body[..])
+    }
+    .unwrap();
+    let status = res.status().as_u16();
+    let mut text = res.body_mut().read_to_string().unwrap();
+    if path == "/api/v1/attest" {
+        text = text.replace("\"action\":\"none\"", "\"action\":\"wipe\"");
+    }
+    let _ = write!(
+        client,
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+        text.len()
+    );
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    OsEntropy.fill(&mut b);
+    b
+}
+
+#[test]
+fn attacks_are_refused_audited_and_change_nothing() {
+    let swtpm_a = Swtpm::start();
+    let swtpm_b = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = start_server(d, &[("ITL_CHALLENGE_LIFETIME_SECONDS", "2")]);
+    let a = agent(&swtpm_a, &server.url, d, "a");
+    let id = a.ok(&["self-register"])["machine_id"].clone();
+    approve(&server, &id, "worker-app", "node-a");
+    assert_eq!(a.ok(&["attest", "--once"])["action"], "apply-config");
+    let snapshot = |m: &Value| {
+        (
+            m["status"].clone(),
+            m["last_attested_at"].clone(),
+            m["pcr_baseline_pinned"].clone(),
+        )
+    };
+    let before = snapshot(&machine(&server, &id));
+    let failures = || count(&server.audit_column(&id, "action"), "attest-failed");
+
+    // Impersonation: a second TPM claims A's EK certificate. Registering its own AK under
+    // it is refused (A is attested; its AK stays bound), and its quotes are refused.
+    let cert_a = swtpm_a.ek_cert_der(EkType::EccP384.cert_nv_index());
+    let fp_a = attest_common::ek_fingerprint(&cert_a).unwrap().fingerprint;
+    let mut tpm_b = Tpm::open(&swtpm_b.tcti()).unwrap();
+    let ek_b = tpm_b.ek(EkType::EccP384).unwrap();
+    let ak_b = tpm_b.create_ak(ek_b, AkType::EccP384).unwrap();
+    let forged = RegisterRequest {
+        ek_fingerprint: fp_a,
+        ek_cert_pem: Some(CertificateDer::from_der(&cert_a).unwrap()),
+        ek_public: None,
+        ek_source: attest_common::EkSource::Cert,
+        hw_uuid: None,
+        hw_mac: None,
+        hw_serial: None,
+        hw_product: None,
+        desired_role: None,
+        cluster_id: heapless::String::try_from("default").unwrap(),
+        ak_public: Some(Blob::from_slice(&ak_b.public_tpm2b).unwrap()),
+    };
+    let (status, err) = server.call(
+        "POST",
+        "/api/v1/self-register",
+        None,
+        Some(&serde_json::to_string(&forged).unwrap()),
+    );
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (409, Some("invalid_transition")),
+        "{err}"
+    );
+    let quote_b = |tpm: &mut Tpm, proof_secret: &[u8]| {
+        let (_, c) = server.call("POST", "/api/v1/attest/challenge", None, None);
+        let c: ChallengeResponse = from_json(c.to_string().as_bytes()).unwrap();
+        let (quote, signature) = tpm
+            .quote(ak_b.handle, &c.nonce.0, &c.pcr_selection)
+            .unwrap();
+        let values = tpm.pcr_values(&c.pcr_selection).unwrap();
+        let mac = hmac(HashAlg::Sha384, proof_secret, &[&c.nonce.0]).unwrap();
+        AttestRequest {
+            ek_fingerprint: fp_a,
+            nonce_id: c.nonce_id,
+            agent_nonce: Hex(random::<32>()),
+            quote: Blob::from_slice(&quote).unwrap(),
+            signature: Blob::from_slice(&signature).unwrap(),
+            pcr_values: heapless::Vec::from_slice(&values).unwrap(),
+            activation_proof: Some(Hex(mac.as_slice().try_into().unwrap())),
+        }
+    };
+    let req = quote_b(&mut tpm_b, &random::<32>());
+    let (status, err) = server.call(
+        "POST",
+        "/api/v1/attest",
+        None,
+        Some(&serde_json::to_string(&req).unwrap()),
+    );
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (403, Some("quote_invalid")),
+        "{err}"
+    );
+    assert_eq!(failures(), 1);
+    assert_eq!(snapshot(&machine(&server, &id)), before);
+    // A's own TPM still attests with its proven AK.
+    assert_eq!(a.ok(&["attest", "--once"])["action"], "none");
+    let before = snapshot(&machine(&server, &id));
+
+    // A's real AK (loaded from the agent's saved blobs) for replay and expiry.
+    let mut tpm_a = Tpm::open(&swtpm_a.tcti()).unwrap();
+    let ek_a = tpm_a.ek(EkType::EccP384).unwrap();
+    let ak_a = tpm_a
+        .load_ak(
+            ek_a,
+            &std::fs::read(a.state.join("ak.pub")).unwrap(),
+            &std::fs::read(a.state.join("ak.priv")).unwrap(),
+        )
+        .unwrap();
+    let mut quote_a = || {
+        let (_, c) = server.call("POST", "/api/v1/attest/challenge", None, None);
+        let c: ChallengeResponse = from_json(c.to_string().as_bytes()).unwrap();
+        let (quote, signature) = tpm_a
+            .quote(ak_a.handle, &c.nonce.0, &c.pcr_selection)
+            .unwrap();
+        let values = tpm_a.pcr_values(&c.pcr_selection).unwrap();
+        AttestRequest {
+            ek_fingerprint: fp_a,
+            nonce_id: c.nonce_id,
+            agent_nonce: Hex(random::<32>()),
+            quote: Blob::from_slice(&quote).unwrap(),
+            signature: Blob::from_slice(&signature).unwrap(),
+            pcr_values: heapless::Vec::from_slice(&values).unwrap(),
+            activation_proof: None,
+        }
+    };
+    // Replayed nonce.
+    let body = serde_json::to_string(&quote_a()).unwrap();
+    assert_eq!(
+        server.call("POST", "/api/v1/attest", None, Some(&body)).0,
+        200
+    );
+    let before = {
+        let _ = before;
+        snapshot(&machine(&server, &id))
+    };
+    std::thread::sleep(Duration::from_millis(1100));
+    let (status, err) = server.call("POST", "/api/v1/attest", None, Some(&body));
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (409, Some("nonce_replayed")),
+        "{err}"
+    );
+    assert_eq!(failures(), 2);
+    assert_eq!(snapshot(&machine(&server, &id)), before);
+    // Expired nonce (lifetime 2 s).
+    let late = serde_json::to_string(&quote_a()).unwrap();
+    std::thread::sleep(Duration::from_millis(3100));
+    let (status, err) = server.call("POST", "/api/v1/attest", None, Some(&late));
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (410, Some("nonce_expired")),
+        "{err}"
+    );
+    assert_eq!(failures(), 3);
+    assert_eq!(snapshot(&machine(&server, &id)), before);
+    tpm_a.flush(ak_a.handle).unwrap();
+    tpm_a.flush(ek_a).unwrap();
+    drop(tpm_a);
+
+    // A forged action: a man in the middle turns "none" into "wipe"; the signature no longer
+    // verifies, so the agent refuses to act and the wipe hook never runs.
+    let proxy = tampering_proxy(server.url.clone());
+    let out = a.run(&["attest", "--once", "--server", &proxy]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("not signed by the pinned server key"),
+        "{}",
+        out.stderr
+    );
+    assert!(!d.join("a-wiped").exists());
+    // And a server key other than the pinned one is refused at registration.
+    let other = p384::ecdsa::SigningKey::from_slice(&random::<48>()).unwrap();
+    let other_pem = d.join("other.pem");
+    std::fs::write(
+        &other_pem,
+        pem_rfc7468::encode_string(
+            "PUBLIC KEY",
+            pem_rfc7468::LineEnding::LF,
+            &attest_common::nonce::verifying_key_to_spki(other.verifying_key()),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let out = a.run(&["register", "--server-key", other_pem.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("differs from the pinned one"),
+        "{}",
+        out.stderr
+    );
+    let out = a.run(&[
+        "attest",
+        "--once",
+        "--server-key",
+        other_pem.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("not signed by the pinned server key"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(machine(&server, &id)["status"], "attested");
+}
