@@ -320,6 +320,52 @@ pub struct AttestOutcome {
     pub config_token: Option<String>,
 }
 
+/// The evidence of one attestation checked against a nonce, an AK and an activation
+/// secret; valid for the transaction only while those are still the same.
+#[derive(Clone)]
+struct Checked {
+    nonce: [u8; 32],
+    ak: Vec<u8>,
+    secret: Option<Vec<u8>>,
+    /// The activation proof matches the secret.
+    proven: bool,
+    /// `verify_quote`'s verdict.
+    quote: Result<(), String>,
+}
+
+impl Checked {
+    fn new(
+        nonce: &[u8; 32],
+        ak: &[u8],
+        secret: Option<&[u8]>,
+        req: &AttestRequest,
+        provider: &dyn CryptoProvider,
+    ) -> Checked {
+        let proven = match (secret, &req.activation_proof) {
+            (Some(secret), Some(proof)) => attest_common::tpm::hash::hmac(HashAlg::Sha384, secret, &[nonce])
+                .is_ok_and(|want| bool::from(subtle::ConstantTimeEq::ct_eq(want.as_slice(), &proof.0[..]))),
+            _ => false,
+        };
+        let quote = match TpmPublic::from_tpm2b(ak) {
+            Ok(key) => verify_quote(provider, &key, &req.quote, &req.signature, nonce, &req.pcr_values)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("the stored AK does not parse: {e}")),
+        };
+        Checked {
+            nonce: *nonce,
+            ak: ak.to_vec(),
+            secret: secret.map(<[u8]>::to_vec),
+            proven,
+            quote,
+        }
+    }
+
+    fn holds(&self, nonce: &[u8; 32], ak: &[u8], secret: Option<&[u8]>) -> bool {
+        &self.nonce == nonce && self.ak == ak && self.secret.as_deref() == secret
+    }
+}
+
 /// The credential (and its secret) binding the (checked) AK to the request's EK
 /// (DESIGN.md §3.2).
 fn make_ak_credential(
@@ -551,6 +597,14 @@ impl Service {
     ) -> Result<AttestOutcome, ServiceError> {
         let now = now();
         let fp = req.ek_fingerprint.to_string();
+        // The signature check is the expensive part: do it before the write transaction,
+        // on a snapshot, so that attestations verify in parallel and the (serial) write
+        // only re-checks that the snapshot still holds. If it does not (the machine changed
+        // in between), the evidence is checked again inside.
+        let checked = self.store.peek_attest(&req.nonce_id, &fp)?.and_then(|(nonce, record)| {
+            let ak = record.ak_public.as_deref()?;
+            Some(Checked::new(&nonce, ak, record.activation_secret.as_deref(), req, provider))
+        });
         // Outer error: roll back. Inner error: commit (nonce used, failure audited), then
         // answer with it.
         let committed: Result<AttestOutcome, ServiceError> = self.store.write(|tx| {
@@ -648,27 +702,20 @@ impl Service {
                     return fail(&record, "no_ak", ErrorKind::Unprocessable,
                         "no AK on record: register or self-register with ak_public first".into());
                 };
-                let ak = TpmPublic::from_tpm2b(&ak_bytes).map_err(|e| {
-                    ServiceError::new(ErrorKind::Internal, "stored_ak", e.to_string())
-                })?;
+                let evidence = match &checked {
+                    Some(c) if c.holds(&nonce, &ak_bytes, record.activation_secret.as_deref()) => c.clone(),
+                    _ => Checked::new(&nonce, &ak_bytes, record.activation_secret.as_deref(), req, provider),
+                };
                 if !record.ak_activated {
-                    let proven = match (&record.activation_secret, &req.activation_proof) {
-                        (Some(secret), Some(proof)) => {
-                            let want = attest_common::tpm::hash::hmac(HashAlg::Sha384, secret, &[&nonce])
-                                .map_err(|_| ServiceError::new(ErrorKind::Internal, "hmac", "HMAC-SHA384"))?;
-                            bool::from(subtle::ConstantTimeEq::ct_eq(want.as_slice(), &proof.0[..]))
-                        }
-                        _ => false,
-                    };
-                    if !proven {
+                    if !evidence.proven {
                         return fail(&record, "activation_failed", ErrorKind::Forbidden,
                             "credential activation not proven (activation_proof missing or wrong)".into());
                     }
                     record.ak_activated = true;
                     record.activation_secret = None;
                 }
-                if let Err(e) = verify_quote(provider, &ak, &req.quote, &req.signature, &nonce, &req.pcr_values) {
-                    return fail(&record, "quote_invalid", ErrorKind::Forbidden, e.to_string());
+                if let Err(e) = evidence.quote {
+                    return fail(&record, "quote_invalid", ErrorKind::Forbidden, e);
                 }
                 let policy = self.policies.for_role(record.role);
                 match policy.check(record.pcr_baseline.as_deref(), &req.pcr_values) {

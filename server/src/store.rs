@@ -3,8 +3,12 @@
 //! an entry without its change.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 
 use crate::audit::{self, AuditEntry, NewEntry};
 use crate::record::{MachineRecord, RecordError};
@@ -71,6 +75,17 @@ from_redb!(
 
 pub struct Store {
     db: Database,
+    /// Transactions committed (non-durably) so far; see [`Store::write`].
+    committed: AtomicU64,
+    sync: Mutex<Sync>,
+    synced: Condvar,
+}
+
+/// Group commit: how far the file is durable, and whether someone is making it so.
+#[derive(Default)]
+struct Sync {
+    durable: u64,
+    syncing: bool,
 }
 
 /// The write side of one transaction.
@@ -258,16 +273,29 @@ impl Store {
         txn.open_table(NONCES)?;
         txn.open_table(STALE)?;
         txn.commit()?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            committed: AtomicU64::new(0),
+            sync: Mutex::new(Sync::default()),
+            synced: Condvar::new(),
+        })
     }
 
     /// Runs `f` in one write transaction: committed durably when it returns `Ok`, rolled
-    /// back (nothing written) when it returns `Err`.
+    /// back (nothing written) when it returns `Err`. Returns only once the change is on disk.
+    ///
+    /// Group commit (DESIGN.md §7): each transaction commits without fsync, then waits until
+    /// a durable commit covers it. One waiter at a time makes that durable commit (redb
+    /// persists every earlier non-durable commit with it) for everyone who committed before
+    /// it began, so concurrent requests share one fsync, and no answer is sent for a change
+    /// that a crash could still lose.
     pub fn write<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let txn = self.db.begin_write().map_err(StoreError::from)?;
+        let mut txn = self.db.begin_write().map_err(StoreError::from)?;
+        txn.set_durability(Durability::None)
+            .map_err(|e| StoreError(e.to_string()))?;
         let tx = Tx {
             txn: &txn,
             logs: Default::default(),
@@ -275,10 +303,47 @@ impl Store {
         let out = f(&tx)?;
         let logs = tx.logs.into_inner();
         txn.commit().map_err(StoreError::from)?;
+        let mine = self.committed.fetch_add(1, Ordering::SeqCst) + 1;
+        self.wait_durable(mine)?;
         for line in logs {
             crate::log::info(&line);
         }
         Ok(out)
+    }
+
+    /// Blocks until transaction number `mine` is durable, making it so if nobody is.
+    fn wait_durable(&self, mine: u64) -> Result<(), StoreError> {
+        let lock = || self.sync.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = lock();
+        loop {
+            if state.durable >= mine {
+                return Ok(());
+            }
+            if state.syncing {
+                state = self
+                    .synced
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            state.syncing = true;
+            // Every transaction counted here has committed: the durable commit below
+            // begins after them and persists them.
+            let target = self.committed.load(Ordering::SeqCst);
+            drop(state);
+            let result = self
+                .db
+                .begin_write()
+                .map_err(StoreError::from)
+                .and_then(|t| t.commit().map_err(StoreError::from));
+            state = lock();
+            state.syncing = false;
+            if result.is_ok() {
+                state.durable = state.durable.max(target);
+            }
+            self.synced.notify_all();
+            result?;
+        }
     }
 
     pub fn machine(&self, id: &str) -> Result<Option<MachineRecord>, StoreError> {
@@ -287,6 +352,35 @@ impl Store {
         let found = table.get(id)?;
         Ok(match found {
             Some(v) => Some(MachineRecord::decode(v.value())?),
+            None => None,
+        })
+    }
+
+    /// A snapshot for checking an attestation outside the write transaction: the nonce of
+    /// an unused challenge and the machine of an EK, when both exist.
+    pub fn peek_attest(
+        &self,
+        nonce_id: &str,
+        fingerprint: &str,
+    ) -> Result<Option<([u8; 32], MachineRecord)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let nonces = txn.open_table(NONCES)?;
+        let nonce = match nonces.get(nonce_id)? {
+            Some(v) if v.value().len() == 34 && v.value()[0] == 1 && v.value()[33] == 0 => {
+                let mut n = [0u8; 32];
+                n.copy_from_slice(&v.value()[1..33]);
+                n
+            }
+            _ => return Ok(None),
+        };
+        let id = match txn.open_table(BY_EK)?.get(fingerprint)? {
+            Some(v) => v.value().to_owned(),
+            None => return Ok(None),
+        };
+        let machines = txn.open_table(MACHINES)?;
+        let found = machines.get(id.as_str())?;
+        Ok(match found {
+            Some(v) => Some((nonce, MachineRecord::decode(v.value())?)),
             None => None,
         })
     }
