@@ -134,7 +134,10 @@ fn timed<T: Send>(
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
     let elapsed = start.elapsed();
     let mut latencies: Vec<Duration> = results.iter().map(|(d, _, _)| *d).collect();
@@ -313,9 +316,7 @@ fn main() {
     let challenge_rate = total as f64 / t_challenge.as_secs_f64();
     let attest_rate = total as f64 / t_attest.as_secs_f64();
     let full_rate = total as f64 / (t_challenge + t_attest).as_secs_f64();
-    println!(
-        "machines {agents}, attestations {total}, concurrent agents {clients}, cores {cores}"
-    );
+    println!("machines {agents}, attestations {total}, concurrent agents {clients}, cores {cores}");
     println!("raw P-384 verify (aws-lc-rs, {cores} threads):  {raw:>8.0}/s");
     println!(
         "challenge issue (HTTP):                  {challenge_rate:>8.0}/s   p50 {:.2} ms  p99 {:.2} ms",

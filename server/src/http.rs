@@ -35,6 +35,8 @@ pub struct AppState {
     pub service_url: String,
     /// The response key: signs every attestation answer over the agent's nonce.
     pub response_key: p384::ecdsa::SigningKey,
+    /// The same key, through aws-lc-rs (the hot path).
+    pub response_signer: crate::responsekey::ResponseSigner,
     /// Its public half (DER SubjectPublicKeyInfo), for pinning.
     pub response_key_spki: Vec<u8>,
 }
@@ -585,7 +587,7 @@ async fn pending_config(req: Request<State>) -> tide::Result {
 
 async fn attest(mut req: Request<State>) -> tide::Result {
     use attest_common::crypto::aws_lc::AwsLc;
-    use attest_common::nonce::{Domain, NonceSignature, sign};
+    use attest_common::nonce::{Domain, NonceSignature};
     use attest_common::wire::{AttestRequest, AttestResponse};
     let body: AttestRequest = attempt!(decode(&mut req).await);
     let actor = Actor::agent(source_ip(&req));
@@ -604,12 +606,10 @@ async fn attest(mut req: Request<State>) -> tide::Result {
         seconds_to_next_attestation: state.config.challenges.interval_seconds,
         signature: NonceSignature([0; 96]),
     };
-    response.signature = sign(
-        &state.response_key,
-        Domain::Action,
-        &agent_nonce.0,
-        &response.signed_context(),
-    );
+    response.signature =
+        state
+            .response_signer
+            .sign(Domain::Action, &agent_nonce.0, &response.signed_context());
     Ok(json_response(StatusCode::Ok, &response))
 }
 

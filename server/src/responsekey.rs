@@ -13,6 +13,51 @@ use p384::ecdsa::SigningKey;
 
 pub const FILE_NAME: &str = "response-key";
 
+/// Signs answers with the response key through aws-lc-rs: about ten times the rate of the
+/// pure-Rust signer, and every attestation answer is signed. The signature is the same
+/// r ‖ s over the same message `attest_common::nonce::verify` checks.
+pub struct ResponseSigner {
+    pair: aws_lc_rs::signature::EcdsaKeyPair,
+    rng: aws_lc_rs::rand::SystemRandom,
+}
+
+impl ResponseSigner {
+    pub fn new(key: &SigningKey) -> Result<ResponseSigner, String> {
+        // The SubjectPublicKeyInfo ends with the uncompressed point (0x04 ‖ x ‖ y).
+        let spki = attest_common::nonce::verifying_key_to_spki(key.verifying_key());
+        let point = &spki[spki.len() - 97..];
+        let pair = aws_lc_rs::signature::EcdsaKeyPair::from_private_key_and_public_key(
+            &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+            &key.to_bytes(),
+            point,
+        )
+        .map_err(|e| format!("the response key is not usable by aws-lc-rs: {e}"))?;
+        Ok(ResponseSigner {
+            pair,
+            rng: aws_lc_rs::rand::SystemRandom::new(),
+        })
+    }
+
+    pub fn sign(
+        &self,
+        domain: attest_common::nonce::Domain,
+        nonce: &[u8],
+        context: &[u8],
+    ) -> attest_common::nonce::NonceSignature {
+        let mut message = Vec::with_capacity(64 + nonce.len() + context.len());
+        attest_common::nonce::message_parts(domain, nonce, context, |p| {
+            message.extend_from_slice(p)
+        });
+        let sig = self
+            .pair
+            .sign(&self.rng, &message)
+            .expect("aws-lc-rs P-384 signing failed");
+        let mut out = [0u8; 96];
+        out.copy_from_slice(sig.as_ref());
+        attest_common::nonce::NonceSignature(out)
+    }
+}
+
 /// Loads the key from `dir`, or makes and stores one if there is none.
 pub fn load_or_create(dir: &Path) -> Result<(SigningKey, bool), String> {
     let path = dir.join(FILE_NAME);
@@ -65,6 +110,42 @@ pub fn load_or_create(dir: &Path) -> Result<(SigningKey, bool), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fast_signer_signs_what_common_verifies() {
+        use attest_common::nonce::{Domain, verify};
+        let key = SigningKey::from_slice(&[7u8; 48]).unwrap();
+        let signer = ResponseSigner::new(&key).unwrap();
+        let sig = signer.sign(Domain::Action, b"agent nonce", b"context");
+        verify(
+            key.verifying_key(),
+            Domain::Action,
+            b"agent nonce",
+            b"context",
+            &sig,
+        )
+        .unwrap();
+        assert!(
+            verify(
+                key.verifying_key(),
+                Domain::Enroll,
+                b"agent nonce",
+                b"context",
+                &sig
+            )
+            .is_err()
+        );
+        assert!(
+            verify(
+                key.verifying_key(),
+                Domain::Action,
+                b"agent nonce",
+                b"other",
+                &sig
+            )
+            .is_err()
+        );
+    }
 
     #[test]
     fn created_once_with_mode_0600_then_loaded() {

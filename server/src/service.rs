@@ -342,14 +342,24 @@ impl Checked {
         provider: &dyn CryptoProvider,
     ) -> Checked {
         let proven = match (secret, &req.activation_proof) {
-            (Some(secret), Some(proof)) => attest_common::tpm::hash::hmac(HashAlg::Sha384, secret, &[nonce])
-                .is_ok_and(|want| bool::from(subtle::ConstantTimeEq::ct_eq(want.as_slice(), &proof.0[..]))),
+            (Some(secret), Some(proof)) => {
+                attest_common::tpm::hash::hmac(HashAlg::Sha384, secret, &[nonce]).is_ok_and(
+                    |want| bool::from(subtle::ConstantTimeEq::ct_eq(want.as_slice(), &proof.0[..])),
+                )
+            }
             _ => false,
         };
         let quote = match TpmPublic::from_tpm2b(ak) {
-            Ok(key) => verify_quote(provider, &key, &req.quote, &req.signature, nonce, &req.pcr_values)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+            Ok(key) => verify_quote(
+                provider,
+                &key,
+                &req.quote,
+                &req.signature,
+                nonce,
+                &req.pcr_values,
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
             Err(e) => Err(format!("the stored AK does not parse: {e}")),
         };
         Checked {
@@ -601,10 +611,19 @@ impl Service {
         // on a snapshot, so that attestations verify in parallel and the (serial) write
         // only re-checks that the snapshot still holds. If it does not (the machine changed
         // in between), the evidence is checked again inside.
-        let checked = self.store.peek_attest(&req.nonce_id, &fp)?.and_then(|(nonce, record)| {
-            let ak = record.ak_public.as_deref()?;
-            Some(Checked::new(&nonce, ak, record.activation_secret.as_deref(), req, provider))
-        });
+        let checked = self
+            .store
+            .peek_attest(&req.nonce_id, &fp)?
+            .and_then(|(nonce, record)| {
+                let ak = record.ak_public.as_deref()?;
+                Some(Checked::new(
+                    &nonce,
+                    ak,
+                    record.activation_secret.as_deref(),
+                    req,
+                    provider,
+                ))
+            });
         // Outer error: roll back. Inner error: commit (nonce used, failure audited), then
         // answer with it.
         let committed: Result<AttestOutcome, ServiceError> = self.store.write(|tx| {

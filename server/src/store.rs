@@ -320,10 +320,7 @@ impl Store {
                 return Ok(());
             }
             if state.syncing {
-                state = self
-                    .synced
-                    .wait(state)
-                    .unwrap_or_else(|p| p.into_inner());
+                state = self.synced.wait(state).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
             state.syncing = true;

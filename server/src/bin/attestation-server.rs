@@ -11,6 +11,13 @@ use attest_server::store::Store;
 use attest_server::{config::Config, http, log, responsekey};
 
 fn main() -> ExitCode {
+    // HTTP parsing and JSON run on smol's global executor: one thread per core unless the
+    // operator says otherwise (smol's own default is a single thread).
+    if std::env::var_os("SMOL_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // SAFETY: nothing else runs yet; no thread reads the environment concurrently.
+        unsafe { std::env::set_var("SMOL_THREADS", cores.to_string()) };
+    }
     if std::env::args().len() > 1 {
         eprintln!(
             "usage: attestation-server (configuration comes from ITL_* environment variables; see README)"
@@ -44,6 +51,13 @@ fn main() -> ExitCode {
         Ok(k) => k,
         Err(e) => {
             eprintln!("attestation-server: response key (ITL_DATA_DIR): {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let response_signer = match responsekey::ResponseSigner::new(&response_key) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("attestation-server: response key: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -109,6 +123,7 @@ fn main() -> ExitCode {
             config: config.clone(),
             service_url,
             response_key: response_key.clone(),
+            response_signer,
             response_key_spki,
         });
         http::spawn_liveness_sweeper(state.clone());
