@@ -1,7 +1,7 @@
-//! How many durable registry writes per second this disk allows: each challenge is one redb
-//! write transaction committed with fsync, as each attestation result is. This bounds the
-//! attestation rate until heartbeats are group-committed (DESIGN.md §7). Run by
-//! `ci/bench.sh`.
+//! How many durable registry writes per second one caller gets: each challenge is one redb
+//! write transaction that waits for its durable commit. With one caller, group commit has
+//! nobody to share the fsync with, so this is the floor; concurrent callers share it
+//! (`attest_load`). Run by `ci/bench.sh`.
 
 use std::time::{Duration, Instant};
 
