@@ -20,7 +20,7 @@ use attest_common::tpm::hash::{HashAlg, hmac};
 use attest_common::wire::{
     AttestRequest, Blob, CertificateDer, ChallengeResponse, Hex, RegisterRequest, from_json,
 };
-use attest_host_agent::tpm::{AkType, EkType, Tpm};
+use attest_host_agent::tpm::{Ak, AkType, EkType, Tpm};
 use attest_swtpm::Swtpm;
 use serde_json::Value;
 use support::{ADMIN, Server};
@@ -428,6 +428,33 @@ fn random<const N: usize>() -> [u8; N] {
     b
 }
 
+/// A quote by `ak` over a fresh challenge, as an attestation request for `fp`, with an
+/// activation proof made from `proof_secret` when given.
+fn attest_request(
+    server: &Server,
+    tpm: &mut Tpm,
+    ak: &Ak,
+    fp: attest_common::Fingerprint,
+    proof_secret: Option<&[u8]>,
+) -> AttestRequest {
+    let (_, c) = server.call("POST", "/api/v1/attest/challenge", None, None);
+    let c: ChallengeResponse = from_json(c.to_string().as_bytes()).unwrap();
+    let (quote, signature) = tpm.quote(ak.handle, &c.nonce.0, &c.pcr_selection).unwrap();
+    let values = tpm.pcr_values(&c.pcr_selection).unwrap();
+    AttestRequest {
+        ek_fingerprint: fp,
+        nonce_id: c.nonce_id,
+        agent_nonce: Hex(random::<32>()),
+        quote: Blob::from_slice(&quote).unwrap(),
+        signature: Blob::from_slice(&signature).unwrap(),
+        pcr_values: heapless::Vec::from_slice(&values).unwrap(),
+        activation_proof: proof_secret.map(|secret| {
+            let mac = hmac(HashAlg::Sha384, secret, &[&c.nonce.0]).unwrap();
+            Hex(mac.as_slice().try_into().unwrap())
+        }),
+    }
+}
+
 #[test]
 fn attacks_are_refused_audited_and_change_nothing() {
     let swtpm_a = Swtpm::start();
@@ -480,25 +507,7 @@ fn attacks_are_refused_audited_and_change_nothing() {
         (409, Some("invalid_transition")),
         "{err}"
     );
-    let quote_b = |tpm: &mut Tpm, proof_secret: &[u8]| {
-        let (_, c) = server.call("POST", "/api/v1/attest/challenge", None, None);
-        let c: ChallengeResponse = from_json(c.to_string().as_bytes()).unwrap();
-        let (quote, signature) = tpm
-            .quote(ak_b.handle, &c.nonce.0, &c.pcr_selection)
-            .unwrap();
-        let values = tpm.pcr_values(&c.pcr_selection).unwrap();
-        let mac = hmac(HashAlg::Sha384, proof_secret, &[&c.nonce.0]).unwrap();
-        AttestRequest {
-            ek_fingerprint: fp_a,
-            nonce_id: c.nonce_id,
-            agent_nonce: Hex(random::<32>()),
-            quote: Blob::from_slice(&quote).unwrap(),
-            signature: Blob::from_slice(&signature).unwrap(),
-            pcr_values: heapless::Vec::from_slice(&values).unwrap(),
-            activation_proof: Some(Hex(mac.as_slice().try_into().unwrap())),
-        }
-    };
-    let req = quote_b(&mut tpm_b, &random::<32>());
+    let req = attest_request(&server, &mut tpm_b, &ak_b, fp_a, Some(&random::<32>()));
     let (status, err) = server.call(
         "POST",
         "/api/v1/attest",
@@ -526,25 +535,9 @@ fn attacks_are_refused_audited_and_change_nothing() {
             &std::fs::read(a.state.join("ak.priv")).unwrap(),
         )
         .unwrap();
-    let mut quote_a = || {
-        let (_, c) = server.call("POST", "/api/v1/attest/challenge", None, None);
-        let c: ChallengeResponse = from_json(c.to_string().as_bytes()).unwrap();
-        let (quote, signature) = tpm_a
-            .quote(ak_a.handle, &c.nonce.0, &c.pcr_selection)
-            .unwrap();
-        let values = tpm_a.pcr_values(&c.pcr_selection).unwrap();
-        AttestRequest {
-            ek_fingerprint: fp_a,
-            nonce_id: c.nonce_id,
-            agent_nonce: Hex(random::<32>()),
-            quote: Blob::from_slice(&quote).unwrap(),
-            signature: Blob::from_slice(&signature).unwrap(),
-            pcr_values: heapless::Vec::from_slice(&values).unwrap(),
-            activation_proof: None,
-        }
-    };
     // Replayed nonce.
-    let body = serde_json::to_string(&quote_a()).unwrap();
+    let body =
+        serde_json::to_string(&attest_request(&server, &mut tpm_a, &ak_a, fp_a, None)).unwrap();
     assert_eq!(
         server.call("POST", "/api/v1/attest", None, Some(&body)).0,
         200
@@ -563,7 +556,8 @@ fn attacks_are_refused_audited_and_change_nothing() {
     assert_eq!(failures(), 2);
     assert_eq!(snapshot(&machine(&server, &id)), before);
     // Expired nonce (lifetime 2 s).
-    let late = serde_json::to_string(&quote_a()).unwrap();
+    let late =
+        serde_json::to_string(&attest_request(&server, &mut tpm_a, &ak_a, fp_a, None)).unwrap();
     std::thread::sleep(Duration::from_millis(3100));
     let (status, err) = server.call("POST", "/api/v1/attest", None, Some(&late));
     assert_eq!(
