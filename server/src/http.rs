@@ -614,8 +614,11 @@ async fn attest(mut req: Request<State>) -> tide::Result {
 }
 
 async fn challenge(req: Request<State>) -> tide::Result {
-    let c = attempt!(blocking(req.state(), |s| s.challenge()).await);
-    Ok(json_response(StatusCode::Ok, &c))
+    // No I/O: the nonce is derived (crate::challenge), so no trip to the blocking pool.
+    Ok(json_response(
+        StatusCode::Ok,
+        &req.state().service.challenge(),
+    ))
 }
 
 async fn server_key(req: Request<State>) -> tide::Result {

@@ -5,6 +5,7 @@
 //! without touching it. Configuration comes from `ITL_*` environment variables (`config`).
 
 pub mod audit;
+pub mod challenge;
 pub mod config;
 pub mod http;
 pub mod log;

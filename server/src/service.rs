@@ -427,57 +427,56 @@ impl Service {
         self
     }
 
-    /// `POST /attest/challenge`: a single-use nonce, persisted, with its lifetime and what
-    /// to quote. Nonces that expired more than a lifetime ago are purged here.
-    pub fn challenge(&self) -> Result<ChallengeResponse, ServiceError> {
-        let now = now();
-        let expires_at = now + self.challenges.lifetime_seconds;
-        let mut nonce = [0u8; 32];
-        let mut tag = [0u8; 16];
-        getrandom::fill(&mut nonce).expect("the operating system's random number generator failed");
-        getrandom::fill(&mut tag).expect("the operating system's random number generator failed");
-        let nonce_id = format!("{expires_at:016x}{}", crate::audit::hex(&tag));
-        self.store.write(|tx| {
-            tx.purge_nonces(now.saturating_sub(self.challenges.lifetime_seconds))?;
-            tx.put_nonce(&nonce_id, &nonce)
-        })?;
-        Ok(ChallengeResponse {
+    /// `POST /attest/challenge`: a single-use nonce with its lifetime and what to quote.
+    /// Nothing is written: the nonce is derived from its id (crate::challenge).
+    pub fn challenge(&self) -> ChallengeResponse {
+        let (nonce_id, nonce) = self
+            .store
+            .challenge_key()
+            .issue(now() + self.challenges.lifetime_seconds);
+        ChallengeResponse {
             nonce_id: heapless::String::try_from(nonce_id.as_str()).unwrap_or_default(),
             nonce: Hex(nonce),
-            expires_at: Timestamp(expires_at),
+            expires_at: Timestamp(crate::challenge::expiry(&nonce_id).unwrap_or_default()),
             pcr_selection: self.challenges.pcr_selection.clone(),
             hash_alg: HashAlg::Sha384,
-        })
+        }
     }
 
-    /// Uses a challenge nonce once: unknown → 404, used → 409 (replay), expired → 410.
-    pub fn use_nonce(tx: &Tx<'_>, nonce_id: &str, now: u64) -> Result<[u8; 32], ServiceError> {
-        let unknown = || {
-            ServiceError::new(
-                ErrorKind::NotFound,
-                "unknown_nonce",
-                format!("no challenge '{nonce_id}'"),
-            )
-        };
-        let expires_at = nonce_id
-            .get(..16)
-            .and_then(|h| u64::from_str_radix(h, 16).ok())
-            .ok_or_else(unknown)?;
-        let (nonce, used) = tx.take_nonce(nonce_id)?.ok_or_else(unknown)?;
-        if used {
+    /// Uses a challenge nonce once, in the transaction of what it authorises: malformed →
+    /// 404, used → 409 (replay), expired → 410. Used nonces that have expired are purged
+    /// here (an expired nonce is refused for that alone).
+    pub fn use_nonce(
+        &self,
+        tx: &Tx<'_>,
+        nonce_id: &str,
+        now: u64,
+    ) -> Result<[u8; 32], ServiceError> {
+        use crate::challenge::Unusable;
+        let (nonce, _) = self
+            .store
+            .challenge_key()
+            .open(nonce_id, now)
+            .map_err(|e| match e {
+                Unusable::Malformed => ServiceError::new(
+                    ErrorKind::NotFound,
+                    "unknown_nonce",
+                    format!("'{nonce_id}' is not a challenge id of this server"),
+                ),
+                Unusable::Expired(at) => ServiceError::new(
+                    ErrorKind::Gone,
+                    "nonce_expired",
+                    format!("challenge {nonce_id} expired at {}", Timestamp(at)),
+                ),
+            })?;
+        if !tx.use_nonce(nonce_id, now)? {
             return Err(ServiceError::new(
                 ErrorKind::Conflict,
                 "nonce_replayed",
                 format!("challenge {nonce_id} was already used"),
             ));
         }
-        if now > expires_at {
-            return Err(ServiceError::new(
-                ErrorKind::Gone,
-                "nonce_expired",
-                format!("challenge {nonce_id} expired at {}", Timestamp(expires_at)),
-            ));
-        }
+        tx.purge_nonces(now)?;
         Ok(nonce)
     }
 
@@ -611,10 +610,10 @@ impl Service {
         // on a snapshot, so that attestations verify in parallel and the (serial) write
         // only re-checks that the snapshot still holds. If it does not (the machine changed
         // in between), the evidence is checked again inside.
-        let checked = self
-            .store
-            .peek_attest(&req.nonce_id, &fp)?
-            .and_then(|(nonce, record)| {
+        let nonce = self.store.challenge_key().open(&req.nonce_id, now).ok();
+        let checked = nonce
+            .zip(self.store.machine_by_ek(&fp)?)
+            .and_then(|((nonce, _), record)| {
                 let ak = record.ak_public.as_deref()?;
                 Some(Checked::new(
                     &nonce,
@@ -627,7 +626,7 @@ impl Service {
         // Outer error: roll back. Inner error: commit (nonce used, failure audited), then
         // answer with it.
         let committed: Result<AttestOutcome, ServiceError> = self.store.write(|tx| {
-            let nonce = match Service::use_nonce(tx, &req.nonce_id, now) {
+            let nonce = match self.use_nonce(tx, &req.nonce_id, now) {
                 Ok(n) => n,
                 Err(e) if e.kind != ErrorKind::Internal => {
                     // Replayed, expired or unknown challenge: refused and audited, and the
@@ -716,6 +715,10 @@ impl Service {
                 }
             };
             let action = t.action.unwrap_or(Action::None);
+            // A heartbeat that changes nothing but the time of the last attestation: kept on
+            // the record, not appended to the audit log (which would otherwise grow by one
+            // entry per machine per interval and drown the changes it is there to show).
+            let mut routine = prev == Status::Attested && action == Action::None;
             if matches!(prev, Status::Registered | Status::Attested) {
                 let Some(ak_bytes) = record.ak_public.clone() else {
                     return fail(&record, "no_ak", ErrorKind::Unprocessable,
@@ -732,13 +735,17 @@ impl Service {
                     }
                     record.ak_activated = true;
                     record.activation_secret = None;
+                    routine = false;
                 }
                 if let Err(e) = evidence.quote {
                     return fail(&record, "quote_invalid", ErrorKind::Forbidden, e);
                 }
                 let policy = self.policies.for_role(record.role);
                 match policy.check(record.pcr_baseline.as_deref(), &req.pcr_values) {
-                    Ok(true) => record.pcr_baseline = Some(req.pcr_values.to_vec()),
+                    Ok(true) => {
+                        record.pcr_baseline = Some(req.pcr_values.to_vec());
+                        routine = false;
+                    }
                     Ok(false) => {}
                     Err(v) => {
                         let locks = policy.on_violation == OnViolation::Lock;
@@ -758,6 +765,7 @@ impl Service {
                 record.last_attested_at = Some(now);
                 if tx.clear_stale(&record.id)? {
                     tx.log(format!("Machine fresh again: id={}", record.id));
+                    routine = false;
                 }
             }
             if let Some(to) = t.to {
@@ -765,6 +773,14 @@ impl Service {
             }
             record.updated_at = now;
             tx.put_machine(&record)?;
+            if routine && t.to.is_none_or(|to| to.status == prev) {
+                return Ok(Ok(AttestOutcome {
+                    machine_id: record.id.clone(),
+                    status: record.state.status,
+                    action,
+                    config_token: None,
+                }));
+            }
             let detail = match action {
                 Action::Lock => format!("Locked machine contacted: id={}", record.id),
                 Action::Wipe => format!("Wipe sent to revoked machine: id={}", record.id),

@@ -11,15 +11,20 @@ use redb::{
 };
 
 use crate::audit::{self, AuditEntry, NewEntry};
+use crate::challenge::ChallengeKey;
 use crate::record::{MachineRecord, RecordError};
 
 const MACHINES: TableDefinition<&str, &[u8]> = TableDefinition::new("machines");
 const BY_EK: TableDefinition<&str, &str> = TableDefinition::new("by_ek");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const APPROVALS: TableDefinition<&str, &[u8]> = TableDefinition::new("approvals");
-/// Challenge nonces: id (hex expiry ‖ random, so the table is ordered by expiry) → version
-/// byte, the 32-byte nonce, a used flag.
-const NONCES: TableDefinition<&str, &[u8]> = TableDefinition::new("nonces");
+/// Used challenge nonces (crate::challenge): id (hex expiry ‖ random, so the table is ordered
+/// by expiry) → when it was used. Purged once expired.
+const USED_NONCES: TableDefinition<&str, u64> = TableDefinition::new("used_nonces");
+/// Challenge nonces as stored before they were derived (crate::challenge); dropped on open.
+const OLD_NONCES: TableDefinition<&str, &[u8]> = TableDefinition::new("nonces");
+/// Server secrets that live with the registry (the challenge key).
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Machines whose staleness has been audited → when (cleared when they attest again).
 const STALE: TableDefinition<&str, u64> = TableDefinition::new("stale");
 /// SHA-256 (hex) of a config token → machine id.
@@ -79,6 +84,7 @@ pub struct Store {
     committed: AtomicU64,
     sync: Mutex<Sync>,
     synced: Condvar,
+    challenge_key: ChallengeKey,
 }
 
 /// Group commit: how far the file is durable, and whether someone is making it so.
@@ -150,36 +156,17 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Stores a fresh challenge nonce.
-    pub fn put_nonce(&self, id: &str, nonce: &[u8; 32]) -> Result<(), StoreError> {
-        let mut value = vec![1u8];
-        value.extend_from_slice(nonce);
-        value.push(0);
-        self.txn.open_table(NONCES)?.insert(id, value.as_slice())?;
-        Ok(())
+    /// Records a challenge nonce as used; false when it already was.
+    pub fn use_nonce(&self, id: &str, now: u64) -> Result<bool, StoreError> {
+        let mut table = self.txn.open_table(USED_NONCES)?;
+        let was = table.insert(id, now)?.is_some();
+        Ok(!was)
     }
 
-    /// A nonce and whether it was used; marks it used.
-    pub fn take_nonce(&self, id: &str) -> Result<Option<([u8; 32], bool)>, StoreError> {
-        let mut table = self.txn.open_table(NONCES)?;
-        let found = table.get(id)?.map(|v| v.value().to_vec());
-        let Some(mut value) = found else {
-            return Ok(None);
-        };
-        if value.len() != 34 || value[0] != 1 {
-            return Err(StoreError(format!("nonce {id} does not decode")));
-        }
-        let mut nonce = [0u8; 32];
-        nonce.copy_from_slice(&value[1..33]);
-        let used = value[33] != 0;
-        value[33] = 1;
-        table.insert(id, value.as_slice())?;
-        Ok(Some((nonce, used)))
-    }
-
-    /// Removes nonces whose id says they expired before `before` (ids sort by expiry).
+    /// Forgets used nonces whose id says they expired before `before` (ids sort by expiry):
+    /// an expired nonce is refused for its expiry alone.
     pub fn purge_nonces(&self, before: u64) -> Result<usize, StoreError> {
-        let mut table = self.txn.open_table(NONCES)?;
+        let mut table = self.txn.open_table(USED_NONCES)?;
         let bound = format!("{before:016x}");
         let stale: Vec<String> = table
             .range::<&str>(..bound.as_str())?
@@ -270,14 +257,37 @@ impl Store {
         txn.open_table(AUDIT)?;
         txn.open_table(APPROVALS)?;
         txn.open_table(BY_TOKEN)?;
-        txn.open_table(NONCES)?;
+        txn.open_table(USED_NONCES)?;
         txn.open_table(STALE)?;
+        txn.delete_table(OLD_NONCES)?;
+        let challenge_key = {
+            let mut meta = txn.open_table(META)?;
+            let stored = meta.get("challenge-key")?.map(|v| v.value().to_vec());
+            match stored {
+                Some(key) if key.len() == 48 => key,
+                Some(key) => {
+                    return Err(StoreError(format!(
+                        "the challenge key in the registry has {} bytes, not 48",
+                        key.len()
+                    )));
+                }
+                None => {
+                    let mut key = vec![0u8; 48];
+                    getrandom::fill(&mut key).map_err(|e| {
+                        StoreError(format!("no randomness for the challenge key: {e}"))
+                    })?;
+                    meta.insert("challenge-key", key.as_slice())?;
+                    key
+                }
+            }
+        };
         txn.commit()?;
         Ok(Store {
             db,
             committed: AtomicU64::new(0),
             sync: Mutex::new(Sync::default()),
             synced: Condvar::new(),
+            challenge_key: ChallengeKey::new(&challenge_key),
         })
     }
 
@@ -353,23 +363,14 @@ impl Store {
         })
     }
 
-    /// A snapshot for checking an attestation outside the write transaction: the nonce of
-    /// an unused challenge and the machine of an EK, when both exist.
-    pub fn peek_attest(
-        &self,
-        nonce_id: &str,
-        fingerprint: &str,
-    ) -> Result<Option<([u8; 32], MachineRecord)>, StoreError> {
+    /// The key challenge nonces are derived with (kept in the registry).
+    pub fn challenge_key(&self) -> &ChallengeKey {
+        &self.challenge_key
+    }
+
+    /// The machine of an EK (as of the last commit).
+    pub fn machine_by_ek(&self, fingerprint: &str) -> Result<Option<MachineRecord>, StoreError> {
         let txn = self.db.begin_read()?;
-        let nonces = txn.open_table(NONCES)?;
-        let nonce = match nonces.get(nonce_id)? {
-            Some(v) if v.value().len() == 34 && v.value()[0] == 1 && v.value()[33] == 0 => {
-                let mut n = [0u8; 32];
-                n.copy_from_slice(&v.value()[1..33]);
-                n
-            }
-            _ => return Ok(None),
-        };
         let id = match txn.open_table(BY_EK)?.get(fingerprint)? {
             Some(v) => v.value().to_owned(),
             None => return Ok(None),
@@ -377,7 +378,7 @@ impl Store {
         let machines = txn.open_table(MACHINES)?;
         let found = machines.get(id.as_str())?;
         Ok(match found {
-            Some(v) => Some((nonce, MachineRecord::decode(v.value())?)),
+            Some(v) => Some(MachineRecord::decode(v.value())?),
             None => None,
         })
     }

@@ -229,6 +229,13 @@ fn zero_touch_hooks_liveness_pcr_lock_and_wipe_once() {
         ("none", "")
     );
     assert_eq!(machine(&server, &id)["pcr_baseline_pinned"], true);
+    // A routine heartbeat moves last_attested_at and adds nothing to the audit log.
+    let entries = server.audit_column(&id, "action").len();
+    std::thread::sleep(Duration::from_millis(1100));
+    let before = machine(&server, &id)["last_attested_at"].clone();
+    assert_eq!(a.ok(&["attest", "--once"])["action"], "none");
+    assert_ne!(machine(&server, &id)["last_attested_at"], before);
+    assert_eq!(server.audit_column(&id, "action").len(), entries);
 
     // The loop keeps it attested; stopped, the machine turns stale, audited once.
     let mut looping = a

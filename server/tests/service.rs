@@ -388,9 +388,9 @@ fn challenge_nonces_are_single_use_expire_and_survive_restart() {
         lifetime_seconds: 1,
         ..Challenges::default()
     };
-    let (used_id, expiring_id) = {
+    let (used_id, expiring_id, unused) = {
         let svc = open(&path).with_challenges(short.clone());
-        let c = svc.challenge().unwrap();
+        let c = svc.challenge();
         assert_eq!(
             c.pcr_selection[0].pcrs.as_slice(),
             &[0, 1, 2, 3, 4, 5, 6, 7]
@@ -401,22 +401,23 @@ fn challenge_nonces_are_single_use_expire_and_survive_restart() {
             .as_secs();
         let nonce = svc
             .store()
-            .write(|tx| Service::use_nonce(tx, &c.nonce_id, now))
+            .write(|tx| svc.use_nonce(tx, &c.nonce_id, now))
             .unwrap();
         assert_eq!(nonce, c.nonce.0);
         let e = svc
             .store()
-            .write(|tx| Service::use_nonce(tx, &c.nonce_id, now))
+            .write(|tx| svc.use_nonce(tx, &c.nonce_id, now))
             .unwrap_err();
         assert_eq!((e.kind, e.code), (ErrorKind::Conflict, "nonce_replayed"));
         let unknown = svc
             .store()
-            .write(|tx| Service::use_nonce(tx, "00000000deadbeef", now))
+            .write(|tx| svc.use_nonce(tx, "00000000deadbeef", now))
             .unwrap_err();
         assert_eq!(unknown.kind, ErrorKind::NotFound);
         (
             c.nonce_id.to_string(),
-            svc.challenge().unwrap().nonce_id.to_string(),
+            svc.challenge().nonce_id.to_string(),
+            svc.challenge(),
         )
     };
     // A restart does not reopen a used nonce.
@@ -427,13 +428,19 @@ fn challenge_nonces_are_single_use_expire_and_survive_restart() {
         .as_secs();
     let e = svc
         .store()
-        .write(|tx| Service::use_nonce(tx, &used_id, now))
+        .write(|tx| svc.use_nonce(tx, &used_id, now))
         .unwrap_err();
     assert_eq!(e.code, "nonce_replayed");
+    // A challenge issued before the restart still opens to its nonce, once.
+    let nonce = svc
+        .store()
+        .write(|tx| svc.use_nonce(tx, &unused.nonce_id, now))
+        .unwrap();
+    assert_eq!(nonce, unused.nonce.0);
     // Past its lifetime: 410, and the attempt does not make it usable later.
     let e = svc
         .store()
-        .write(|tx| Service::use_nonce(tx, &expiring_id, now + 5))
+        .write(|tx| svc.use_nonce(tx, &expiring_id, now + 5))
         .unwrap_err();
     assert_eq!((e.kind, e.code), (ErrorKind::Gone, "nonce_expired"));
 }
