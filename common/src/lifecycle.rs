@@ -119,6 +119,9 @@ pub enum Event {
     /// An agent contacts the server with a valid attestation (or, for an unknown EK, its
     /// first attestation, which enrols it for approval).
     Attest,
+    /// A node proves it holds the key of its enrollment certificate (`POST /api/v1/enroll`,
+    /// the air-gapped path).
+    Enroll,
     /// An operator approves (role, hostname, address).
     Approve,
     Reject,
@@ -137,6 +140,7 @@ impl Event {
             Event::SelfRegister => "self-register",
             Event::Register => "register",
             Event::Attest => "attest",
+            Event::Enroll => "enroll",
             Event::Approve => "approve",
             Event::Reject => "reject",
             Event::Lock => "lock",
@@ -241,6 +245,7 @@ pub fn transition(from: Option<State>, event: Event) -> Result<Transition, Refus
         (PendingApproval, Event::Attest) => Ok(tell(Some(state), Action::Pending)),
         (Registered, Event::Attest) => Ok(tell(to(Attested), Action::ApplyConfig)),
         (Attested, Event::Attest) => Ok(tell(to(Attested), Action::None)),
+        (Registered | Attested, Event::Enroll) => Ok(plain(to(Attested))),
         (Attested, Event::Lock) => Ok(plain(to(Locked))),
         (Locked, Event::Unlock) => Ok(plain(to(Attested))),
         (Locked, Event::Attest) => Ok(tell(Some(state), Action::Lock)),

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod challenge;
 pub mod config;
+pub mod enrollment;
 pub mod http;
 pub mod log;
 pub mod machineconfig;
