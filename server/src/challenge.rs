@@ -2,11 +2,12 @@
 //!
 //! A challenge is asked for before every attestation and before every `/enroll`, so issuing
 //! one must not cost a durable commit. The nonce is therefore derived, not stored:
-//! `nonce = HMAC-SHA384(challenge key, nonce_id)[..32]`, where `nonce_id` is the expiry (16
-//! hex digits, so ids sort by expiry) followed by 128 random bits. Only the server holds
-//! the key (in the registry, so challenges survive a restart), so nobody can compute the
-//! nonce of an id the server did not hand out, and the random part makes every nonce
-//! unpredictable before it is issued.
+//! `nonce_id = hex(expiry ‖ 64 random bits ‖ tag)` with `tag = HMAC-SHA384(key, "id" ‖
+//! expiry ‖ random)[..8]` (ids sort by expiry), and `nonce = HMAC-SHA384(key, "nonce" ‖
+//! nonce_id)[..32]`. Only the server holds the key (in the registry, so challenges survive
+//! a restart): an id it did not hand out is refused before anything is written (so nobody
+//! can fill the used-nonce table with ids of their own), nobody can compute the nonce of
+//! an id, and the random part makes every nonce unpredictable before it is issued.
 //!
 //! Single use is kept where it matters: the id is recorded as used in the same write
 //! transaction that records the attestation or enrolment, so a restart cannot reopen a used
@@ -14,7 +15,7 @@
 
 use aws_lc_rs::hmac;
 
-/// Characters of a nonce id: 16 hex digits of expiry, 32 of randomness.
+/// Characters of a nonce id: 16 hex digits each of expiry, randomness and tag.
 pub const ID_LEN: usize = 48;
 
 /// The server's challenge key.
@@ -30,7 +31,7 @@ impl std::fmt::Debug for ChallengeKey {
 /// Why a nonce id names no usable challenge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unusable {
-    /// Not an id this server's format can have produced.
+    /// Not an id this server issued.
     Malformed,
     /// Issued, but its lifetime is over (at the carried expiry, seconds since the epoch).
     Expired(u64),
@@ -43,31 +44,51 @@ impl ChallengeKey {
 
     /// A fresh challenge expiring at `expires_at`: its id and nonce.
     pub fn issue(&self, expires_at: u64) -> (String, [u8; 32]) {
-        let mut tag = [0u8; 16];
-        getrandom::fill(&mut tag).expect("the operating system's random number generator failed");
-        let id = format!("{expires_at:016x}{}", crate::audit::hex(&tag));
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random)
+            .expect("the operating system's random number generator failed");
+        let body = format!("{expires_at:016x}{}", crate::audit::hex(&random));
+        let id = format!("{body}{}", crate::audit::hex(&self.tag(&body)));
         let nonce = self.nonce(&id);
         (id, nonce)
     }
 
-    /// The nonce of a well-formed id that has not expired at `now`, with its expiry.
+    /// The nonce of an id this server issued, when it has not expired at `now`, with its
+    /// expiry.
     pub fn open(&self, id: &str, now: u64) -> Result<([u8; 32], u64), Unusable> {
         let expires_at = expiry(id).ok_or(Unusable::Malformed)?;
+        let mut tag = [0u8; 8];
+        attest_common::hex::decode_into(&id[32..], &mut tag).map_err(|_| Unusable::Malformed)?;
+        let want = self.tag(&id[..32]);
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&tag[..], &want[..])) {
+            return Err(Unusable::Malformed);
+        }
         if now > expires_at {
             return Err(Unusable::Expired(expires_at));
         }
         Ok((self.nonce(id), expires_at))
     }
 
+    fn tag(&self, body: &str) -> [u8; 8] {
+        let mut ctx = hmac::Context::with_key(&self.0);
+        ctx.update(b"id");
+        ctx.update(body.as_bytes());
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&ctx.sign().as_ref()[..8]);
+        tag
+    }
+
     fn nonce(&self, id: &str) -> [u8; 32] {
-        let tag = hmac::sign(&self.0, id.as_bytes());
+        let mut ctx = hmac::Context::with_key(&self.0);
+        ctx.update(b"nonce");
+        ctx.update(id.as_bytes());
         let mut nonce = [0u8; 32];
-        nonce.copy_from_slice(&tag.as_ref()[..32]);
+        nonce.copy_from_slice(&ctx.sign().as_ref()[..32]);
         nonce
     }
 }
 
-/// The expiry an id carries, when the id has this server's form.
+/// The expiry an id carries, when the id has this server's form (not yet authenticated).
 pub fn expiry(id: &str) -> Option<u64> {
     let well_formed = id.len() == ID_LEN
         && id
@@ -96,10 +117,17 @@ mod tests {
     }
 
     #[test]
-    fn another_key_gives_another_nonce() {
-        let (id, nonce) = ChallengeKey::new(&[7; 48]).issue(1_000);
-        let (theirs, _) = ChallengeKey::new(&[8; 48]).open(&id, 0).unwrap();
-        assert_ne!(nonce, theirs);
+    fn ids_are_authenticated() {
+        let key = ChallengeKey::new(&[7; 48]);
+        let (id, _) = key.issue(1_000);
+        // Another server's id, and ours with a later expiry or other random bits.
+        let (theirs, _) = ChallengeKey::new(&[8; 48]).issue(1_000);
+        let later = format!("{:016x}{}", 2_000u64, &id[16..]);
+        let mut flipped = id.clone().into_bytes();
+        flipped[20] = if flipped[20] == b'0' { b'1' } else { b'0' };
+        for forged in [theirs, later, String::from_utf8(flipped).unwrap()] {
+            assert_eq!(key.open(&forged, 0), Err(Unusable::Malformed), "{forged}");
+        }
     }
 
     #[test]

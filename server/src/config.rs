@@ -8,11 +8,14 @@ use std::path::PathBuf;
 
 use attest_common::wire::Role;
 
+use crate::factory::IsoSource;
 use crate::oidc::OidcConfig;
 use crate::service::{Challenges, DualControl, parse_pcr_selection};
 
 /// Default listen address: loopback only. Exposing the server is a deliberate choice.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// `ITL_TALOS_VERSION` unless set: the Talos release the bundled schema (`../shared/talos`) is for.
+pub const DEFAULT_TALOS_VERSION: &str = "v1.9.5";
 
 /// Default request body limit.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
@@ -42,6 +45,13 @@ pub struct Config {
     /// `ITL_PCR_POLICY_FILE`: PCR policy per role (JSON); unset: every machine is held to
     /// its own baseline and a violation refuses the attestation.
     pub pcr_policy_file: Option<PathBuf>,
+    /// `ITL_ENROLLMENT_CA_DIR` (default `ITL_DATA_DIR/enrollment-ca`): the Enrollment CA.
+    pub enrollment_ca_dir: PathBuf,
+    /// `ITL_ENROLLMENT_CERT_DAYS`: validity of machine enrollment certificates.
+    pub enrollment_cert_days: u32,
+    /// `ITL_ISO_URL`, or `ITL_FACTORY_URL` with `ITL_TALOS_VERSION`,
+    /// `ITL_FACTORY_EXTENSIONS` and `ITL_FACTORY_TIMEOUT_SECONDS`; neither: no ISO URLs.
+    pub iso: Option<IsoSource>,
 }
 
 impl std::fmt::Debug for Config {
@@ -58,6 +68,9 @@ impl std::fmt::Debug for Config {
             .field("challenges", &self.challenges)
             .field("oidc", &self.oidc)
             .field("pcr_policy_file", &self.pcr_policy_file)
+            .field("enrollment_ca_dir", &self.enrollment_ca_dir)
+            .field("enrollment_cert_days", &self.enrollment_cert_days)
+            .field("iso", &self.iso)
             .finish()
     }
 }
@@ -185,6 +198,94 @@ impl Config {
                 })?,
         };
         let pcr_policy_file = get("ITL_PCR_POLICY_FILE").map(PathBuf::from);
+        let enrollment_ca_dir = get("ITL_ENROLLMENT_CA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("enrollment-ca"));
+        let enrollment_cert_days = match get("ITL_ENROLLMENT_CERT_DAYS") {
+            None => 30,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|d| (1..=3650).contains(d))
+                .ok_or_else(|| ConfigError {
+                    variable: "ITL_ENROLLMENT_CERT_DAYS",
+                    message: format!("'{v}' is not a number of days from 1 to 3650"),
+                })?,
+        };
+        let http_url = |variable: &'static str, v: String| {
+            let v = v.trim_end_matches('/').to_owned();
+            let ok = (v.starts_with("http://") || v.starts_with("https://"))
+                && v.len() <= 200
+                && v.bytes().all(|b| b.is_ascii_graphic() && b != b'"');
+            if ok {
+                Ok(v)
+            } else {
+                Err(ConfigError {
+                    variable,
+                    message: format!("'{v}' is not an http(s) URL (at most 200 characters)"),
+                })
+            }
+        };
+        let iso = match (get("ITL_ISO_URL"), get("ITL_FACTORY_URL")) {
+            (Some(fixed), _) => Some(IsoSource::Fixed(http_url("ITL_ISO_URL", fixed)?)),
+            (None, Some(url)) => {
+                let url = http_url("ITL_FACTORY_URL", url)?;
+                let talos_version =
+                    get("ITL_TALOS_VERSION").unwrap_or_else(|| DEFAULT_TALOS_VERSION.into());
+                let version_ok = talos_version.strip_prefix('v').is_some_and(|r| {
+                    let parts: Vec<&str> = r.split('.').collect();
+                    parts.len() == 3
+                        && parts
+                            .iter()
+                            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                });
+                if !version_ok {
+                    return Err(ConfigError {
+                        variable: "ITL_TALOS_VERSION",
+                        message: format!("'{talos_version}' is not a Talos version like v1.9.5"),
+                    });
+                }
+                let extensions: Vec<String> = get("ITL_FACTORY_EXTENSIONS")
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if let Some(bad) = extensions.iter().find(|e| {
+                    e.len() > 100
+                        || !e.contains('/')
+                        || !e.bytes().all(|b| {
+                            b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.')
+                        })
+                }) {
+                    return Err(ConfigError {
+                        variable: "ITL_FACTORY_EXTENSIONS",
+                        message: format!(
+                            "'{bad}' is not an extension name like siderolabs/intel-ucode"
+                        ),
+                    });
+                }
+                let timeout = match get("ITL_FACTORY_TIMEOUT_SECONDS") {
+                    None => 10,
+                    Some(v) => v
+                        .parse()
+                        .ok()
+                        .filter(|s| (1..=120).contains(s))
+                        .ok_or_else(|| ConfigError {
+                            variable: "ITL_FACTORY_TIMEOUT_SECONDS",
+                            message: format!("'{v}' is not a number of seconds from 1 to 120"),
+                        })?,
+                };
+                Some(IsoSource::Factory {
+                    url,
+                    talos_version,
+                    extensions,
+                    timeout: std::time::Duration::from_secs(timeout),
+                })
+            }
+            (None, None) => None,
+        };
         let oidc = match get("ITL_OIDC_ENABLED").as_deref() {
             None | Some("false" | "0" | "") => None,
             Some("true" | "1") => {
@@ -238,6 +339,9 @@ impl Config {
             },
             oidc,
             pcr_policy_file,
+            enrollment_ca_dir,
+            enrollment_cert_days,
+            iso,
         })
     }
 

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use p384::ecdsa::signature::Verifier as _;
 use p384::ecdsa::{DerSignature, SigningKey, VerifyingKey};
 use p384::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
+use x509_cert::Certificate;
 use x509_cert::builder::profile::BuilderProfile;
 use x509_cert::builder::{Builder as _, CertificateBuilder};
 use x509_cert::certificate::TbsCertificate;
@@ -35,7 +36,6 @@ use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::{SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
 use x509_cert::time::{Time, Validity};
-use x509_cert::Certificate;
 use zeroize::Zeroizing;
 
 /// The CA certificate's file in `ITL_ENROLLMENT_CA_DIR`.
@@ -387,8 +387,8 @@ impl EnrollmentCa {
         check_name_value("role", role)?;
         let ek_uri = Ia5String::new(&format!("{EK_URI_PREFIX}{ek_fingerprint}"))
             .map_err(|e| format!("EK fingerprint does not fit a URI: {e}"))?;
-        let subject = Name::from_str(&format!("CN={machine_id},OU={role}"))
-            .map_err(|e| e.to_string())?;
+        let subject =
+            Name::from_str(&format!("CN={machine_id},OU={role}")).map_err(|e| e.to_string())?;
         let key = new_key()?;
         let (serial, serial_hex) = random_serial()?;
         let not_after = now + u64::from(days) * 86_400;
@@ -467,10 +467,7 @@ impl EnrollmentCa {
         let not_before = tbs.validity().not_before.to_unix_duration().as_secs();
         let not_after = tbs.validity().not_after.to_unix_duration().as_secs();
         if now < not_before {
-            return refuse(format!(
-                "not valid before {}",
-                tbs.validity().not_before
-            ));
+            return refuse(format!("not valid before {}", tbs.validity().not_before));
         }
         if now > not_after {
             return refuse(format!("expired at {}", tbs.validity().not_after));
@@ -513,8 +510,16 @@ impl EnrollmentCa {
         }
         let ek_fingerprint = match ek_uris.as_slice() {
             [one] if attest_common::Fingerprint::from_str(one).is_ok() => one.clone(),
-            [] => return refuse(format!("no {EK_URI_PREFIX}<fingerprint> subject alternative name")),
-            _ => return refuse(format!("not exactly one valid {EK_URI_PREFIX}<fingerprint> SAN")),
+            [] => {
+                return refuse(format!(
+                    "no {EK_URI_PREFIX}<fingerprint> subject alternative name"
+                ));
+            }
+            _ => {
+                return refuse(format!(
+                    "not exactly one valid {EK_URI_PREFIX}<fingerprint> SAN"
+                ));
+            }
         };
         let machine_id = match tbs.subject().common_name() {
             Ok(Some(cn)) => String::from(cn),
@@ -562,7 +567,10 @@ mod tests {
     const FP: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     fn now() -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     }
 
     #[test]
@@ -570,7 +578,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (ca, generated) = EnrollmentCa::load_or_generate(dir.path()).unwrap();
         assert!(generated);
-        let mode = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let (again, generated) = EnrollmentCa::load_or_generate(dir.path()).unwrap();
         assert!(!generated);
@@ -578,26 +589,57 @@ mod tests {
 
         let issued = ca.issue("m-1", "worker-app", FP, now(), 30).unwrap();
         assert!(key_matches_cert(&issued.key_pem, &issued.cert_pem));
-        let der = Certificate::from_pem(issued.cert_pem.as_bytes()).unwrap().to_der().unwrap();
+        let der = Certificate::from_pem(issued.cert_pem.as_bytes())
+            .unwrap()
+            .to_der()
+            .unwrap();
         let m = again.verify(&der, now()).unwrap();
         assert_eq!(
-            (m.machine_id.as_str(), m.role.as_deref(), m.ek_fingerprint.as_str()),
+            (
+                m.machine_id.as_str(),
+                m.role.as_deref(),
+                m.ek_fingerprint.as_str()
+            ),
             ("m-1", Some("worker-app"), FP)
         );
         assert_eq!(m.serial, issued.serial);
         // Validity window.
-        assert!(again.verify(&der, now() + 31 * 86_400).unwrap_err().0.contains("expired"));
-        assert!(again.verify(&der, now() - 3_600).unwrap_err().0.contains("not valid before"));
+        assert!(
+            again
+                .verify(&der, now() + 31 * 86_400)
+                .unwrap_err()
+                .0
+                .contains("expired")
+        );
+        assert!(
+            again
+                .verify(&der, now() - 3_600)
+                .unwrap_err()
+                .0
+                .contains("not valid before")
+        );
         // Another CA with the very same name.
         let other_dir = tempfile::tempdir().unwrap();
         let (other, _) = EnrollmentCa::load_or_generate(other_dir.path()).unwrap();
-        assert!(other.verify(&der, now()).unwrap_err().0.contains("does not verify"));
+        assert!(
+            other
+                .verify(&der, now())
+                .unwrap_err()
+                .0
+                .contains("does not verify")
+        );
         // The CA's own certificate is no machine certificate.
-        let ca_der = Certificate::from_pem(ca.cert_pem().as_bytes()).unwrap().to_der().unwrap();
+        let ca_der = Certificate::from_pem(ca.cert_pem().as_bytes())
+            .unwrap()
+            .to_der()
+            .unwrap();
         assert!(ca.verify(&ca_der, now()).is_err());
         // Garbage.
         assert!(ca.verify(b"\x30\x03\x02\x01\x01", now()).is_err());
-        assert!(!key_matches_cert(&ca.issue("m-2", "r", FP, now(), 1).unwrap().key_pem, &issued.cert_pem));
+        assert!(!key_matches_cert(
+            &ca.issue("m-2", "r", FP, now(), 1).unwrap().key_pem,
+            &issued.cert_pem
+        ));
     }
 
     #[test]
@@ -609,7 +651,11 @@ mod tests {
         std::fs::copy(other.path().join(KEY_FILE), dir.path().join(KEY_FILE)).unwrap();
         let e = EnrollmentCa::load_or_generate(dir.path()).unwrap_err();
         assert!(e.contains("does not match its certificate"), "{e}");
-        std::fs::set_permissions(dir.path().join(KEY_FILE), std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(
+            dir.path().join(KEY_FILE),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
         let e = EnrollmentCa::load_or_generate(dir.path()).unwrap_err();
         assert!(e.contains("readable by others"), "{e}");
         std::fs::remove_file(dir.path().join(CERT_FILE)).unwrap();

@@ -276,7 +276,10 @@ async fn register(mut req: Request<State>, self_register: bool) -> tide::Result 
         machine_id: heapless::String::try_from(m.id.as_str()).unwrap_or_default(),
         role: m.role.or(m.desired_role),
         status: m.state.status,
-        iso_url: None,
+        iso_url: done
+            .iso_url
+            .as_deref()
+            .and_then(|u| heapless::String::try_from(u).ok()),
         config_token: m
             .config_token
             .as_deref()

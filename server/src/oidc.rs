@@ -77,10 +77,7 @@ struct Roles {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .new_agent()
+    crate::outbound::agent(Duration::from_secs(5))
 }
 
 impl Oidc {

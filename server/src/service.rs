@@ -20,6 +20,8 @@ use attest_common::wire::{
 };
 
 use crate::audit::NewEntry;
+use crate::enrollment::EnrollmentCa;
+use crate::factory::IsoSource;
 use crate::machineconfig::BaseConfigs;
 use crate::policy::{OnViolation, PcrPolicies};
 use crate::record::MachineRecord;
@@ -216,6 +218,15 @@ pub struct Service {
     configs: Option<BaseConfigs>,
     challenges: Challenges,
     policies: PcrPolicies,
+    enrollment: Option<Enrollment>,
+    iso: Option<IsoSource>,
+    service_url: Option<String>,
+}
+
+/// The Enrollment CA and how long its machine certificates last.
+pub struct Enrollment {
+    pub ca: EnrollmentCa,
+    pub cert_days: u32,
 }
 
 /// What a challenge asks for (DESIGN.md §3.3).
@@ -304,6 +315,8 @@ pub struct ConfigFetch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registered {
     pub machine: MachineRecord,
+    /// The ISO to boot (`/register` only, when ISO URLs are configured).
+    pub iso_url: Option<String>,
     /// False when the EK was already known (idempotent re-registration).
     pub created: bool,
     /// MakeCredential for the AK the request carried: activate it to prove the TPM.
@@ -418,7 +431,46 @@ impl Service {
             configs: None,
             challenges: Challenges::default(),
             policies: PcrPolicies::default(),
+            enrollment: None,
+            iso: None,
+            service_url: None,
         }
+    }
+
+    /// Issues enrollment certificates (offline bundles) and checks them (`/enroll`).
+    pub fn with_enrollment(mut self, enrollment: Enrollment) -> Service {
+        self.enrollment = Some(enrollment);
+        self
+    }
+
+    /// Gives `/register` and offline bundles ISO URLs from this source.
+    pub fn with_iso(mut self, iso: IsoSource) -> Service {
+        self.iso = Some(iso);
+        self
+    }
+
+    /// The URL agents reach this server at (config URLs are built on it).
+    pub fn with_service_url(mut self, url: &str) -> Service {
+        self.service_url = Some(url.trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// The config URL of a token.
+    pub fn config_url(&self, token: &str) -> Option<String> {
+        self.service_url
+            .as_ref()
+            .map(|u| format!("{u}/api/v1/config/{token}"))
+    }
+
+    /// The ISO URL for a machine with config token `token`: `None` when no ISO source is
+    /// configured, 503 when the factory cannot answer.
+    fn iso_url(&self, token: &str) -> Result<Option<String>, ServiceError> {
+        let (Some(iso), Some(config_url)) = (&self.iso, self.config_url(token)) else {
+            return Ok(None);
+        };
+        iso.iso_url(&config_url).map(Some).map_err(|e| {
+            ServiceError::new(ErrorKind::Unavailable, "image_factory_unavailable", e.0)
+        })
     }
 
     /// Issues challenges with this lifetime and PCR selection.
@@ -971,7 +1023,22 @@ impl Service {
         };
         let fp = req.ek_fingerprint.to_string();
         let now = now();
-        self.store.write(|tx| {
+        // USB path: the ISO boots with this machine's config URL, so its config token
+        // exists from registration on, and the factory is asked before anything is written
+        // (down → 503, nothing changed).
+        let planned = match self_register {
+            true => None,
+            false => {
+                let token = self
+                    .store
+                    .machine_by_ek(&fp)?
+                    .and_then(|m| m.config_token)
+                    .unwrap_or_else(new_token);
+                let iso_url = self.iso_url(&token)?;
+                Some((token, iso_url))
+            }
+        };
+        let mut done = self.store.write(|tx| -> Result<Registered, ServiceError> {
             let existing = tx.machine_by_ek(&fp)?;
             let prev_state = existing.as_ref().map(|m| m.state.status.to_string());
             let t = transition(existing.as_ref().map(|m| m.state), event)?;
@@ -1006,6 +1073,9 @@ impl Service {
             record.updated_at = now;
             if let Some(to) = t.to {
                 record.state = to;
+            }
+            if let (None, Some((token, _))) = (&record.config_token, &planned) {
+                record.config_token = Some(token.clone());
             }
             tx.put_machine(&record)?;
             let (action, detail) = if t.reregistration {
@@ -1042,10 +1112,20 @@ impl Service {
             tx.log(detail);
             Ok(Registered {
                 machine: record,
+                iso_url: None,
                 created: !t.reregistration,
                 credential: credential.map(|(c, _)| c),
             })
-        })
+        })?;
+        if let Some((token, iso_url)) = planned {
+            done.iso_url = match &done.machine.config_token {
+                Some(t) if *t == token => iso_url,
+                // A concurrent registration of the same EK set the token first.
+                Some(t) => self.iso_url(t)?,
+                None => None,
+            };
+        }
+        Ok(done)
     }
 
     /// Applies an operator event to machine `id`, with `update` run on the record first.
