@@ -624,13 +624,81 @@ async fn challenge(req: Request<State>) -> tide::Result {
     ))
 }
 
+/// The response key's public half, PEM.
+fn server_key_pem(state: &AppState) -> String {
+    let mut pem = vec![0u8; 400];
+    pem_rfc7468::encode(
+        "PUBLIC KEY",
+        pem_rfc7468::LineEnding::LF,
+        &state.response_key_spki,
+        &mut pem,
+    )
+    .unwrap_or_default()
+    .to_owned()
+}
+
+async fn offline_bundle(req: Request<State>) -> tide::Result {
+    let actor = attempt!(operator(&req).await);
+    let id = req.param("id")?.to_owned();
+    let key = server_key_pem(req.state());
+    let bundle =
+        attempt!(blocking(req.state(), move |s| s.offline_bundle(&id, &key, &actor)).await);
+    Ok(json_response(StatusCode::Ok, &bundle))
+}
+
+async fn enroll(mut req: Request<State>) -> tide::Result {
+    use attest_common::wire::{EnrollRequest, EnrollResponse};
+    let body: EnrollRequest = attempt!(decode(&mut req).await);
+    let actor = Actor::agent(source_ip(&req));
+    let done = attempt!(blocking(req.state(), move |s| s.enroll(&body, &actor)).await);
+    Ok(json_response(
+        StatusCode::Ok,
+        &EnrollResponse {
+            machine_id: heapless::String::try_from(done.machine.id.as_str()).unwrap_or_default(),
+            status: done.machine.state.status,
+        },
+    ))
+}
+
+async fn import(mut req: Request<State>) -> tide::Result {
+    use attest_common::wire::TpmReceipt;
+    let actor = attempt!(operator(&req).await);
+    let receipt: TpmReceipt = attempt!(decode(&mut req).await);
+    let done = attempt!(blocking(req.state(), move |s| s.import(&receipt, &actor)).await);
+    let stale = req.state().service.is_stale(&done.machine, unix_now());
+    let status = if done.created {
+        StatusCode::Created
+    } else {
+        StatusCode::Ok
+    };
+    Ok(json_response(status, &machine_json(&done.machine, stale)))
+}
+
+/// `GET /api/v1/backup` (operator): a consistent copy of the registry, as a redb file.
+async fn backup(req: Request<State>) -> tide::Result {
+    let actor = attempt!(operator(&req).await);
+    let dir = req.state().config.data_dir.clone();
+    let (path, summary) = attempt!(blocking(req.state(), move |s| s.backup(&dir, &actor)).await);
+    // Opened, then unlinked: the copy lives exactly as long as the response streams it.
+    let file = smol::fs::File::open(&path).await;
+    let _ = std::fs::remove_file(&path);
+    let file = file?;
+    let len = file.metadata().await?.len();
+    let mut res = tide::Response::new(StatusCode::Ok);
+    res.set_body(tide::Body::from_reader(
+        smol::io::BufReader::new(file),
+        Some(len as usize),
+    ));
+    res.set_content_type("application/octet-stream");
+    res.insert_header("x-itl-machines", summary.machines.to_string());
+    res.insert_header("x-itl-audit-entries", summary.audit_entries.to_string());
+    Ok(res)
+}
+
 async fn server_key(req: Request<State>) -> tide::Result {
     use base64ct::Encoding;
     let spki = &req.state().response_key_spki;
-    let mut pem = vec![0u8; 400];
-    let pem = pem_rfc7468::encode("PUBLIC KEY", pem_rfc7468::LineEnding::LF, spki, &mut pem)
-        .unwrap_or_default()
-        .to_owned();
+    let pem = server_key_pem(req.state());
     Ok(json_response(
         StatusCode::Ok,
         &json!({
@@ -665,6 +733,11 @@ pub fn app(state: State) -> tide::Server<State> {
     app.at("/api/v1/config").get(pending_config);
     app.at("/api/v1/config/:token").get(config_by_token);
     app.at("/api/v1/machines").get(list);
+    app.at("/api/v1/machines/import").post(import);
+    app.at("/api/v1/machines/:id/offline-bundle")
+        .get(offline_bundle);
+    app.at("/api/v1/enroll").post(enroll);
+    app.at("/api/v1/backup").get(backup);
     app.at("/api/v1/machines/:id").get(get).delete(delete);
     app.at("/api/v1/machines/:id/approvals").get(approvals);
     app.at("/api/v1/machines/:id/:action").post(operate);

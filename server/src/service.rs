@@ -19,6 +19,9 @@ use attest_common::wire::{
     Timestamp,
 };
 
+mod offline;
+pub use offline::{Admitted, OfflineBundle};
+
 use crate::audit::NewEntry;
 use crate::enrollment::EnrollmentCa;
 use crate::factory::IsoSource;
@@ -453,6 +456,45 @@ impl Service {
     pub fn with_service_url(mut self, url: &str) -> Service {
         self.service_url = Some(url.trim_end_matches('/').to_owned());
         self
+    }
+
+    /// A consistent copy of the registry in a new file in `dir` (DESIGN.md §7), audited
+    /// after the copy was taken; the caller streams it out and removes it.
+    pub fn backup(
+        &self,
+        dir: &std::path::Path,
+        actor: &Actor,
+    ) -> Result<(std::path::PathBuf, crate::store::BackupSummary), ServiceError> {
+        let mut tag = [0u8; 8];
+        getrandom::fill(&mut tag).expect("the operating system's random number generator failed");
+        let path = dir.join(format!(".backup-{}.redb", crate::audit::hex(&tag)));
+        let summary = self.store.backup(&path)?;
+        let now = now();
+        let detail = format!(
+            "Backup taken: machines={} audit_entries={}",
+            summary.machines, summary.audit_entries
+        );
+        let audited = self.store.write(|tx| {
+            tx.audit(
+                NewEntry {
+                    operator_cn: actor.identity.clone(),
+                    action: "backup".into(),
+                    machine_id: None,
+                    prev_state: None,
+                    new_state: None,
+                    detail: detail.clone(),
+                    source_ip: actor.source_ip.clone(),
+                },
+                now,
+            )?;
+            tx.log(detail.clone());
+            Ok::<_, ServiceError>(())
+        });
+        if let Err(e) = audited {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        Ok((path, summary))
     }
 
     /// The config URL of a token.

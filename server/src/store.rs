@@ -87,6 +87,13 @@ pub struct Store {
     challenge_key: ChallengeKey,
 }
 
+/// What a backup copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupSummary {
+    pub machines: u64,
+    pub audit_entries: u64,
+}
+
 /// Group commit: how far the file is durable, and whether someone is making it so.
 #[derive(Default)]
 struct Sync {
@@ -433,8 +440,108 @@ impl Store {
     }
 
     /// Recomputes the whole chain.
-    pub fn audit_verify(&self) -> Result<audit::Verification, StoreError> {
+    /// A consistent logical copy of this registry into a new file `to`, from one read
+    /// transaction, while requests keep writing (DESIGN.md §7).
+    pub fn backup(&self, to: &Path) -> Result<BackupSummary, StoreError> {
+        copy_registry(&self.db.begin_read()?, to)
+    }
+
+    /// The same from a registry file no process has open (the service is stopped); `None`
+    /// when a running service holds it (ask the service: `GET /api/v1/backup`).
+    pub fn backup_file(path: &Path, to: &Path) -> Result<Option<BackupSummary>, StoreError> {
+        let source = match redb::ReadOnlyDatabase::open(path) {
+            Ok(s) => s,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Ok(None),
+            Err(e) => return Err(StoreError(format!("cannot open {}: {e}", path.display()))),
+        };
+        copy_registry(&source.begin_read()?, to).map(Some)
+    }
+
+    /// Names of the tables in the file (for checking that a backup copies them all).
+    pub fn table_names(&self) -> Result<Vec<String>, StoreError> {
+        use redb::TableHandle as _;
         let txn = self.db.begin_read()?;
+        Ok(txn.list_tables()?.map(|t| t.name().to_owned()).collect())
+    }
+
+    pub fn audit_verify(&self) -> Result<audit::Verification, StoreError> {
+        audit_verify_in(&self.db.begin_read()?)
+    }
+
+    /// Machines in a registry file no process has open (a backup copy).
+    pub fn machines_in_file(path: &Path) -> Result<u64, StoreError> {
+        let db = redb::ReadOnlyDatabase::open(path)?;
+        let txn = db.begin_read()?;
+        Ok(txn.open_table(MACHINES)?.len()?)
+    }
+
+    /// Verifies the audit chain of a registry file no process has open (a backup copy).
+    pub fn audit_verify_file(path: &Path) -> Result<audit::Verification, StoreError> {
+        audit_verify_in(&redb::ReadOnlyDatabase::open(path)?.begin_read()?)
+    }
+}
+
+/// Copies every table seen by `read` into a new redb file at `to` (via `to.partial`, made
+/// durable, then renamed, so `to` is only ever a complete copy).
+fn copy_registry(read: &redb::ReadTransaction, to: &Path) -> Result<BackupSummary, StoreError> {
+    if to.exists() {
+        return Err(StoreError(format!(
+            "{} exists: choose a new file",
+            to.display()
+        )));
+    }
+    let partial = to.with_extension("partial");
+    let _ = std::fs::remove_file(&partial);
+    let copy = Database::create(&partial)?;
+    let write = copy.begin_write()?;
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        read: &redb::ReadTransaction,
+        write: &redb::WriteTransaction,
+        def: TableDefinition<K, V>,
+    ) -> Result<u64, StoreError>
+    where
+        for<'a> K::SelfType<'a>: std::borrow::Borrow<K::SelfType<'a>>,
+        for<'a> V::SelfType<'a>: std::borrow::Borrow<V::SelfType<'a>>,
+    {
+        let mut to = write.open_table(def)?;
+        let from = match read.open_table(def) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let mut n = 0;
+        for item in from.iter()? {
+            let (k, v) = item?;
+            to.insert(k.value(), v.value())?;
+            n += 1;
+        }
+        Ok(n)
+    }
+    let machines = table(read, &write, MACHINES)?;
+    table(read, &write, BY_EK)?;
+    table(read, &write, BY_TOKEN)?;
+    table(read, &write, APPROVALS)?;
+    let audit_entries = table(read, &write, AUDIT)?;
+    table(read, &write, USED_NONCES)?;
+    table(read, &write, STALE)?;
+    table(read, &write, META)?;
+    write.commit()?;
+    drop(copy);
+    std::fs::File::open(&partial)
+        .and_then(|f| f.sync_all())
+        .and_then(|_| std::fs::rename(&partial, to))
+        .map_err(|e| StoreError(format!("cannot put the copy at {}: {e}", to.display())))?;
+    if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(BackupSummary {
+        machines,
+        audit_entries,
+    })
+}
+
+fn audit_verify_in(txn: &redb::ReadTransaction) -> Result<audit::Verification, StoreError> {
+    {
         let table = txn.open_table(AUDIT)?;
         let mut entries = Vec::new();
         for item in table.iter()? {

@@ -13,6 +13,8 @@ pub const ADMIN: &str = "test-break-glass-token";
 pub struct Server {
     child: Child,
     pub url: String,
+    /// Log lines written before the server listened.
+    pub startup: Vec<String>,
     pub data_dir: PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
@@ -40,19 +42,24 @@ impl Server {
         let mut child = cmd.spawn().expect("start attestation-server");
         let stderr = child.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
+        let mut startup = Vec::new();
         let url = loop {
             let line = lines
                 .next()
-                .expect("server exited before listening")
+                .unwrap_or_else(|| panic!("server exited before listening: {startup:#?}"))
                 .expect("utf-8 log line");
-            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-                break url.to_owned();
+            if line.contains(" listening on ") {
+                if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                    break url.to_owned();
+                }
             }
+            startup.push(line);
         };
         std::thread::spawn(move || lines.for_each(drop));
         Server {
             child,
             url,
+            startup,
             data_dir: data_dir.to_owned(),
             _dir: None,
         }
