@@ -449,12 +449,18 @@ impl Store {
     /// The same from a registry file no process has open (the service is stopped); `None`
     /// when a running service holds it (ask the service: `GET /api/v1/backup`).
     pub fn backup_file(path: &Path, to: &Path) -> Result<Option<BackupSummary>, StoreError> {
-        let source = match redb::ReadOnlyDatabase::open(path) {
-            Ok(s) => s,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Ok(None),
-            Err(e) => return Err(StoreError(format!("cannot open {}: {e}", path.display()))),
-        };
-        copy_registry(&source.begin_read()?, to).map(Some)
+        let cannot =
+            |e: redb::DatabaseError| StoreError(format!("cannot open {}: {e}", path.display()));
+        match redb::ReadOnlyDatabase::open(path) {
+            Ok(source) => copy_registry(&source.begin_read()?, to).map(Some),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Ok(None),
+            // Not shut down cleanly: repaired as the next start would, then copied.
+            Err(redb::DatabaseError::RepairAborted) => {
+                let source = Database::open(path).map_err(cannot)?;
+                copy_registry(&source.begin_read()?, to).map(Some)
+            }
+            Err(e) => Err(cannot(e)),
+        }
     }
 
     /// Names of the tables in the file (for checking that a backup copies them all).

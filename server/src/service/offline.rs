@@ -176,7 +176,11 @@ impl Service {
         let now = now();
         let committed: Result<Admitted, ServiceError> = self.store.write(|tx| {
             let cert = enrollment.ca.verify(req.cert_pem.der(), now);
-            let machine_id = cert.as_ref().ok().map(|c| c.machine_id.clone());
+            // For a refused certificate, the id it claims (unverified) names the attempt.
+            let machine_id = match &cert {
+                Ok(c) => Some(c.machine_id.clone()),
+                Err(_) => crate::enrollment::claimed_machine_id(req.cert_pem.der()),
+            };
             let record = match &machine_id {
                 Some(m) => tx.machine(m)?,
                 None => None,
