@@ -356,6 +356,72 @@ fn usb_register_approve_attest_and_receipt() {
     assert_eq!(json["identity"]["ek_fingerprint"], fp.as_str());
     assert_eq!(json["format"], 1);
 
+    // Imported by an operator into another registry (the air-gapped site): registered,
+    // idempotent on the EK, and a receipt whose fingerprint lies is refused.
+    let text = std::fs::read_to_string(&receipt).unwrap();
+    let site = start_server(&dir.path().join("site"), &[]);
+    let (s, e) = site.call("POST", "/api/v1/machines/import", None, Some(&text));
+    assert_eq!(s, 401, "operators only: {e}");
+    let (s, imported) = site.call("POST", "/api/v1/machines/import", Some(ADMIN), Some(&text));
+    assert_eq!(s, 201, "{imported}");
+    assert_eq!(
+        (
+            imported["status"].as_str(),
+            imported["ek_fingerprint"].as_str()
+        ),
+        (Some("registered"), Some(fp.as_str()))
+    );
+    let site_id = imported["machine_id"].as_str().unwrap().to_owned();
+    let (s, twice) = site.call("POST", "/api/v1/machines/import", Some(ADMIN), Some(&text));
+    assert_eq!(
+        (s, twice["machine_id"].as_str()),
+        (200, Some(site_id.as_str())),
+        "{twice}"
+    );
+    let mut lying = json.clone();
+    lying["identity"]["ek_fingerprint"] = Value::String("ab".repeat(48));
+    let (s, e) = site.call(
+        "POST",
+        "/api/v1/machines/import",
+        Some(ADMIN),
+        Some(&lying.to_string()),
+    );
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (422, Some("fingerprint_mismatch")),
+        "{e}"
+    );
+    let (_, list) = site.call("GET", "/api/v1/machines", Some(ADMIN), None);
+    assert_eq!(list["machines"].as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(
+        site.audit_column(&site_id, "action"),
+        ["import"],
+        "one entry: the second import changed nothing"
+    );
+    // Importing into the registry that knows the EK answers the machine as it is.
+    let (s, known) = server.call("POST", "/api/v1/machines/import", Some(ADMIN), Some(&text));
+    assert_eq!(
+        (s, known["machine_id"].as_str(), known["status"].as_str()),
+        (200, Some(id.as_str()), Some("attested"))
+    );
+    // Once it has network, the imported machine's agent registers (same record, now with a
+    // credential for its AK) and attests.
+    approve(&site, &site_id, "worker-infra", "infra-1");
+    let at_site = AgentCli {
+        tcti: swtpm.tcti(),
+        state: dir.path().join("usb-site"),
+        server: site.url.clone(),
+    };
+    assert_eq!(at_site.ok(&["register"])["machine_id"], site_id);
+    let r = at_site.run(&["attest", "--once"]);
+    assert_eq!(
+        (r.code, r.kv["action"].as_str()),
+        (0, "apply-config"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(machine(&site, &site_id)["status"], "attested");
+
     // Configuration errors are exit status 2 with a sentence.
     let unregistered = AgentCli {
         state: dir.path().join("empty"),
