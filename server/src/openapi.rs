@@ -103,6 +103,20 @@ pub fn document() -> Value {
         &[404, 409],
     );
     delete["parameters"] = id_param();
+    let mut bundle = operator(
+        "Offline bundle: ISO URL, config token and URL, full MachineConfig with a new enrollment certificate and key",
+        "200",
+        &[403, 404, 409, 503],
+    );
+    bundle["parameters"] = id_param();
+    let mut import = operator(
+        "Import a TPM receipt (attest-agent receipt): registered, idempotent on the EK",
+        "201",
+        &[400, 413, 422],
+    );
+    import["requestBody"] = body(
+        json!({"type": "object", "required": ["format", "identity", "agent_version", "created_at"]}),
+    );
     let mut approvals = operator("Pending dual-control votes", "200", &[404]);
     approvals["parameters"] = id_param();
     let mut list = operator("List machines", "200", &[400]);
@@ -126,8 +140,8 @@ pub fn document() -> Value {
         "paths": {
             "/healthz": {"get": {"summary": "Liveness", "responses": responses("200", &[])}},
             "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": responses("200", &[])}},
-            "/api/v1/register": {"post": {"summary": "Pre-register a machine (USB agent)",
-                "requestBody": body(register.clone()), "responses": responses("201", &[400, 409, 413, 422])}},
+            "/api/v1/register": {"post": {"summary": "Pre-register a machine (USB agent); answers the ISO URL when an ISO source is configured",
+                "requestBody": body(register.clone()), "responses": responses("201", &[400, 409, 413, 422, 503])}},
             "/api/v1/self-register": {"post": {"summary": "Zero-touch registration (pending approval)",
                 "requestBody": body(register), "responses": responses("201", &[400, 409, 413, 422])}},
             "/api/v1/attest/challenge": {
@@ -152,6 +166,12 @@ pub fn document() -> Value {
             "/api/v1/machines/{id}/unlock": {"post": unlock},
             "/api/v1/machines/{id}/revoke": {"post": revoke},
             "/api/v1/machines/{id}/reset-baseline": {"post": reset_baseline},
+            "/api/v1/machines/{id}/offline-bundle": {"get": bundle},
+            "/api/v1/machines/import": {"post": import},
+            "/api/v1/enroll": {"post": {"summary": "Prove the enrollment key over a challenge nonce (air-gapped path): attested",
+                "requestBody": body(json!({"type": "object", "required": ["cert_pem", "nonce_id", "signature"]})),
+                "responses": responses("200", &[400, 403, 404, 409, 410, 413, 503])}},
+            "/api/v1/backup": {"get": operator("A consistent copy of the registry (redb file)", "200", &[])},
             "/api/v1/audit": {"get": audit},
             "/api/v1/audit/verify": {"get": operator("Recompute the audit chain", "200", &[])}
         }

@@ -103,6 +103,11 @@ fn openapi_describes_every_route() {
         ("get", "/api/v1/attest/challenge"),
         ("get", "/api/v1/server-key"),
         ("post", "/api/v1/attest"),
+        ("post", "/api/v1/machines/{id}/reset-baseline"),
+        ("get", "/api/v1/machines/{id}/offline-bundle"),
+        ("post", "/api/v1/machines/import"),
+        ("post", "/api/v1/enroll"),
+        ("get", "/api/v1/backup"),
     ];
     for (method, path) in routes {
         let op = &doc["paths"][path][method];
