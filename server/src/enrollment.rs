@@ -488,10 +488,10 @@ impl EnrollmentCa {
             } else if ext.extn_id == ID_CE_SUBJECT_ALT_NAME {
                 if let Ok(san) = SubjectAltName::from_der(value) {
                     for name in san.0 {
-                        if let GeneralName::UniformResourceIdentifier(uri) = name {
-                            if let Some(fp) = uri.as_str().strip_prefix(EK_URI_PREFIX) {
-                                ek_uris.push(fp.to_owned());
-                            }
+                        if let GeneralName::UniformResourceIdentifier(uri) = name
+                            && let Some(fp) = uri.as_str().strip_prefix(EK_URI_PREFIX)
+                        {
+                            ek_uris.push(fp.to_owned());
                         }
                     }
                 }

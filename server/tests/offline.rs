@@ -321,7 +321,16 @@ fn enrollment_ca_offline_bundle_and_enroll() {
             .issue(&id, "worker-app", &other_ek, now(), 7)
             .unwrap(),
     );
-    let cases: [(&str, &str, &SigningKey, Option<[u8; 32]>, u16, &str); 4] = [
+    /// (what, cert PEM, enrollment key, nonce to sign instead of the server's, status, code)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a SigningKey,
+        Option<[u8; 32]>,
+        u16,
+        &'a str,
+    );
+    let cases: [Case; 4] = [
         (
             "another CA",
             &other.0,

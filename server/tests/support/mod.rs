@@ -48,10 +48,10 @@ impl Server {
                 .next()
                 .unwrap_or_else(|| panic!("server exited before listening: {startup:#?}"))
                 .expect("utf-8 log line");
-            if line.contains(" listening on ") {
-                if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-                    break url.to_owned();
-                }
+            if line.contains(" listening on ")
+                && let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://"))
+            {
+                break url.to_owned();
             }
             startup.push(line);
         };
