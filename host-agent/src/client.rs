@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
 use attest_common::wire::{
-    AttestRequest, AttestResponse, ChallengeRequest, ChallengeResponse, RegisterRequest,
-    RegisterResponse, from_json,
+    AttestRequest, AttestResponse, ChallengeRequest, ChallengeResponse, EnrollRequest,
+    EnrollResponse, RegisterRequest, RegisterResponse, from_json,
 };
 use serde::de::DeserializeOwned;
 
@@ -167,6 +167,12 @@ impl Client {
     pub fn attest(&self, req: &AttestRequest) -> Result<AttestResponse> {
         let (_, body) = self.send("POST", "/api/v1/attest", Some(serde_json::to_string(req)?))?;
         Self::decode("attest", &body)
+    }
+
+    /// `POST /api/v1/enroll` (air-gapped path: the enrollment certificate's proof).
+    pub fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse> {
+        let (_, body) = self.send("POST", "/api/v1/enroll", Some(serde_json::to_string(req)?))?;
+        Self::decode("enroll", &body)
     }
 
     /// The server's response public key (DER SubjectPublicKeyInfo).

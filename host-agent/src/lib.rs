@@ -5,6 +5,7 @@ pub mod agent;
 pub mod backoff;
 pub mod client;
 pub mod config;
+pub mod enroll;
 pub mod hooks;
 pub mod state;
 pub mod tpm;

@@ -136,6 +136,16 @@ enum Command {
         #[command(flatten)]
         register: RegisterArgs,
     },
+    /// Prove an offline bundle's enrollment certificate to the server (air-gapped path):
+    /// sign a fresh server nonce with the enrollment key; the machine becomes attested.
+    Enroll {
+        /// The enrollment certificate (PEM or DER).
+        #[arg(long, value_name = "FILE", default_value = attest_host_agent::enroll::DEFAULT_CERT)]
+        cert: PathBuf,
+        /// Its PKCS#8 private key (PEM or DER).
+        #[arg(long, value_name = "FILE", default_value = attest_host_agent::enroll::DEFAULT_KEY)]
+        key: PathBuf,
+    },
     /// Write a TPM receipt (identity for `POST /machines/import`) without any network.
     Receipt {
         #[arg(long, value_name = "FILE")]
@@ -287,6 +297,23 @@ fn receipt(agent: &Agent, out: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+fn enroll(settings: &Settings, cert: &std::path::Path, key: &std::path::Path) -> Result<()> {
+    let credential = attest_host_agent::enroll::Credential::read(cert, key)
+        .map_err(|e| Fatal(format!("{e:#}")))?;
+    let ca = match &settings.ca_file {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
+        }
+        None => None,
+    };
+    let server = settings.server().map_err(|e| Fatal(format!("{e:#}")))?;
+    let client = attest_host_agent::client::Client::new(server, settings.timeout, ca.as_deref())?;
+    let r = credential.enroll(&client)?;
+    println!("machine_id={}", r.machine_id);
+    println!("status={}", r.status);
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
     match cli.command {
@@ -304,6 +331,7 @@ fn run(cli: Cli) -> Result<()> {
             once,
             self_register,
         ),
+        Command::Enroll { ref cert, ref key } => enroll(&settings(g, None, None)?, cert, key),
         Command::Receipt { ref out } => receipt(&Agent::new(settings(g, None, None)?)?, out),
     }
 }

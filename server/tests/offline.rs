@@ -16,7 +16,7 @@ use attest_common::nonce::{Domain, sign};
 use attest_server::enrollment::{EnrollmentCa, key_matches_cert};
 use base64ct::Encoding as _;
 use p384::ecdsa::SigningKey;
-use p384::pkcs8::DecodePrivateKey as _;
+use p384::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use support::{ADMIN, Server};
@@ -384,7 +384,44 @@ fn enrollment_ca_offline_bundle_and_enroll() {
         .count();
     assert_eq!(failures, 4, "every refusal audited");
 
-    // The real thing: attested; the same nonce again is a replay.
+    // The agent on the node: a key that is not the certificate's is refused before anything
+    // is sent (exit status 2).
+    let node = dir.path().join("node");
+    std::fs::create_dir(&node).unwrap();
+    let (node_cert, node_key) = (node.join("enrollment.pem"), node.join("enrollment.key"));
+    std::fs::write(&node_cert, &cert_pem).unwrap();
+    std::fs::write(&node_key, other.1.to_pkcs8_pem(Default::default()).unwrap()).unwrap();
+    let agent_enroll = || {
+        let out = Command::new(support::agent_bin())
+            .env_clear()
+            .args(["enroll", "--server", &server.url, "--cert"])
+            .arg(&node_cert)
+            .arg("--key")
+            .arg(&node_key)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = agent_enroll();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("the key is not the certificate's key"),
+        "{err}"
+    );
+    assert_eq!(status_of(&server, &id), "registered");
+
+    // The real thing, with the bundle's key, as `attest-agent enroll` does it: attested.
+    std::fs::write(&node_key, &key_pem).unwrap();
+    let (code, out, err) = agent_enroll();
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, format!("machine_id={id}\nstatus=attested\n"));
+    assert_eq!(status_of(&server, &id), "attested");
+
+    // Again by hand, then the same nonce again is a replay.
     let c = challenge(&server);
     let (s, r) = enroll(&server, &cert_pem, &key, &id, &c, None);
     assert_eq!(s, 200, "{r}");

@@ -23,22 +23,7 @@ use attest_common::wire::{
 use attest_host_agent::tpm::{Ak, AkType, EkType, Tpm};
 use attest_swtpm::Swtpm;
 use serde_json::Value;
-use support::{ADMIN, Server};
-
-fn agent_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("attest-agent");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p attest-host-agent` (cargo test --workspace does)",
-        bin.display()
-    );
-    bin
-}
+use support::{ADMIN, Server, agent_bin};
 
 struct Out {
     code: i32,

@@ -10,6 +10,22 @@ use std::process::{Child, Command, Stdio};
 
 pub const ADMIN: &str = "test-break-glass-token";
 
+/// The `attest-agent` binary next to this test's (cargo test --workspace builds it).
+pub fn agent_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("attest-agent");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p attest-host-agent` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
 pub struct Server {
     child: Child,
     pub url: String,
