@@ -757,4 +757,16 @@ fn backups_are_consistent_while_requests_write() {
         live.table_names().unwrap(),
         "every table copied"
     );
+    drop((store, live));
+
+    // Restore: a server started on the copy serves its machines and its chain.
+    let restored = dir.path().join("restored");
+    std::fs::create_dir(&restored).unwrap();
+    std::fs::copy(&copy, restored.join("attestation.redb")).unwrap();
+    let server = Server::start_with(&restored, &[("ITL_ADMIN_TOKEN", ADMIN)]);
+    let (s, list) = server.call("GET", "/api/v1/machines", Some(ADMIN), None);
+    assert_eq!(s, 200);
+    assert_eq!(list["machines"].as_array().unwrap().len(), machines);
+    let (_, v) = server.call("GET", "/api/v1/audit/verify", Some(ADMIN), None);
+    assert_eq!(v["valid"], true, "{v}");
 }
