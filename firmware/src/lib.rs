@@ -5,10 +5,11 @@
 //! outside: a sans-IO state machine fed with bytes and events, a TPM client over a transport
 //! trait (TIS MMIO, TIS over SPI), and a framed serial link to `attest-agent relay`.
 //!
-//! Today the crate proves the foundation it stands on: `attest-common` builds for it without
-//! `std` and without an allocator. The agent, the TPM client and the link arrive with the
-//! firmware issue.
+//! The TPM client ([`tpm`]) speaks TPM 2.0 through `tpm2-protocol` over any
+//! [`tpm::TpmTransport`]; host tests run it against swtpm's TCP port.
 #![no_std]
 #![forbid(unsafe_code)]
+
+pub mod tpm;
 
 pub use attest_common as common;

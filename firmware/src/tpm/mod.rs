@@ -1,0 +1,571 @@
+//! The TPM client: the handful of TPM 2.0 commands a boot-time agent needs, marshalled and
+//! parsed by `tpm2-protocol`, over any [`TpmTransport`].
+//!
+//! Everything lives in two fixed buffers owned by the client (no heap, no large stack
+//! frames for I/O). Responses from the TPM are untrusted bytes: `tpm2-protocol` checks
+//! every frame and structure before a field is used, and each command has its own typed
+//! error carrying the TPM's response code.
+
+pub mod template;
+pub mod transport;
+
+use heapless::Vec;
+use tpm2_protocol::basic::{TpmHandle, TpmUint16, TpmUint32};
+use tpm2_protocol::data::{
+    Tpm2bData, Tpm2bDigest, Tpm2bEncryptedSecret, Tpm2bIdObject, Tpm2bNonce, Tpm2bPublic,
+    Tpm2bSensitiveCreate, TpmAlgId, TpmCap, TpmCc, TpmRc, TpmRcBase, TpmSe, TpmSt, TpmSu,
+    TpmlDigest, TpmlPcrSelection, TpmsAuthCommand, TpmtPublic, TpmtSigScheme, TpmtSymDefObject,
+    TpmuCapabilities,
+};
+use tpm2_protocol::frame::{
+    TpmActivateCredentialCommand, TpmActivateCredentialResponse, TpmCreatePrimaryCommand,
+    TpmCreatePrimaryResponse, TpmFlushContextCommand, TpmFlushContextResponse, TpmFrame,
+    TpmGetCapabilityCommand, TpmGetCapabilityResponse, TpmNvReadCommand, TpmNvReadPublicCommand,
+    TpmNvReadPublicResponse, TpmNvReadResponse, TpmPcrReadCommand, TpmPcrReadResponse,
+    TpmPolicyOrCommand, TpmPolicyOrResponse, TpmPolicySecretCommand, TpmPolicySecretResponse,
+    TpmQuoteCommand, TpmQuoteResponse, TpmResponse, TpmStartAuthSessionCommand,
+    TpmStartAuthSessionResponse, TpmStartupCommand, TpmStartupResponse, TpmUnmarshalBody,
+    tpm_marshal_command,
+};
+use tpm2_protocol::{TpmMarshal, TpmUnmarshal, TpmWriter};
+
+pub use transport::{TpmTransport, TransportError};
+
+/// Largest command or response this client exchanges (an RSA EK certificate chunk, a quote).
+pub const BUFFER: usize = 2048;
+/// NV_Read chunk: below every TPM's TPM_PT_NV_BUFFER_MAX (1024 is common; 512 is safe).
+const NV_CHUNK: u16 = 512;
+/// Largest EK certificate read (DER).
+pub const MAX_EK_CERT: usize = attest_common::fingerprint::MAX_EK_DER;
+/// TPM2B_PUBLIC of a key, marshalled.
+pub const MAX_PUBLIC: usize = 400;
+/// TPMS_ATTEST of a quote, marshalled.
+pub const MAX_ATTEST: usize = 512;
+/// TPMT_SIGNATURE, marshalled.
+pub const MAX_SIGNATURE: usize = 300;
+
+const TPM_RC_INITIALIZE: u32 = 0x100;
+/// Sends of one command when the TPM keeps answering "retry".
+const MAX_ATTEMPTS: u32 = 50;
+const TPM_RH_ENDORSEMENT: u32 = 0x4000_000b;
+const TPM_RH_NULL: u32 = 0x4000_0007;
+const TPM_RS_PW: u32 = 0x4000_0009;
+const TPM_PT_MANUFACTURER: u32 = 0x105;
+
+/// Which endorsement key; the certificate's NV index and the template follow from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum EkType {
+    EccP384,
+    Rsa2048,
+}
+
+impl EkType {
+    /// Preferred first (CNSA: P-384).
+    pub const PREFERENCE: [EkType; 2] = [EkType::EccP384, EkType::Rsa2048];
+
+    pub fn cert_nv_index(self) -> u32 {
+        match self {
+            EkType::EccP384 => 0x01c0_0016,
+            EkType::Rsa2048 => 0x01c0_0002,
+        }
+    }
+
+    pub fn template(self) -> &'static [u8] {
+        match self {
+            EkType::EccP384 => &template::EK_P384,
+            EkType::Rsa2048 => &template::EK_RSA2048,
+        }
+    }
+
+    fn policy_hash(self) -> TpmAlgId {
+        match self {
+            EkType::EccP384 => TpmAlgId::Sha384,
+            EkType::Rsa2048 => TpmAlgId::Sha256,
+        }
+    }
+}
+
+/// What went wrong with a TPM command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum TpmError {
+    /// The command never got an answer.
+    Transport(TransportError),
+    /// The TPM answered with an error response code.
+    Response { cc: u32, rc: u32 },
+    /// The answer is not a well-formed response to this command.
+    Malformed { cc: u32 },
+    /// A value does not fit this client's fixed buffers.
+    TooLarge,
+}
+
+impl core::fmt::Display for TpmError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            TpmError::Transport(e) => write!(f, "{e}"),
+            TpmError::Response { cc, rc } => {
+                write!(f, "TPM command {cc:#x} failed with response code {rc:#x}")
+            }
+            TpmError::Malformed { cc } => {
+                write!(f, "the TPM's answer to command {cc:#x} is malformed")
+            }
+            TpmError::TooLarge => f.write_str("a TPM value does not fit the client's buffers"),
+        }
+    }
+}
+
+impl From<TransportError> for TpmError {
+    fn from(e: TransportError) -> Self {
+        TpmError::Transport(e)
+    }
+}
+
+pub type Result<T> = core::result::Result<T, TpmError>;
+
+/// A transient object the client created; flush it with [`Tpm::flush`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handle(pub u32);
+
+/// A key created from a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    pub handle: Handle,
+    /// TPM2B_PUBLIC as the TPM returned it.
+    pub public: Vec<u8, MAX_PUBLIC>,
+    /// The TPM's Name for the key (nameAlg ‖ digest of the public area).
+    pub name: Vec<u8, 66>,
+}
+
+/// A quote: TPMS_ATTEST and TPMT_SIGNATURE, marshalled, as the server expects them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quote {
+    pub attest: Vec<u8, MAX_ATTEST>,
+    pub signature: Vec<u8, MAX_SIGNATURE>,
+}
+
+/// PCRs of one bank to read or quote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PcrBank {
+    /// TPM_ALG_ID of the bank's hash.
+    pub hash_alg: u16,
+    /// Bit i set: PCR i (0..24).
+    pub mask: u32,
+}
+
+/// One PCR value read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PcrRead {
+    pub hash_alg: u16,
+    pub index: u8,
+    pub value: Vec<u8, 64>,
+}
+
+fn malformed(cc: TpmCc) -> impl Fn(tpm2_protocol::TpmError) -> TpmError {
+    move |_| TpmError::Malformed { cc: cc.value() }
+}
+
+/// Parses one value of a `tpm2-protocol` type from bytes this module wrote itself.
+fn parse<T: TpmUnmarshal>(bytes: &[u8]) -> Result<T> {
+    match T::unmarshal(bytes) {
+        Ok((v, [])) => Ok(v),
+        _ => Err(TpmError::TooLarge),
+    }
+}
+
+fn password() -> TpmsAuthCommand {
+    TpmsAuthCommand {
+        session_handle: TpmHandle::new(TPM_RS_PW),
+        ..Default::default()
+    }
+}
+
+fn buffer<T: for<'a> TryFrom<&'a [u8]>>(bytes: &[u8]) -> Result<T> {
+    T::try_from(bytes).map_err(|_| TpmError::TooLarge)
+}
+
+fn marshal_into<T: TpmMarshal, const N: usize>(value: &T) -> Result<Vec<u8, N>> {
+    let mut buf = [0u8; N];
+    let mut w = TpmWriter::new(&mut buf);
+    value.marshal(&mut w).map_err(|_| TpmError::TooLarge)?;
+    let len = w.len();
+    Vec::from_slice(&buf[..len]).map_err(|_| TpmError::TooLarge)
+}
+
+/// TPML_PCR_SELECTION for the given banks.
+fn pcr_selection(banks: &[PcrBank]) -> Result<TpmlPcrSelection> {
+    let mut bytes: Vec<u8, 64> = Vec::new();
+    let push =
+        |b: &mut Vec<u8, 64>, s: &[u8]| b.extend_from_slice(s).map_err(|_| TpmError::TooLarge);
+    push(&mut bytes, &(banks.len() as u32).to_be_bytes())?;
+    for bank in banks {
+        push(&mut bytes, &bank.hash_alg.to_be_bytes())?;
+        push(&mut bytes, &[3])?;
+        push(&mut bytes, &bank.mask.to_le_bytes()[..3])?;
+    }
+    parse(&bytes)
+}
+
+pub struct Tpm<T: TpmTransport> {
+    transport: T,
+    command: [u8; BUFFER],
+    response: [u8; BUFFER],
+}
+
+impl<T: TpmTransport> Tpm<T> {
+    pub fn new(transport: T) -> Tpm<T> {
+        Tpm {
+            transport,
+            command: [0; BUFFER],
+            response: [0; BUFFER],
+        }
+    }
+
+    pub fn into_transport(self) -> T {
+        self.transport
+    }
+
+    /// Marshals `command`, sends it, and checks and parses the response.
+    fn call<C: TpmFrame, R: TpmUnmarshalBody>(
+        &mut self,
+        command: &C,
+        sessions: &[TpmsAuthCommand],
+    ) -> Result<R> {
+        let cc = command.cc();
+        let tag = if sessions.is_empty() {
+            TpmSt::NoSessions
+        } else {
+            TpmSt::Sessions
+        };
+        let mut w = TpmWriter::new(&mut self.command);
+        tpm_marshal_command(command, tag, sessions, &mut w).map_err(|_| TpmError::TooLarge)?;
+        let len = w.len();
+        let mut attempts = 0;
+        let (n, rc) = loop {
+            let n = self
+                .transport
+                .transmit(&self.command[..len], &mut self.response)?;
+            let frame = TpmResponse::cast(&self.response[..n]).map_err(malformed(cc))?;
+            let rc = frame.rc().map_err(malformed(cc))?;
+            attempts += 1;
+            // TPM_RC_RETRY, TPM_RC_YIELDED, TPM_RC_TESTING: the TPM asks to send it again.
+            if matches!(rc.value(), 0x922 | 0x908 | 0x90a) && attempts < MAX_ATTEMPTS {
+                continue;
+            }
+            break (n, rc);
+        };
+        let frame = TpmResponse::cast(&self.response[..n]).map_err(malformed(cc))?;
+        if rc != TpmRc::Fmt0(TpmRcBase::Success) {
+            return Err(TpmError::Response {
+                cc: cc.value(),
+                rc: rc.value(),
+            });
+        }
+        frame.unmarshal::<R>().map_err(malformed(cc))
+    }
+
+    /// Makes sure the TPM is started: firmware that ran before us usually sent
+    /// TPM2_Startup; when it did not, the TPM answers TPM_RC_INITIALIZE and we send it.
+    /// Returns whether this call started it.
+    pub fn ensure_started(&mut self) -> Result<bool> {
+        match self.manufacturer() {
+            Ok(_) => Ok(false),
+            Err(TpmError::Response { rc, .. }) if rc == TPM_RC_INITIALIZE => {
+                let _: TpmStartupResponse = self.call(
+                    &TpmStartupCommand {
+                        handles: [],
+                        startup_type: TpmSu::Clear,
+                    },
+                    &[],
+                )?;
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// TPM_PT_MANUFACTURER (four ASCII characters, e.g. "IBM " for swtpm).
+    pub fn manufacturer(&mut self) -> Result<u32> {
+        let r: TpmGetCapabilityResponse = self.call(
+            &TpmGetCapabilityCommand {
+                handles: [],
+                cap: TpmCap::TpmProperties,
+                property: TpmUint32::new(TPM_PT_MANUFACTURER),
+                property_count: TpmUint32::new(1),
+            },
+            &[],
+        )?;
+        match &r.capability_data.data {
+            TpmuCapabilities::TpmProperties(list) => list
+                .iter()
+                .find(|p| p.property.value() == TPM_PT_MANUFACTURER)
+                .map(|p| p.value.value())
+                .ok_or(TpmError::Malformed {
+                    cc: TpmCc::GetCapability.value(),
+                }),
+            _ => Err(TpmError::Malformed {
+                cc: TpmCc::GetCapability.value(),
+            }),
+        }
+    }
+
+    /// The size of an NV index's data; `None` when the index is not defined.
+    pub fn nv_size(&mut self, index: u32) -> Result<Option<u16>> {
+        let r: Result<TpmNvReadPublicResponse> = self.call(
+            &TpmNvReadPublicCommand {
+                handles: [TpmHandle::new(index)],
+            },
+            &[],
+        );
+        match r {
+            Ok(r) => Ok(Some(r.nv_public.inner.data_size.value())),
+            // TPM_RC_HANDLE (for handle 1): the index is not defined.
+            Err(TpmError::Response { rc, .. }) if rc & 0xbf == 0x8b => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads `out.len()` bytes of an NV index, in chunks, with the index's own (empty)
+    /// authorization.
+    pub fn nv_read(&mut self, index: u32, out: &mut [u8]) -> Result<()> {
+        let mut at = 0;
+        while at < out.len() {
+            let size = (out.len() - at).min(usize::from(NV_CHUNK)) as u16;
+            let r: TpmNvReadResponse = self.call(
+                &TpmNvReadCommand {
+                    handles: [TpmHandle::new(index), TpmHandle::new(index)],
+                    size: TpmUint16::new(size),
+                    offset: TpmUint16::new(at as u16),
+                },
+                &[password()],
+            )?;
+            let data: &[u8] = &r.data;
+            if data.is_empty() || data.len() > usize::from(size) {
+                return Err(TpmError::Malformed {
+                    cc: TpmCc::NvRead.value(),
+                });
+            }
+            out[at..at + data.len()].copy_from_slice(data);
+            at += data.len();
+        }
+        Ok(())
+    }
+
+    /// The EK certificate (DER, without the NV index's padding) for `ek_type`, written to
+    /// `out`; `None` when the TPM has none.
+    pub fn ek_cert(
+        &mut self,
+        ek_type: EkType,
+        out: &mut [u8; MAX_EK_CERT],
+    ) -> Result<Option<usize>> {
+        let index = ek_type.cert_nv_index();
+        let Some(size) = self.nv_size(index)? else {
+            return Ok(None);
+        };
+        let size = usize::from(size);
+        if size > out.len() {
+            return Err(TpmError::TooLarge);
+        }
+        self.nv_read(index, &mut out[..size])?;
+        let len =
+            attest_common::der::object_len(&out[..size]).map_err(|_| TpmError::Malformed {
+                cc: TpmCc::NvRead.value(),
+            })?;
+        Ok(Some(len))
+    }
+
+    /// TPM2_CreatePrimary in the endorsement hierarchy (empty authorization) from a
+    /// TPMT_PUBLIC template.
+    pub fn create_primary(&mut self, template: &[u8]) -> Result<Key> {
+        let public: TpmtPublic = parse(template)?;
+        let r: TpmCreatePrimaryResponse = self.call(
+            &TpmCreatePrimaryCommand {
+                handles: [TpmHandle::new(TPM_RH_ENDORSEMENT)],
+                in_sensitive: Tpm2bSensitiveCreate::default(),
+                in_public: Tpm2bPublic { inner: public },
+                outside_info: Tpm2bData::default(),
+                creation_pcr: TpmlPcrSelection::default(),
+            },
+            &[password()],
+        )?;
+        Ok(Key {
+            handle: Handle(r.handles[0].value()),
+            public: marshal_into(&r.out_public)?,
+            name: Vec::from_slice(&r.name).map_err(|_| TpmError::TooLarge)?,
+        })
+    }
+
+    /// The EK of `ek_type`, recreated from its TCG template.
+    pub fn create_ek(&mut self, ek_type: EkType) -> Result<Key> {
+        self.create_primary(ek_type.template())
+    }
+
+    /// The AK: a primary restricted P-384 signing key (the same key at every boot).
+    pub fn create_ak(&mut self) -> Result<Key> {
+        self.create_primary(&template::AK_P384)
+    }
+
+    pub fn flush(&mut self, handle: Handle) -> Result<()> {
+        let _: TpmFlushContextResponse = self.call(
+            &TpmFlushContextCommand {
+                handles: [],
+                flush_handle: TpmHandle::new(handle.0),
+            },
+            &[],
+        )?;
+        Ok(())
+    }
+
+    /// A policy session that satisfies the EK's authPolicy: PolicySecret(endorsement), and
+    /// for the P-384 EK PolicyOR(PolicyA, PolicyC).
+    fn ek_policy_session(&mut self, ek_type: EkType) -> Result<Handle> {
+        let hash = ek_type.policy_hash();
+        let nonce_len = if hash == TpmAlgId::Sha384 { 48 } else { 32 };
+        let r: TpmStartAuthSessionResponse = self.call(
+            &TpmStartAuthSessionCommand {
+                handles: [TpmHandle::new(TPM_RH_NULL), TpmHandle::new(TPM_RH_NULL)],
+                nonce_caller: buffer::<Tpm2bNonce>(&[0x5a; 48][..nonce_len])?,
+                encrypted_salt: Tpm2bEncryptedSecret::default(),
+                session_type: TpmSe::Policy,
+                symmetric: parse::<TpmtSymDefObject>(&0x0010u16.to_be_bytes())?,
+                auth_hash: hash,
+            },
+            &[],
+        )?;
+        let session = Handle(r.handles[0].value());
+        let result = self.satisfy_ek_policy(session, ek_type);
+        if result.is_err() {
+            let _ = self.flush(session);
+        }
+        result.map(|()| session)
+    }
+
+    fn satisfy_ek_policy(&mut self, session: Handle, ek_type: EkType) -> Result<()> {
+        let _: TpmPolicySecretResponse = self.call(
+            &TpmPolicySecretCommand {
+                handles: [
+                    TpmHandle::new(TPM_RH_ENDORSEMENT),
+                    TpmHandle::new(session.0),
+                ],
+                nonce_tpm: Tpm2bNonce::default(),
+                cp_hash_a: Tpm2bDigest::default(),
+                policy_ref: Tpm2bNonce::default(),
+                expiration: parse(&[0; 4])?,
+            },
+            &[password()],
+        )?;
+        if ek_type == EkType::EccP384 {
+            let mut list: Vec<u8, 112> = Vec::new();
+            let _ = list.extend_from_slice(&2u32.to_be_bytes());
+            for d in [&template::POLICY_A_SHA384, &template::POLICY_C_SHA384] {
+                let _ = list.extend_from_slice(&48u16.to_be_bytes());
+                let _ = list.extend_from_slice(d);
+            }
+            let _: TpmPolicyOrResponse = self.call(
+                &TpmPolicyOrCommand {
+                    handles: [TpmHandle::new(session.0)],
+                    p_hash_list: parse::<TpmlDigest>(&list)?,
+                },
+                &[],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// TPM2_ActivateCredential: recovers the secret the server's MakeCredential bound to
+    /// `ak`'s Name and `ek`. `credential_blob` and `encrypted_secret` are the TPM2B forms
+    /// the server sends.
+    pub fn activate_credential(
+        &mut self,
+        ak: &Key,
+        ek: &Key,
+        ek_type: EkType,
+        credential_blob: &[u8],
+        encrypted_secret: &[u8],
+    ) -> Result<Vec<u8, 64>> {
+        let blob: Tpm2bIdObject = parse(credential_blob)?;
+        let secret: Tpm2bEncryptedSecret = parse(encrypted_secret)?;
+        let session = self.ek_policy_session(ek_type)?;
+        let policy = TpmsAuthCommand {
+            session_handle: TpmHandle::new(session.0),
+            ..Default::default()
+        };
+        let r: Result<TpmActivateCredentialResponse> = self.call(
+            &TpmActivateCredentialCommand {
+                handles: [TpmHandle::new(ak.handle.0), TpmHandle::new(ek.handle.0)],
+                credential_blob: blob,
+                secret,
+            },
+            &[password(), policy],
+        );
+        // Without continueSession the TPM ends the session with the command; after a
+        // failure it may still be loaded.
+        if r.is_err() {
+            let _ = self.flush(session);
+        }
+        Vec::from_slice(&r?.cert_info).map_err(|_| TpmError::TooLarge)
+    }
+
+    /// TPM2_PCR_Read of every selected PCR (the TPM answers at most 8 per call).
+    pub fn pcr_read<const N: usize>(&mut self, banks: &[PcrBank]) -> Result<Vec<PcrRead, N>> {
+        let mut out = Vec::new();
+        for bank in banks {
+            let mut remaining = bank.mask & 0x00ff_ffff;
+            while remaining != 0 {
+                let r: TpmPcrReadResponse = self.call(
+                    &TpmPcrReadCommand {
+                        handles: [],
+                        pcr_selection_in: pcr_selection(&[PcrBank {
+                            hash_alg: bank.hash_alg,
+                            mask: remaining,
+                        }])?,
+                    },
+                    &[],
+                )?;
+                let bad = TpmError::Malformed {
+                    cc: TpmCc::PcrRead.value(),
+                };
+                let mut returned = 0u32;
+                for sel in r.pcr_selection_out.iter() {
+                    for (i, byte) in sel.pcr_select.iter().enumerate().take(3) {
+                        returned |= u32::from(*byte) << (8 * i);
+                    }
+                }
+                if returned == 0 || returned & !remaining != 0 {
+                    return Err(bad);
+                }
+                let mut values = r.pcr_values.iter();
+                for index in 0..24u8 {
+                    if returned & (1 << index) != 0 {
+                        let value = values.next().ok_or(bad)?;
+                        out.push(PcrRead {
+                            hash_alg: bank.hash_alg,
+                            index,
+                            value: Vec::from_slice(value).map_err(|_| TpmError::TooLarge)?,
+                        })
+                        .map_err(|_| TpmError::TooLarge)?;
+                    }
+                }
+                remaining &= !returned;
+            }
+        }
+        Ok(out)
+    }
+
+    /// TPM2_Quote with the AK's own scheme over `banks`, `nonce` as qualifying data.
+    pub fn quote(&mut self, ak: &Key, nonce: &[u8], banks: &[PcrBank]) -> Result<Quote> {
+        let r: TpmQuoteResponse = self.call(
+            &TpmQuoteCommand {
+                handles: [TpmHandle::new(ak.handle.0)],
+                qualifying_data: buffer::<Tpm2bData>(nonce)?,
+                in_scheme: TpmtSigScheme::default(),
+                pcr_select: pcr_selection(banks)?,
+            },
+            &[password()],
+        )?;
+        Ok(Quote {
+            attest: marshal_into(&r.quoted.inner)?,
+            signature: marshal_into(&r.signature)?,
+        })
+    }
+}
