@@ -14,6 +14,7 @@
 pub mod crypto;
 pub mod der;
 pub mod fingerprint;
+pub mod frame;
 pub mod hex;
 pub mod lifecycle;
 pub mod nonce;
