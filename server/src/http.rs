@@ -259,19 +259,24 @@ macro_rules! attempt {
 async fn register(mut req: Request<State>, self_register: bool) -> tide::Result {
     let body: RegisterRequest = attempt!(decode(&mut req).await);
     let actor = Actor::agent(source_ip(&req));
-    let done = attempt!(
-        blocking(req.state(), move |s| s.register(
-            &body,
-            self_register,
-            &actor
-        ))
-        .await
-    );
+    let (status, response) =
+        attempt!(register_core(req.state(), body, self_register, actor).await);
+    Ok(json_response(status, &response))
+}
+
+/// Registration as both the JSON API and the firmware link answer it.
+async fn register_core(
+    state: &State,
+    body: RegisterRequest,
+    self_register: bool,
+    actor: Actor,
+) -> Result<(StatusCode, RegisterResponse), Refusal> {
+    let done = blocking(state, move |s| s.register(&body, self_register, &actor)).await?;
     let m = &done.machine;
     let config_url = m
         .config_token
         .as_ref()
-        .map(|t| format!("{}/api/v1/config/{t}", req.state().service_url));
+        .map(|t| format!("{}/api/v1/config/{t}", state.service_url));
     let response = RegisterResponse {
         machine_id: heapless::String::try_from(m.id.as_str()).unwrap_or_default(),
         role: m.role.or(m.desired_role),
@@ -297,7 +302,7 @@ async fn register(mut req: Request<State>, self_register: bool) -> tide::Result 
     } else {
         StatusCode::Ok
     };
-    Ok(json_response(status, &response))
+    Ok((status, response))
 }
 
 #[derive(Deserialize)]
@@ -589,14 +594,23 @@ async fn pending_config(req: Request<State>) -> tide::Result {
 }
 
 async fn attest(mut req: Request<State>) -> tide::Result {
+    let body: attest_common::wire::AttestRequest = attempt!(decode(&mut req).await);
+    let actor = Actor::agent(source_ip(&req));
+    let response = attempt!(attest_core(req.state(), body, actor).await);
+    Ok(json_response(StatusCode::Ok, &response))
+}
+
+/// An attestation, its answer signed over the agent's nonce (JSON API and firmware link).
+async fn attest_core(
+    state: &State,
+    body: attest_common::wire::AttestRequest,
+    actor: Actor,
+) -> Result<attest_common::wire::AttestResponse, Refusal> {
     use attest_common::crypto::aws_lc::AwsLc;
     use attest_common::nonce::{Domain, NonceSignature};
-    use attest_common::wire::{AttestRequest, AttestResponse};
-    let body: AttestRequest = attempt!(decode(&mut req).await);
-    let actor = Actor::agent(source_ip(&req));
+    use attest_common::wire::AttestResponse;
     let agent_nonce = body.agent_nonce;
-    let outcome = attempt!(blocking(req.state(), move |s| s.attest(&body, &AwsLc, &actor)).await);
-    let state = req.state();
+    let outcome = blocking(state, move |s| s.attest(&body, &AwsLc, &actor)).await?;
     let config_url = outcome
         .config_token
         .as_ref()
@@ -613,7 +627,7 @@ async fn attest(mut req: Request<State>) -> tide::Result {
         state
             .response_signer
             .sign(Domain::Action, &agent_nonce.0, &response.signed_context());
-    Ok(json_response(StatusCode::Ok, &response))
+    Ok(response)
 }
 
 async fn challenge(req: Request<State>) -> tide::Result {
@@ -647,17 +661,51 @@ async fn offline_bundle(req: Request<State>) -> tide::Result {
 }
 
 async fn enroll(mut req: Request<State>) -> tide::Result {
-    use attest_common::wire::{EnrollRequest, EnrollResponse};
-    let body: EnrollRequest = attempt!(decode(&mut req).await);
+    let body: attest_common::wire::EnrollRequest = attempt!(decode(&mut req).await);
     let actor = Actor::agent(source_ip(&req));
-    let done = attempt!(blocking(req.state(), move |s| s.enroll(&body, &actor)).await);
-    Ok(json_response(
-        StatusCode::Ok,
-        &EnrollResponse {
-            machine_id: heapless::String::try_from(done.machine.id.as_str()).unwrap_or_default(),
-            status: done.machine.state.status,
-        },
-    ))
+    let response = attempt!(enroll_core(req.state(), body, actor).await);
+    Ok(json_response(StatusCode::Ok, &response))
+}
+
+async fn enroll_core(
+    state: &State,
+    body: attest_common::wire::EnrollRequest,
+    actor: Actor,
+) -> Result<attest_common::wire::EnrollResponse, Refusal> {
+    let done = blocking(state, move |s| s.enroll(&body, &actor)).await?;
+    Ok(attest_common::wire::EnrollResponse {
+        machine_id: heapless::String::try_from(done.machine.id.as_str()).unwrap_or_default(),
+        status: done.machine.state.status,
+    })
+}
+
+/// `POST /api/v1/link`: the firmware's requests, relayed from its serial line by
+/// `attest-agent relay`, in postcard; answered by the same functions as the JSON API, in
+/// postcard (errors as `LinkResponseBody::Error` with the status the JSON API would give).
+async fn link(mut req: Request<State>) -> tide::Result {
+    use attest_common::wire::{LinkRequest, LinkRequestBody as Q, LinkResponse, LinkResponseBody as A};
+    let bytes = attempt!(read_body(&mut req).await);
+    let request: LinkRequest = attempt!(attest_common::wire::from_postcard(&bytes).map_err(
+        |e| Refusal::new(StatusCode::BadRequest, "malformed_request", e.to_string())
+    ));
+    let actor = Actor::agent(source_ip(&req));
+    let state = req.state();
+    let answer = match request.body {
+        Q::Challenge(_) => Ok(A::Challenge(state.service.challenge())),
+        Q::Register(r) => register_core(state, r, false, actor).await.map(|(_, r)| A::Register(r)),
+        Q::SelfRegister(r) => register_core(state, r, true, actor).await.map(|(_, r)| A::Register(r)),
+        Q::Attest(a) => attest_core(state, a, actor).await.map(A::Attest),
+        Q::Enroll(e) => enroll_core(state, e, actor).await.map(A::Enroll),
+    };
+    let body = answer.unwrap_or_else(|r| A::Error {
+        status: r.status as u16,
+        body: ErrorBody::new(r.code, &r.message),
+    });
+    let out = postcard::to_allocvec(&LinkResponse { seq: request.seq, body })?;
+    let mut res = Response::new(StatusCode::Ok);
+    res.set_body(out);
+    res.set_content_type("application/octet-stream");
+    Ok(res)
 }
 
 async fn import(mut req: Request<State>) -> tide::Result {
@@ -737,6 +785,7 @@ pub fn app(state: State) -> tide::Server<State> {
     app.at("/api/v1/machines/:id/offline-bundle")
         .get(offline_bundle);
     app.at("/api/v1/enroll").post(enroll);
+    app.at("/api/v1/link").post(link);
     app.at("/api/v1/backup").get(backup);
     app.at("/api/v1/machines/:id").get(get).delete(delete);
     app.at("/api/v1/machines/:id/approvals").get(approvals);

@@ -171,6 +171,9 @@ pub fn document() -> Value {
             "/api/v1/enroll": {"post": {"summary": "Prove the enrollment key over a challenge nonce (air-gapped path): attested",
                 "requestBody": body(json!({"type": "object", "required": ["cert_pem", "nonce_id", "signature"]})),
                 "responses": responses("200", &[400, 403, 404, 409, 410, 413, 503])}},
+            "/api/v1/link": {"post": {"summary": "Firmware link (postcard LinkRequest in, LinkResponse out; errors inside the envelope)",
+                "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                "responses": responses("200", &[400, 413])}},
             "/api/v1/backup": {"get": operator("A consistent copy of the registry (redb file)", "200", &[])},
             "/api/v1/audit": {"get": audit},
             "/api/v1/audit/verify": {"get": operator("Recompute the audit chain", "200", &[])}

@@ -107,6 +107,7 @@ fn openapi_describes_every_route() {
         ("get", "/api/v1/machines/{id}/offline-bundle"),
         ("post", "/api/v1/machines/import"),
         ("post", "/api/v1/enroll"),
+        ("post", "/api/v1/link"),
         ("get", "/api/v1/backup"),
     ];
     for (method, path) in routes {
