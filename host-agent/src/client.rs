@@ -169,6 +169,29 @@ impl Client {
         Self::decode("attest", &body)
     }
 
+    /// `POST /api/v1/link`: a postcard `LinkRequest` in, the postcard `LinkResponse` out.
+    pub fn link(&self, request: &[u8]) -> Result<Vec<u8>> {
+        let url = self.url("/api/v1/link");
+        let mut response = self
+            .http
+            .post(&url)
+            .header("content-type", "application/octet-stream")
+            .send(request)
+            .map_err(|e| anyhow!("POST {url}: {e}"))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_vec()
+            .map_err(|e| anyhow!("POST {url}: reading the answer: {e}"))?;
+        if status != 200 {
+            let text: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
+            return Err(anyhow!("POST {url}: status {status}: {text}"));
+        }
+        Ok(bytes)
+    }
+
     /// `POST /api/v1/enroll` (air-gapped path: the enrollment certificate's proof).
     pub fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse> {
         let (_, body) = self.send("POST", "/api/v1/enroll", Some(serde_json::to_string(req)?))?;

@@ -7,5 +7,6 @@ pub mod client;
 pub mod config;
 pub mod enroll;
 pub mod hooks;
+pub mod relay;
 pub mod state;
 pub mod tpm;

@@ -146,6 +146,13 @@ enum Command {
         #[arg(long, value_name = "FILE", default_value = attest_host_agent::enroll::DEFAULT_KEY)]
         key: PathBuf,
     },
+    /// Bridge a boot-time agent's serial line to the server's /api/v1/link until the line
+    /// closes.
+    Relay {
+        /// The line: tcp:HOST:PORT (QEMU -serial tcp:...,server=on) or a device path.
+        #[arg(long, value_name = "LINE")]
+        serial: String,
+    },
     /// Write a TPM receipt (identity for `POST /machines/import`) without any network.
     Receipt {
         #[arg(long, value_name = "FILE")]
@@ -314,6 +321,24 @@ fn enroll(settings: &Settings, cert: &std::path::Path, key: &std::path::Path) ->
     Ok(())
 }
 
+fn relay(settings: &Settings, serial: &str) -> Result<()> {
+    let ca = match &settings.ca_file {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
+        }
+        None => None,
+    };
+    let server = settings.server().map_err(|e| Fatal(format!("{e:#}")))?;
+    let client = attest_host_agent::client::Client::new(server, settings.timeout, ca.as_deref())?;
+    let (line_in, line_out) = attest_host_agent::relay::open(serial)?;
+    let stats = attest_host_agent::relay::run(&client, line_in, line_out, |m| {
+        eprintln!("attest-agent: relay: {m}")
+    })?;
+    println!("frames={}", stats.frames);
+    println!("dropped={}", stats.dropped);
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
     match cli.command {
@@ -332,6 +357,7 @@ fn run(cli: Cli) -> Result<()> {
             self_register,
         ),
         Command::Enroll { ref cert, ref key } => enroll(&settings(g, None, None)?, cert, key),
+        Command::Relay { ref serial } => relay(&settings(g, None, None)?, serial),
         Command::Receipt { ref out } => receipt(&Agent::new(settings(g, None, None)?)?, out),
     }
 }

@@ -259,8 +259,7 @@ macro_rules! attempt {
 async fn register(mut req: Request<State>, self_register: bool) -> tide::Result {
     let body: RegisterRequest = attempt!(decode(&mut req).await);
     let actor = Actor::agent(source_ip(&req));
-    let (status, response) =
-        attempt!(register_core(req.state(), body, self_register, actor).await);
+    let (status, response) = attempt!(register_core(req.state(), body, self_register, actor).await);
     Ok(json_response(status, &response))
 }
 
@@ -683,17 +682,27 @@ async fn enroll_core(
 /// `attest-agent relay`, in postcard; answered by the same functions as the JSON API, in
 /// postcard (errors as `LinkResponseBody::Error` with the status the JSON API would give).
 async fn link(mut req: Request<State>) -> tide::Result {
-    use attest_common::wire::{LinkRequest, LinkRequestBody as Q, LinkResponse, LinkResponseBody as A};
+    use attest_common::wire::{
+        LinkRequest, LinkRequestBody as Q, LinkResponse, LinkResponseBody as A,
+    };
     let bytes = attempt!(read_body(&mut req).await);
-    let request: LinkRequest = attempt!(attest_common::wire::from_postcard(&bytes).map_err(
-        |e| Refusal::new(StatusCode::BadRequest, "malformed_request", e.to_string())
-    ));
+    let request: LinkRequest = attempt!(
+        attest_common::wire::from_postcard(&bytes).map_err(|e| Refusal::new(
+            StatusCode::BadRequest,
+            "malformed_request",
+            e.to_string()
+        ))
+    );
     let actor = Actor::agent(source_ip(&req));
     let state = req.state();
     let answer = match request.body {
         Q::Challenge(_) => Ok(A::Challenge(state.service.challenge())),
-        Q::Register(r) => register_core(state, r, false, actor).await.map(|(_, r)| A::Register(r)),
-        Q::SelfRegister(r) => register_core(state, r, true, actor).await.map(|(_, r)| A::Register(r)),
+        Q::Register(r) => register_core(state, r, false, actor)
+            .await
+            .map(|(_, r)| A::Register(r)),
+        Q::SelfRegister(r) => register_core(state, r, true, actor)
+            .await
+            .map(|(_, r)| A::Register(r)),
         Q::Attest(a) => attest_core(state, a, actor).await.map(A::Attest),
         Q::Enroll(e) => enroll_core(state, e, actor).await.map(A::Enroll),
     };
@@ -701,7 +710,10 @@ async fn link(mut req: Request<State>) -> tide::Result {
         status: r.status as u16,
         body: ErrorBody::new(r.code, &r.message),
     });
-    let out = postcard::to_allocvec(&LinkResponse { seq: request.seq, body })?;
+    let out = postcard::to_allocvec(&LinkResponse {
+        seq: request.seq,
+        body,
+    })?;
     let mut res = Response::new(StatusCode::Ok);
     res.set_body(out);
     res.set_content_type("application/octet-stream");
