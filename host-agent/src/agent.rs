@@ -149,13 +149,7 @@ impl Agent {
     }
 
     fn client(&self, server: &str) -> Result<Client> {
-        let ca = match &self.settings.ca_file {
-            Some(path) => Some(
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
-            ),
-            None => None,
-        };
-        Client::new(server, self.settings.timeout, ca.as_deref())
+        Client::for_server(&self.settings, server)
     }
 
     fn open_tpm(&self) -> Result<Tpm> {

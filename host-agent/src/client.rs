@@ -87,6 +87,17 @@ impl Client {
         })
     }
 
+    /// A client for `server` with the settings' timeout and CA file.
+    pub fn for_server(settings: &crate::config::Settings, server: &str) -> Result<Client> {
+        let ca = match &settings.ca_file {
+            Some(path) => Some(
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+            ),
+            None => None,
+        };
+        Client::new(server, settings.timeout, ca.as_deref())
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }

@@ -307,14 +307,8 @@ fn receipt(agent: &Agent, out: &std::path::Path) -> Result<()> {
 fn enroll(settings: &Settings, cert: &std::path::Path, key: &std::path::Path) -> Result<()> {
     let credential = attest_host_agent::enroll::Credential::read(cert, key)
         .map_err(|e| Fatal(format!("{e:#}")))?;
-    let ca = match &settings.ca_file {
-        Some(path) => {
-            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
-        }
-        None => None,
-    };
     let server = settings.server().map_err(|e| Fatal(format!("{e:#}")))?;
-    let client = attest_host_agent::client::Client::new(server, settings.timeout, ca.as_deref())?;
+    let client = attest_host_agent::client::Client::for_server(settings, server)?;
     let r = credential.enroll(&client)?;
     println!("machine_id={}", r.machine_id);
     println!("status={}", r.status);
@@ -322,14 +316,8 @@ fn enroll(settings: &Settings, cert: &std::path::Path, key: &std::path::Path) ->
 }
 
 fn relay(settings: &Settings, serial: &str) -> Result<()> {
-    let ca = match &settings.ca_file {
-        Some(path) => {
-            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
-        }
-        None => None,
-    };
     let server = settings.server().map_err(|e| Fatal(format!("{e:#}")))?;
-    let client = attest_host_agent::client::Client::new(server, settings.timeout, ca.as_deref())?;
+    let client = attest_host_agent::client::Client::for_server(settings, server)?;
     let (line_in, line_out) = attest_host_agent::relay::open(serial)?;
     let stats = attest_host_agent::relay::run(&client, line_in, line_out, |m| {
         eprintln!("attest-agent: relay: {m}")
