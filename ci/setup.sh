@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the tests need, only what is missing; safe to run again.
 # Debian packages: swtpm and swtpm-tools (software TPM with EK certificates), tpm2-tools
-# (cross-checks), libtss2-dev and pkg-config (tss-esapi), openssl (cross-checks).
+# (cross-checks), libtss2-dev and pkg-config (tss-esapi), openssl (cross-checks),
+# qemu-system-x86 (boots the bare-metal firmware image).
 set -euo pipefail
 
-packages=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config openssl)
+packages=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config openssl qemu-system-x86)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -6,7 +6,9 @@
 //! every frame and structure before a field is used, and each command has its own typed
 //! error carrying the TPM's response code.
 
+pub mod spi;
 pub mod template;
+pub mod tis;
 pub mod transport;
 
 use heapless::Vec;
