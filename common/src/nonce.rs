@@ -13,8 +13,9 @@
 
 use core::fmt;
 
+pub use p384::ecdsa::VerifyingKey;
 use p384::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
-use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
+use p384::ecdsa::{Signature, SigningKey};
 use sha2::{Digest, Sha384};
 
 use crate::der;

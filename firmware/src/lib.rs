@@ -10,6 +10,8 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod agent;
+pub mod run;
 pub mod tpm;
 
 pub use attest_common as common;

@@ -152,6 +152,10 @@ enum Command {
         /// The line: tcp:HOST:PORT (QEMU -serial tcp:...,server=on) or a device path.
         #[arg(long, value_name = "LINE")]
         serial: String,
+        /// Write an offline receipt from the firmware (receipt mode) to this file, as JSON
+        /// for `POST /api/v1/machines/import`. Without --server, only receipts are answered.
+        #[arg(long, value_name = "FILE")]
+        receipt_out: Option<PathBuf>,
     },
     /// Write a TPM receipt (identity for `POST /machines/import`) without any network.
     Receipt {
@@ -315,15 +319,32 @@ fn enroll(settings: &Settings, cert: &std::path::Path, key: &std::path::Path) ->
     Ok(())
 }
 
-fn relay(settings: &Settings, serial: &str) -> Result<()> {
-    let server = settings.server().map_err(|e| Fatal(format!("{e:#}")))?;
-    let client = attest_host_agent::client::Client::for_server(settings, server)?;
-    let (line_in, line_out) = attest_host_agent::relay::open(serial)?;
-    let stats = attest_host_agent::relay::run(&client, line_in, line_out, |m| {
+fn relay(settings: &Settings, serial: &str, receipt_out: Option<&std::path::Path>) -> Result<()> {
+    use attest_host_agent::relay;
+    let client = match (settings.server(), receipt_out) {
+        (Ok(server), _) => Some(attest_host_agent::client::Client::for_server(
+            settings, server,
+        )?),
+        // Receipt mode needs no server.
+        (Err(_), Some(_)) => None,
+        (Err(e), None) => return Err(Fatal(format!("{e:#}")).into()),
+    };
+    let (line_in, line_out) = relay::open(serial)?;
+    let targets = relay::Targets {
+        server: client.as_ref(),
+        receipt_out,
+    };
+    let stats = relay::run(&targets, line_in, line_out, |m| {
         eprintln!("attest-agent: relay: {m}")
     })?;
     println!("frames={}", stats.frames);
     println!("dropped={}", stats.dropped);
+    if receipt_out.is_some() {
+        println!("receipts={}", stats.receipts);
+    }
+    if let Some(ms) = stats.first_frame_ms {
+        println!("first_frame_ms={ms}");
+    }
     Ok(())
 }
 
@@ -345,7 +366,10 @@ fn run(cli: Cli) -> Result<()> {
             self_register,
         ),
         Command::Enroll { ref cert, ref key } => enroll(&settings(g, None, None)?, cert, key),
-        Command::Relay { ref serial } => relay(&settings(g, None, None)?, serial),
+        Command::Relay {
+            ref serial,
+            ref receipt_out,
+        } => relay(&settings(g, None, None)?, serial, receipt_out.as_deref()),
         Command::Receipt { ref out } => receipt(&Agent::new(settings(g, None, None)?)?, out),
     }
 }

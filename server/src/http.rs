@@ -705,6 +705,13 @@ async fn link(mut req: Request<State>) -> tide::Result {
             .map(|(_, r)| A::Register(r)),
         Q::Attest(a) => attest_core(state, a, actor).await.map(A::Attest),
         Q::Enroll(e) => enroll_core(state, e, actor).await.map(A::Enroll),
+        // Receipts are offline by design: an operator imports them (POST /machines/import).
+        Q::Receipt(_) => Err(Refusal::new(
+            StatusCode::BadRequest,
+            "receipt_not_accepted",
+            "receipts are kept by the relay (attest-agent relay --receipt-out FILE) and \
+             imported by an operator with POST /api/v1/machines/import",
+        )),
     };
     let body = answer.unwrap_or_else(|r| A::Error {
         status: r.status as u16,

@@ -216,6 +216,248 @@ fn firmware_tpm_client_over_the_relay_registers_and_attests() {
         "{stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(stdout, "frames=4\ndropped=1\n");
+    assert!(
+        stdout.starts_with("frames=4\ndropped=1\nfirst_frame_ms="),
+        "{stdout}"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("dropped a frame from the line"));
+}
+
+/// The firmware's end of a relayed line, for `attest_firmware::run`: a socket that waits
+/// 100 ms per read, as the image's UART loop does.
+struct SocketLink(TcpStream);
+
+impl attest_firmware::run::Link for SocketLink {
+    fn send(&mut self, bytes: &[u8]) -> Result<(), attest_firmware::run::LinkError> {
+        self.0
+            .write_all(bytes)
+            .map_err(|_| attest_firmware::run::LinkError)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize, attest_firmware::run::LinkError> {
+        match self.0.read(buf) {
+            Ok(0) => Err(attest_firmware::run::LinkError),
+            Ok(n) => Ok(n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(0)
+            }
+            Err(_) => Err(attest_firmware::run::LinkError),
+        }
+    }
+}
+
+/// One boot of the firmware agent (the code the image runs) on `swtpm`, through a fresh
+/// relay process: the outcome and the relay's stdout.
+fn boot(
+    swtpm: &Swtpm,
+    relay_args: &[&str],
+    mode: attest_firmware::agent::Mode,
+    server_key: Option<&[u8]>,
+) -> (attest_firmware::agent::Outcome, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let relay = Command::new(agent_bin())
+        .env_clear()
+        .arg("relay")
+        .args(relay_args)
+        .arg("--serial")
+        .arg(format!("tcp:127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (stream, _) = listener.accept().unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(100)))
+        .unwrap();
+    let mut link = SocketLink(stream);
+    let mut tpm = Tpm::new(SwtpmTcp::from_tcti(&swtpm.tcti()).unwrap());
+    let platform = attest_firmware::run::Platform {
+        hw_uuid: Some("4c4c4544-0000-1000-8000-000000000001"),
+        hw_serial: Some("SN-FW-1"),
+        hw_product: Some("Standard PC (Q35 + ICH9, 2009)"),
+        now: None,
+    };
+    let outcome = attest_firmware::run::boot(&mut tpm, &mut link, mode, &platform, server_key);
+    drop(link);
+    let out = relay.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (outcome, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn server_key(server: &Server) -> Vec<u8> {
+    let (_, key) = server.call("GET", "/api/v1/server-key", None, None);
+    base64ct::Base64::decode_vec(key["public_key_der"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn firmware_agent_registers_attests_is_locked_and_wiped_through_the_relay() {
+    use attest_firmware::agent::{AgentError, Mode, Outcome};
+    let swtpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("ITL_ADMIN_TOKEN", ADMIN)]);
+    let key = server_key(&server);
+    let relay = ["--server", server.url.as_str()];
+
+    // Register mode: the USB stick's boot.
+    let (outcome, _) = boot(&swtpm, &relay, Mode::Register, None);
+    let Outcome::Registered {
+        machine_id, status, ..
+    } = &outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(*status, Status::Registered);
+    let id = machine_id.to_string();
+    let (_, m) = server.call("GET", &format!("/api/v1/machines/{id}"), Some(ADMIN), None);
+    assert_eq!(m["hw_serial"], "SN-FW-1", "{m}");
+
+    // Attest mode before approval of a role: the server's verified word, whatever it is.
+    let (s, m) = server.call(
+        "POST",
+        &format!("/api/v1/machines/{id}/approve"),
+        Some(ADMIN),
+        Some(r#"{"role":"worker-app","hostname":"fw-2","assigned_ip":"10.0.9.2/24"}"#),
+    );
+    assert_eq!(s, 200, "{m}");
+    let (outcome, stdout) = boot(&swtpm, &relay, Mode::Attest, Some(&key));
+    assert!(
+        matches!(
+            &outcome,
+            Outcome::Attested {
+                status: Status::Attested,
+                action: Action::ApplyConfig,
+                config_url: Some(_),
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.exit_code(), 0);
+    // self-register, challenge, attest
+    assert!(stdout.starts_with("frames=3\n"), "{stdout}");
+
+    // The next boot: no re-registration of an attested machine (409), attest without a
+    // proof, still attested.
+    let (outcome, _) = boot(&swtpm, &relay, Mode::Attest, Some(&key));
+    assert!(
+        matches!(
+            &outcome,
+            Outcome::Attested {
+                status: Status::Attested,
+                action: Action::None,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+
+    // A key that is not the server's: the answer is refused, whatever it says.
+    let other = p384::ecdsa::SigningKey::from_slice(&[7u8; 48]).unwrap();
+    let other = attest_common::nonce::verifying_key_to_spki(other.verifying_key());
+    let (outcome, _) = boot(&swtpm, &relay, Mode::Attest, Some(&other));
+    assert_eq!(outcome, Outcome::Failed(AgentError::BadSignature));
+    assert_eq!(outcome.exit_code(), 1);
+    // Attest mode without a pinned key does not even start.
+    let (outcome, stdout) = boot(&swtpm, &relay, Mode::Attest, None);
+    assert_eq!(outcome, Outcome::Failed(AgentError::NoServerKey));
+    assert!(stdout.starts_with("frames=0\n"), "{stdout}");
+
+    let (s, _) = server.call(
+        "POST",
+        &format!("/api/v1/machines/{id}/lock"),
+        Some(ADMIN),
+        Some(r#"{"reason":"test"}"#),
+    );
+    assert_eq!(s, 200);
+    let (outcome, _) = boot(&swtpm, &relay, Mode::Attest, Some(&key));
+    assert!(
+        matches!(
+            &outcome,
+            Outcome::Attested {
+                action: Action::Lock,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.exit_code(), 3);
+
+    let (s, m) = server.call(
+        "POST",
+        &format!("/api/v1/machines/{id}/revoke"),
+        Some(ADMIN),
+        Some(r#"{"reason":"stolen","wipe":true}"#),
+    );
+    assert_eq!(s, 200, "{m}");
+    let (outcome, _) = boot(&swtpm, &relay, Mode::Attest, Some(&key));
+    assert!(
+        matches!(
+            &outcome,
+            Outcome::Attested {
+                status: Status::Revoked,
+                action: Action::Wipe,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.exit_code(), 4);
+    // Wipe is said once; then a plain refusal.
+    let (outcome, _) = boot(&swtpm, &relay, Mode::Attest, Some(&key));
+    assert!(matches!(outcome, Outcome::Refused { .. }), "{outcome:?}");
+    assert_eq!(outcome.exit_code(), 5);
+}
+
+#[test]
+fn firmware_receipt_mode_writes_a_receipt_the_server_imports() {
+    use attest_firmware::agent::{Mode, Outcome};
+    let swtpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("receipt.json");
+    // No server at all: the relay only keeps receipts.
+    let (outcome, stdout) = boot(
+        &swtpm,
+        &["--receipt-out", out.to_str().unwrap()],
+        Mode::Receipt,
+        None,
+    );
+    assert_eq!(outcome, Outcome::ReceiptSaved);
+    assert!(stdout.contains("receipts=1\n"), "{stdout}");
+    let receipt = std::fs::read_to_string(&out).unwrap();
+
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(data.path(), &[("ITL_ADMIN_TOKEN", ADMIN)]);
+    let (s, m) = server.call(
+        "POST",
+        "/api/v1/machines/import",
+        Some(ADMIN),
+        Some(&receipt),
+    );
+    assert!(s == 200 || s == 201, "{s} {m}");
+    assert_eq!(m["status"], "registered", "{m}");
+    let r: serde_json::Value = serde_json::from_str(&receipt).unwrap();
+    assert_eq!(m["ek_fingerprint"], r["identity"]["ek_fingerprint"], "{m}");
+    let dated = r["created_at"].as_str().unwrap();
+    assert!(!dated.starts_with("1970"), "dated by the relay: {dated}");
+
+    // A register request to a relay without a server is answered, not left hanging.
+    let (outcome, _) = boot(
+        &swtpm,
+        &["--receipt-out", out.to_str().unwrap()],
+        Mode::Register,
+        None,
+    );
+    assert!(
+        matches!(&outcome, Outcome::Refused { status: 400, code } if code == "no_server"),
+        "{outcome:?}"
+    );
 }

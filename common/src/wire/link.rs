@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::ErrorBody;
 use super::attest::{AttestRequest, AttestResponse, ChallengeRequest, ChallengeResponse};
 use super::enroll::{EnrollRequest, EnrollResponse};
-use super::register::{RegisterRequest, RegisterResponse};
+use super::register::{RegisterRequest, RegisterResponse, TpmReceipt};
 
 // No allocator to box into: the envelope is one fixed-size value by design.
 #[allow(clippy::large_enum_variant)]
@@ -21,6 +21,9 @@ pub enum LinkRequestBody {
     SelfRegister(RegisterRequest),
     Attest(AttestRequest),
     Enroll(EnrollRequest),
+    /// An offline receipt (firmware receipt mode): kept by the relay (`--receipt-out`), never
+    /// sent to the server, which answers it with an error.
+    Receipt(TpmReceipt),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +45,8 @@ pub enum LinkResponseBody {
         status: u16,
         body: ErrorBody,
     },
+    /// The relay wrote the receipt where the operator asked.
+    ReceiptSaved,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,12 +22,12 @@ use tpm2_protocol::data::{
 use tpm2_protocol::frame::{
     TpmActivateCredentialCommand, TpmActivateCredentialResponse, TpmCreatePrimaryCommand,
     TpmCreatePrimaryResponse, TpmFlushContextCommand, TpmFlushContextResponse, TpmFrame,
-    TpmGetCapabilityCommand, TpmGetCapabilityResponse, TpmNvReadCommand, TpmNvReadPublicCommand,
-    TpmNvReadPublicResponse, TpmNvReadResponse, TpmPcrReadCommand, TpmPcrReadResponse,
-    TpmPolicyOrCommand, TpmPolicyOrResponse, TpmPolicySecretCommand, TpmPolicySecretResponse,
-    TpmQuoteCommand, TpmQuoteResponse, TpmResponse, TpmStartAuthSessionCommand,
-    TpmStartAuthSessionResponse, TpmStartupCommand, TpmStartupResponse, TpmUnmarshalBody,
-    tpm_marshal_command,
+    TpmGetCapabilityCommand, TpmGetCapabilityResponse, TpmGetRandomCommand, TpmGetRandomResponse,
+    TpmNvReadCommand, TpmNvReadPublicCommand, TpmNvReadPublicResponse, TpmNvReadResponse,
+    TpmPcrReadCommand, TpmPcrReadResponse, TpmPolicyOrCommand, TpmPolicyOrResponse,
+    TpmPolicySecretCommand, TpmPolicySecretResponse, TpmQuoteCommand, TpmQuoteResponse,
+    TpmResponse, TpmStartAuthSessionCommand, TpmStartAuthSessionResponse, TpmStartupCommand,
+    TpmStartupResponse, TpmUnmarshalBody, tpm_marshal_command,
 };
 use tpm2_protocol::{TpmMarshal, TpmUnmarshal, TpmWriter};
 
@@ -284,6 +284,31 @@ impl<T: TpmTransport> Tpm<T> {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Fills `out` from the TPM's random number generator (the firmware has no other
+    /// source of unpredictable bytes before the OS).
+    pub fn get_random(&mut self, out: &mut [u8]) -> Result<()> {
+        let mut filled = 0;
+        while filled < out.len() {
+            let want = (out.len() - filled).min(32) as u16;
+            let r: TpmGetRandomResponse = self.call(
+                &TpmGetRandomCommand {
+                    handles: [],
+                    bytes_requested: TpmUint16::new(want),
+                },
+                &[],
+            )?;
+            let got = &r.random_bytes[..];
+            if got.is_empty() || got.len() > usize::from(want) {
+                return Err(TpmError::Malformed {
+                    cc: TpmCc::GetRandom.value(),
+                });
+            }
+            out[filled..filled + got.len()].copy_from_slice(got);
+            filled += got.len();
+        }
+        Ok(())
     }
 
     /// TPM_PT_MANUFACTURER (four ASCII characters, e.g. "IBM " for swtpm).
