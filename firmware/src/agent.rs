@@ -25,17 +25,17 @@ use attest_common::nonce::{Domain, NONCE_LEN, VerifyingKey, verify, verifying_ke
 use attest_common::tpm::hash::{HashAlg as TpmHash, hmac};
 use attest_common::wire::{
     AttestRequest, Blob, CertificateDer, ChallengeRequest, ChallengeResponse, CredentialChallenge,
-    HashAlg, Hex, HexVec, LinkRequest, LinkRequestBody, LinkResponse, LinkResponseBody,
-    NONCE_ID_LEN, PcrValue, RegisterRequest, Timestamp, TpmReceipt, URL_LEN, VERSION_LEN,
+    HashAlg, Hex, HexVec, LinkRequestBody, LinkResponse, LinkResponseBody, NONCE_ID_LEN, PcrValue,
+    RegisterRequest, Timestamp, TpmReceipt, URL_LEN, VERSION_LEN,
 };
 use attest_common::{EkSource, Fingerprint, ek_fingerprint};
 use heapless::{String, Vec};
 
 use crate::tpm::{PcrBank, PcrRead, TpmError};
 
-/// Largest request payload (postcard): a register request with a 3 KiB EK certificate, or an
-/// attestation with 48 PCR values.
-pub const MAX_REQUEST: usize = 6144;
+/// Largest request payload (postcard): a register request with a 2.5 KiB EK certificate,
+/// or an attestation with 48 SHA-384 PCR values. (A P-384 EK's registration is ≈ 1.5 KiB.)
+pub const MAX_REQUEST: usize = 4096;
 /// Largest answer payload (postcard): a register answer with its URLs and credential.
 pub const MAX_RESPONSE: usize = 3072;
 /// Bytes of one encoded request frame on the line.
@@ -227,6 +227,38 @@ pub struct Agent {
     rx: Deframer<{ max_encoded_len(MAX_RESPONSE) }>,
 }
 
+/// A body serialized as its variant's content only (its index is written separately).
+struct Body<'a>(&'a LinkRequestBody);
+
+impl serde::Serialize for Body<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            LinkRequestBody::Challenge(v) => v.serialize(s),
+            LinkRequestBody::Register(v) | LinkRequestBody::SelfRegister(v) => v.serialize(s),
+            LinkRequestBody::Attest(v) => v.serialize(s),
+            LinkRequestBody::Enroll(v) => v.serialize(s),
+            LinkRequestBody::Receipt(v) => v.serialize(s),
+        }
+    }
+}
+
+/// The postcard variant index of a request body (its declaration order).
+fn variant(body: &LinkRequestBody) -> u32 {
+    match body {
+        LinkRequestBody::Challenge(_) => 0,
+        LinkRequestBody::Register(_) => 1,
+        LinkRequestBody::SelfRegister(_) => 2,
+        LinkRequestBody::Attest(_) => 3,
+        LinkRequestBody::Enroll(_) => 4,
+        LinkRequestBody::Receipt(_) => 5,
+    }
+}
+
+const ATTEST: u32 = 3;
+const REGISTER: u32 = 1;
+const SELF_REGISTER: u32 = 2;
+const RECEIPT: u32 = 5;
+
 fn tpm_alg(h: HashAlg) -> u16 {
     match h {
         HashAlg::Sha1 => 0x0004,
@@ -262,24 +294,47 @@ impl Agent {
         agent_nonce: [u8; NONCE_LEN],
         now: Option<u64>,
     ) -> Agent {
-        let mut agent = Agent {
-            mode,
-            step: Step::Done(Outcome::Failed(AgentError::BadAnswer)),
+        let mut agent = Agent::idle();
+        agent.begin(mode, identity, server_key, agent_nonce, now);
+        agent
+    }
+
+    /// An agent with nothing to do, for static storage (a microcontroller or the image keep
+    /// it out of the stack); [`Agent::begin`] starts a boot in place.
+    pub const fn idle() -> Agent {
+        Agent {
+            mode: Mode::Register,
+            step: Step::Done(Outcome::Failed(AgentError::NoAnswer)),
             fingerprint: Fingerprint([0; 48]),
             server_key: None,
-            agent_nonce,
+            agent_nonce: [0; NONCE_LEN],
             secret: None,
             seq: 0,
             sends: 0,
             tx: [0; MAX_REQUEST_FRAME],
             tx_len: 0,
             rx: Deframer::new(),
-        };
-        agent.step = match agent.start(identity, server_key, now) {
+        }
+    }
+
+    /// Starts a boot (see [`Agent::new`]), reusing this agent's buffers.
+    pub fn begin(
+        &mut self,
+        mode: Mode,
+        identity: &Identity<'_>,
+        server_key: Option<&[u8]>,
+        agent_nonce: [u8; NONCE_LEN],
+        now: Option<u64>,
+    ) {
+        self.mode = mode;
+        self.server_key = None;
+        self.agent_nonce = agent_nonce;
+        self.secret = None;
+        self.rx = Deframer::new();
+        self.step = match self.start(identity, server_key, now) {
             Ok(step) => step,
             Err(e) => Step::Done(Outcome::Failed(e)),
         };
-        agent
     }
 
     fn start(
@@ -311,25 +366,29 @@ impl Agent {
             cluster_id: String::try_from("default").map_err(|_| AgentError::TooLarge)?,
             ak_public: Some(Blob::from_slice(identity.ak_public).ok_or(AgentError::TooLarge)?),
         };
-        let (body, expect) = match self.mode {
-            Mode::Register => (LinkRequestBody::Register(request), Expect::Register),
-            Mode::Attest => (LinkRequestBody::SelfRegister(request), Expect::Register),
-            Mode::Receipt => (
-                LinkRequestBody::Receipt(TpmReceipt {
-                    format: TpmReceipt::FORMAT,
-                    identity: request,
-                    agent_version: String::<VERSION_LEN>::try_from(concat!(
-                        "firmware/",
-                        env!("CARGO_PKG_VERSION")
-                    ))
-                    .map_err(|_| AgentError::TooLarge)?,
-                    created_at: Timestamp(now.unwrap_or(0)),
-                }),
-                Expect::Receipt,
-            ),
-        };
-        self.queue(&body)?;
-        Ok(Step::Send(expect))
+        match self.mode {
+            Mode::Register => self.queue_variant(REGISTER, &request)?,
+            Mode::Attest => self.queue_variant(SELF_REGISTER, &request)?,
+            Mode::Receipt => {
+                let version = String::<VERSION_LEN>::try_from(concat!(
+                    "firmware/",
+                    env!("CARGO_PKG_VERSION")
+                ))
+                .map_err(|_| AgentError::TooLarge)?;
+                // TpmReceipt's fields in order, borrowing the request (see queue_variant).
+                let receipt = (
+                    TpmReceipt::FORMAT,
+                    &request,
+                    &version,
+                    Timestamp(now.unwrap_or(0)),
+                );
+                self.queue_variant(RECEIPT, &receipt)?
+            }
+        }
+        Ok(Step::Send(match self.mode {
+            Mode::Receipt => Expect::Receipt,
+            _ => Expect::Register,
+        }))
     }
 
     /// The EK fingerprint this boot presents.
@@ -339,18 +398,25 @@ impl Agent {
 
     /// Encodes a request with the next sequence number into `tx`.
     fn queue(&mut self, body: &LinkRequestBody) -> Result<(), AgentError> {
+        self.queue_variant(variant(body), &Body(body))
+    }
+
+    /// Encodes `LinkRequest { seq, body: <variant>(value) }` from a borrowed value. Postcard
+    /// writes a struct as its fields in order and an enum as its variant index (varint)
+    /// then the content, so this tuple is byte for byte that request (checked in the
+    /// tests) without building a 5 KiB `LinkRequestBody` on the stack.
+    #[inline(never)]
+    fn queue_variant<T: serde::Serialize>(
+        &mut self,
+        index: u32,
+        value: &T,
+    ) -> Result<(), AgentError> {
         self.seq = self.seq.wrapping_add(1);
         self.sends = 0;
         let mut payload = [0u8; MAX_REQUEST];
-        let used = postcard::to_slice(
-            &LinkRequest {
-                seq: self.seq,
-                body: body.clone(),
-            },
-            &mut payload,
-        )
-        .map_err(|_| AgentError::TooLarge)?
-        .len();
+        let used = postcard::to_slice(&(self.seq, index, value), &mut payload)
+            .map_err(|_| AgentError::TooLarge)?
+            .len();
         self.tx_len = encode(&payload[..used], &mut self.tx).map_err(|_| AgentError::TooLarge)?;
         Ok(())
     }
@@ -558,7 +624,7 @@ impl Agent {
             Err(e) => return self.fail(AgentError::Tpm(e)),
         };
         match self.attest_request(nonce_id, &nonce, &evidence) {
-            Ok(req) => match self.queue(&LinkRequestBody::Attest(req)) {
+            Ok(req) => match self.queue_variant(ATTEST, &req) {
                 Ok(()) => self.step = Step::Send(Expect::Attest),
                 Err(e) => self.fail(e),
             },
@@ -604,5 +670,77 @@ impl Agent {
             pcr_values,
             activation_proof,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use attest_common::wire::{AttestRequest, LinkRequest};
+
+    #[test]
+    fn borrowed_encoding_is_the_link_request_encoding() {
+        let req = AttestRequest {
+            ek_fingerprint: Fingerprint([3; 48]),
+            nonce_id: String::try_from("n-1").unwrap(),
+            agent_nonce: Hex([9; NONCE_LEN]),
+            quote: Blob::from_slice(&[1, 2, 3]).unwrap(),
+            signature: Blob::from_slice(&[4, 5]).unwrap(),
+            pcr_values: Vec::new(),
+            activation_proof: Some(Hex([7; 48])),
+        };
+        let body = LinkRequestBody::Attest(req.clone());
+        let owned = postcard::to_allocvec(&LinkRequest {
+            seq: 300,
+            body: body.clone(),
+        })
+        .unwrap();
+        let borrowed = postcard::to_allocvec(&(300u32, ATTEST, &req)).unwrap();
+        assert_eq!(owned, borrowed);
+        let generic = postcard::to_allocvec(&(300u32, variant(&body), &Body(&body))).unwrap();
+        assert_eq!(owned, generic);
+        let receipt = TpmReceipt {
+            format: TpmReceipt::FORMAT,
+            identity: attest_common::wire::RegisterRequest {
+                ek_fingerprint: Fingerprint([1; 48]),
+                ek_cert_pem: None,
+                ek_public: Some(Blob::from_slice(&[5; 10]).unwrap()),
+                ek_source: EkSource::Pub,
+                hw_uuid: Some(String::try_from("u").unwrap()),
+                hw_mac: None,
+                hw_serial: None,
+                hw_product: None,
+                desired_role: None,
+                cluster_id: String::try_from("default").unwrap(),
+                ak_public: None,
+            },
+            agent_version: String::try_from("v").unwrap(),
+            created_at: Timestamp(42),
+        };
+        let tuple = (
+            TpmReceipt::FORMAT,
+            &receipt.identity,
+            &receipt.agent_version,
+            receipt.created_at,
+        );
+        assert_eq!(
+            postcard::to_allocvec(&LinkRequest {
+                seq: 2,
+                body: LinkRequestBody::Receipt(receipt.clone())
+            })
+            .unwrap(),
+            postcard::to_allocvec(&(2u32, RECEIPT, &tuple)).unwrap()
+        );
+        let ch = LinkRequestBody::Challenge(ChallengeRequest {
+            ek_fingerprint: None,
+        });
+        assert_eq!(
+            postcard::to_allocvec(&LinkRequest {
+                seq: 1,
+                body: ch.clone()
+            })
+            .unwrap(),
+            postcard::to_allocvec(&(1u32, variant(&ch), &Body(&ch))).unwrap()
+        );
     }
 }

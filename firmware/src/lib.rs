@@ -11,7 +11,9 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod bootargs;
 pub mod run;
+pub mod smbios;
 pub mod tpm;
 
 pub use attest_common as common;

@@ -34,27 +34,47 @@ pub struct Platform<'a> {
 /// waits ~100 ms per `recv`, 50 makes five seconds per request.
 pub const QUIET_POLLS: u32 = 50;
 
-/// One boot: identity from the TPM, then the agent's flow to its end.
+/// One boot: identity from the TPM, then the agent's flow to its end. The agent is the
+/// caller's (static storage on small targets).
 pub fn boot<T: TpmTransport, L: Link>(
+    agent: &mut Agent,
     tpm: &mut Tpm<T>,
     link: &mut L,
     mode: Mode,
     platform: &Platform<'_>,
     server_key: Option<&[u8]>,
 ) -> Outcome {
-    match boot_inner(tpm, link, mode, platform, server_key) {
+    match boot_inner(agent, tpm, link, mode, platform, server_key) {
         Ok(o) => o,
         Err(e) => Outcome::Failed(e),
     }
 }
 
 fn boot_inner<T: TpmTransport, L: Link>(
+    agent: &mut Agent,
     tpm: &mut Tpm<T>,
     link: &mut L,
     mode: Mode,
     platform: &Platform<'_>,
     server_key: Option<&[u8]>,
 ) -> Result<Outcome, AgentError> {
+    let (ek_type, ak) = start(agent, tpm, mode, platform, server_key)?;
+    let outcome = drive(agent, tpm, ek_type, &ak, link);
+    // Transient objects must not outlive the boot (the TPM has three slots).
+    let _ = tpm.flush(ak.handle);
+    Ok(outcome)
+}
+
+/// Reads the identity and starts the agent. Not inlined: the certificate buffer is gone
+/// from the stack before the flow (and its deepest TPM calls) begins.
+#[inline(never)]
+fn start<T: TpmTransport>(
+    agent: &mut Agent,
+    tpm: &mut Tpm<T>,
+    mode: Mode,
+    platform: &Platform<'_>,
+    server_key: Option<&[u8]>,
+) -> Result<(EkType, Key), AgentError> {
     let t = AgentError::Tpm;
     tpm.ensure_started().map_err(t)?;
     let mut cert = [0u8; MAX_EK_CERT];
@@ -76,11 +96,8 @@ fn boot_inner<T: TpmTransport, L: Link>(
         hw_serial: platform.hw_serial,
         hw_product: platform.hw_product,
     };
-    let mut agent = Agent::new(mode, &identity, server_key, nonce, platform.now);
-    let outcome = drive(&mut agent, tpm, ek_type, &ak, link);
-    // Transient objects must not outlive the boot (the TPM has three slots).
-    let _ = tpm.flush(ak.handle);
-    Ok(outcome)
+    agent.begin(mode, &identity, server_key, nonce, platform.now);
+    Ok((ek_type, ak))
 }
 
 /// Runs the agent until it is done.

@@ -51,8 +51,19 @@ pub struct Targets<'a> {
 /// device/file path (`/dev/ttyUSB0`, already configured with `stty`).
 pub fn open(serial: &str) -> Result<(Box<dyn Read + Send>, Box<dyn Write + Send>)> {
     if let Some(addr) = serial.strip_prefix("tcp:") {
-        let stream =
-            TcpStream::connect(addr).with_context(|| format!("cannot connect to {serial}"))?;
+        // The machine's side may still be starting (QEMU opens its listening socket a
+        // moment after it is launched): keep trying for ten seconds.
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let stream = loop {
+            match TcpStream::connect(addr) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot connect to {serial}")),
+            }
+        };
         stream.set_nodelay(true)?;
         let write = stream.try_clone()?;
         return Ok((Box::new(stream), Box::new(write)));

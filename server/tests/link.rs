@@ -282,7 +282,9 @@ fn boot(
         hw_product: Some("Standard PC (Q35 + ICH9, 2009)"),
         now: None,
     };
-    let outcome = attest_firmware::run::boot(&mut tpm, &mut link, mode, &platform, server_key);
+    let mut agent = Box::new(attest_firmware::agent::Agent::idle());
+    let outcome =
+        attest_firmware::run::boot(&mut agent, &mut tpm, &mut link, mode, &platform, server_key);
     drop(link);
     let out = relay.wait_with_output().unwrap();
     assert!(

@@ -25,9 +25,9 @@ use tpm2_protocol::frame::{
     TpmGetCapabilityCommand, TpmGetCapabilityResponse, TpmGetRandomCommand, TpmGetRandomResponse,
     TpmNvReadCommand, TpmNvReadPublicCommand, TpmNvReadPublicResponse, TpmNvReadResponse,
     TpmPcrReadCommand, TpmPcrReadResponse, TpmPolicyOrCommand, TpmPolicyOrResponse,
-    TpmPolicySecretCommand, TpmPolicySecretResponse, TpmQuoteCommand, TpmQuoteResponse,
-    TpmResponse, TpmStartAuthSessionCommand, TpmStartAuthSessionResponse, TpmStartupCommand,
-    TpmStartupResponse, TpmUnmarshalBody, tpm_marshal_command,
+    TpmPolicySecretCommand, TpmPolicySecretResponse, TpmQuoteCommand, TpmResponse,
+    TpmStartAuthSessionCommand, TpmStartAuthSessionResponse, TpmStartupCommand, TpmStartupResponse,
+    TpmUnmarshalBody, tpm_marshal_command,
 };
 use tpm2_protocol::{TpmMarshal, TpmUnmarshal, TpmWriter};
 
@@ -194,6 +194,19 @@ fn marshal_into<T: TpmMarshal, const N: usize>(value: &T) -> Result<Vec<u8, N>> 
     Vec::from_slice(&buf[..len]).map_err(|_| TpmError::TooLarge)
 }
 
+/// TPM2_Quote's response parameters (TPM2B_ATTEST's contents, TPMT_SIGNATURE) from a
+/// successful response frame with sessions: header, parameterSize, parameters, sessions.
+fn quote_parameters(frame: &[u8]) -> Option<(&[u8], &[u8])> {
+    let u16_at = |i: usize| Some(u16::from_be_bytes(frame.get(i..i + 2)?.try_into().ok()?));
+    let size = u32::from_be_bytes(frame.get(10..14)?.try_into().ok()?) as usize;
+    let params = frame.get(14..14usize.checked_add(size)?)?;
+    let attest_len = usize::from(u16_at(14)?);
+    let attest = params.get(2..2 + attest_len)?;
+    let signature = params.get(2 + attest_len..)?;
+    // TPMT_SIGNATURE: sigAlg, hash, then at least one sized buffer.
+    (attest_len > 0 && signature.len() >= 6).then_some((attest, signature))
+}
+
 /// TPML_PCR_SELECTION for the given banks.
 fn pcr_selection(banks: &[PcrBank]) -> Result<TpmlPcrSelection> {
     let mut bytes: Vec<u8, 64> = Vec::new();
@@ -233,6 +246,18 @@ impl<T: TpmTransport> Tpm<T> {
         command: &C,
         sessions: &[TpmsAuthCommand],
     ) -> Result<R> {
+        let n = self.exchange(command, sessions)?;
+        let frame = TpmResponse::cast(&self.response[..n]).map_err(malformed(command.cc()))?;
+        frame.unmarshal::<R>().map_err(malformed(command.cc()))
+    }
+
+    /// Sends `command` (again while the TPM asks for it) and checks the response code;
+    /// the response frame is left in `self.response`, its length returned.
+    fn exchange<C: TpmFrame>(
+        &mut self,
+        command: &C,
+        sessions: &[TpmsAuthCommand],
+    ) -> Result<usize> {
         let cc = command.cc();
         let tag = if sessions.is_empty() {
             TpmSt::NoSessions
@@ -256,14 +281,13 @@ impl<T: TpmTransport> Tpm<T> {
             }
             break (n, rc);
         };
-        let frame = TpmResponse::cast(&self.response[..n]).map_err(malformed(cc))?;
         if rc != TpmRc::Fmt0(TpmRcBase::Success) {
             return Err(TpmError::Response {
                 cc: cc.value(),
                 rc: rc.value(),
             });
         }
-        frame.unmarshal::<R>().map_err(malformed(cc))
+        Ok(n)
     }
 
     /// Makes sure the TPM is started: firmware that ran before us usually sent
@@ -581,7 +605,7 @@ impl<T: TpmTransport> Tpm<T> {
 
     /// TPM2_Quote with the AK's own scheme over `banks`, `nonce` as qualifying data.
     pub fn quote(&mut self, ak: &Key, nonce: &[u8], banks: &[PcrBank]) -> Result<Quote> {
-        let r: TpmQuoteResponse = self.call(
+        let n = self.exchange(
             &TpmQuoteCommand {
                 handles: [TpmHandle::new(ak.handle.0)],
                 qualifying_data: buffer::<Tpm2bData>(nonce)?,
@@ -590,9 +614,16 @@ impl<T: TpmTransport> Tpm<T> {
             },
             &[password()],
         )?;
+        // The quote goes to the server as bytes, which parses and verifies it: cut the two
+        // parameters out of the frame instead of unmarshalling TPMS_ATTEST's large union
+        // (12 KiB of stack in tpm2-protocol's types).
+        let (attest, signature) =
+            quote_parameters(&self.response[..n]).ok_or(TpmError::Malformed {
+                cc: TpmCc::Quote.value(),
+            })?;
         Ok(Quote {
-            attest: marshal_into(&r.quoted.inner)?,
-            signature: marshal_into(&r.signature)?,
+            attest: Vec::from_slice(attest).map_err(|_| TpmError::TooLarge)?,
+            signature: Vec::from_slice(signature).map_err(|_| TpmError::TooLarge)?,
         })
     }
 }
