@@ -10,14 +10,21 @@ step "setup"
 
 step "format"
 cargo fmt --all --check
+cargo fmt --manifest-path firmware/image/Cargo.toml --check
 
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The bare-metal image is its own workspace (no std may be unified into it).
+cargo clippy --manifest-path firmware/image/Cargo.toml --target-dir target --profile firmware --locked -- -D warnings
 
 step "common without std (no allocator) and with defmt"
 cargo build -p attest-common --no-default-features --locked
 cargo check -p attest-common --no-default-features --features defmt --locked
 cargo build -p attest-firmware --locked
+cargo check -p attest-firmware --features defmt --locked
+
+step "bare-metal image (QEMU tests boot it)"
+cargo build --manifest-path firmware/image/Cargo.toml --target-dir target --profile firmware --locked
 
 step "tests"
 cargo test --workspace --locked
