@@ -458,7 +458,7 @@ impl Agent {
                 self.fail(AgentError::NoAnswer);
             } else if expect == Expect::Attest {
                 // The nonce may have been spent: a fresh challenge and quote, not a resend.
-                self.challenge();
+                self.step = self.challenge();
             } else {
                 self.step = Step::Send(expect);
             }
@@ -529,11 +529,7 @@ impl Agent {
         // proved its AK before, so they attest without a proof, and a revoked one learns
         // of its wipe that way.
         if expect == Expect::Register && self.mode == Mode::Attest && status == 409 {
-            self.challenge();
-            return Ok(core::mem::replace(
-                &mut self.step,
-                Step::Done(Outcome::Failed(AgentError::BadAnswer)),
-            ));
+            return Ok(self.challenge());
         }
         Ok(Step::Done(Outcome::Refused {
             status,
@@ -550,25 +546,20 @@ impl Agent {
             })),
             _ => match r.credential {
                 Some(c) => Ok(Step::Activate(c)),
-                None => {
-                    self.challenge();
-                    Ok(core::mem::replace(
-                        &mut self.step,
-                        Step::Done(Outcome::Failed(AgentError::BadAnswer)),
-                    ))
-                }
+                None => Ok(self.challenge()),
             },
         }
     }
 
-    fn challenge(&mut self) {
+    /// Queues a challenge request; the step that waits to send it.
+    fn challenge(&mut self) -> Step {
         let body = LinkRequestBody::Challenge(ChallengeRequest {
             ek_fingerprint: Some(self.fingerprint),
         });
-        self.step = match self.queue(&body) {
+        match self.queue(&body) {
             Ok(()) => Step::Send(Expect::Challenge),
             Err(e) => Step::Done(Outcome::Failed(e)),
-        };
+        }
     }
 
     fn challenged(&mut self, c: ChallengeResponse) -> Result<Step, AgentError> {
@@ -602,7 +593,7 @@ impl Agent {
             Ok(secret) => match Vec::from_slice(secret) {
                 Ok(s) => {
                     self.secret = Some(s);
-                    self.challenge();
+                    self.step = self.challenge();
                 }
                 Err(_) => self.fail(AgentError::TooLarge),
             },

@@ -137,13 +137,11 @@ fn firmware_tpm_client_over_the_relay_registers_and_attests() {
         other => panic!("{other:?}"),
     }
 
-    let (s, m) = server.call(
-        "POST",
-        &format!("/api/v1/machines/{id}/approve"),
-        Some(ADMIN),
-        Some(r#"{"role":"worker-app","hostname":"fw-1","assigned_ip":"10.0.9.1/24"}"#),
+    server.admin(
+        &id,
+        "approve",
+        r#"{"role":"worker-app","hostname":"fw-1","assigned_ip":"10.0.9.1/24"}"#,
     );
-    assert_eq!(s, 200, "{m}");
 
     let LinkResponseBody::Challenge(ch) =
         line.call(LinkRequestBody::Challenge(ChallengeRequest::default()))
@@ -193,9 +191,7 @@ fn firmware_tpm_client_over_the_relay_registers_and_attests() {
         (answer.status, answer.action),
         (Status::Attested, Action::ApplyConfig)
     );
-    let (_, key) = server.call("GET", "/api/v1/server-key", None, None);
-    let spki = base64ct::Base64::decode_vec(key["public_key_der"].as_str().unwrap()).unwrap();
-    let key = verifying_key_from_spki(&spki).unwrap();
+    let key = verifying_key_from_spki(&server_key(&server)).unwrap();
     verify(
         &key,
         Domain::Action,
@@ -322,14 +318,12 @@ fn firmware_agent_registers_attests_is_locked_and_wiped_through_the_relay() {
     let (_, m) = server.call("GET", &format!("/api/v1/machines/{id}"), Some(ADMIN), None);
     assert_eq!(m["hw_serial"], "SN-FW-1", "{m}");
 
-    // Attest mode before approval of a role: the server's verified word, whatever it is.
-    let (s, m) = server.call(
-        "POST",
-        &format!("/api/v1/machines/{id}/approve"),
-        Some(ADMIN),
-        Some(r#"{"role":"worker-app","hostname":"fw-2","assigned_ip":"10.0.9.2/24"}"#),
+    // Approved: attest mode activates the credential, quotes, and gets apply-config.
+    server.admin(
+        &id,
+        "approve",
+        r#"{"role":"worker-app","hostname":"fw-2","assigned_ip":"10.0.9.2/24"}"#,
     );
-    assert_eq!(s, 200, "{m}");
     let (outcome, stdout) = boot(&swtpm, &relay, Mode::Attest, Some(&key));
     assert!(
         matches!(
@@ -373,13 +367,7 @@ fn firmware_agent_registers_attests_is_locked_and_wiped_through_the_relay() {
     assert_eq!(outcome, Outcome::Failed(AgentError::NoServerKey));
     assert!(stdout.starts_with("frames=0\n"), "{stdout}");
 
-    let (s, _) = server.call(
-        "POST",
-        &format!("/api/v1/machines/{id}/lock"),
-        Some(ADMIN),
-        Some(r#"{"reason":"test"}"#),
-    );
-    assert_eq!(s, 200);
+    server.admin(&id, "lock", r#"{"reason":"test"}"#);
     let (outcome, _) = boot(&swtpm, &relay, Mode::Attest, Some(&key));
     assert!(
         matches!(
@@ -393,13 +381,7 @@ fn firmware_agent_registers_attests_is_locked_and_wiped_through_the_relay() {
     );
     assert_eq!(outcome.exit_code(), 3);
 
-    let (s, m) = server.call(
-        "POST",
-        &format!("/api/v1/machines/{id}/revoke"),
-        Some(ADMIN),
-        Some(r#"{"reason":"stolen","wipe":true}"#),
-    );
-    assert_eq!(s, 200, "{m}");
+    server.admin(&id, "revoke", r#"{"reason":"stolen","wipe":true}"#);
     let (outcome, _) = boot(&swtpm, &relay, Mode::Attest, Some(&key));
     assert!(
         matches!(

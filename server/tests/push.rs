@@ -111,14 +111,7 @@ fn approve(server: &Server, id: &str, role: &str, host: &str) {
 }
 
 fn admin(server: &Server, id: &str, action: &str, body: &str) -> Value {
-    let (status, m) = server.call(
-        "POST",
-        &format!("/api/v1/machines/{id}/{action}"),
-        Some(ADMIN),
-        Some(body),
-    );
-    assert_eq!(status, 200, "{action}: {m}");
-    m
+    server.admin(id, action, body)
 }
 
 fn count(v: &[String], what: &str) -> usize {

@@ -134,13 +134,11 @@ fn qemu_image_registers_attests_and_is_wiped() {
     assert_eq!(m["status"], "registered", "{m}");
 
     // Approved, the next boot attests: a verified quote, then `attested`.
-    let (s, body) = server.call(
-        "POST",
-        &format!("/api/v1/machines/{id}/approve"),
-        Some(ADMIN),
-        Some(r#"{"role":"worker-app","hostname":"qemu-7","assigned_ip":"10.0.7.7/24"}"#),
+    server.admin(
+        &id,
+        "approve",
+        r#"{"role":"worker-app","hostname":"qemu-7","assigned_ip":"10.0.7.7/24"}"#,
     );
-    assert_eq!(s, 200, "{body}");
     let (code, console) = run(&[
         "--mode",
         "attest",
@@ -160,13 +158,7 @@ fn qemu_image_registers_attests_and_is_wiped() {
     assert!(line(&console, "relay: first_frame_ms=").len() > 20);
 
     // Revoked with wipe: the firmware gets `wipe` and exits with the wipe status.
-    let (s, body) = server.call(
-        "POST",
-        &format!("/api/v1/machines/{id}/revoke"),
-        Some(ADMIN),
-        Some(r#"{"reason":"stolen","wipe":true}"#),
-    );
-    assert_eq!(s, 200, "{body}");
+    server.admin(&id, "revoke", r#"{"reason":"stolen","wipe":true}"#);
     let (code, console) = run(&[
         "--mode",
         "attest",

@@ -89,6 +89,18 @@ impl Server {
     }
 
     /// One field of every audit entry for a machine, oldest first.
+    /// `POST /api/v1/machines/{id}/{action}` as the break-glass operator; must answer 200.
+    pub fn admin(&self, id: &str, action: &str, body: &str) -> Value {
+        let (status, m) = self.call(
+            "POST",
+            &format!("/api/v1/machines/{id}/{action}"),
+            Some(ADMIN),
+            Some(body),
+        );
+        assert_eq!(status, 200, "{action}: {m}");
+        m
+    }
+
     pub fn audit_column(&self, machine_id: &str, field: &str) -> Vec<String> {
         let (status, audit) = self.call(
             "GET",
