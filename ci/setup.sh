@@ -2,10 +2,13 @@
 # Installs what the tests need, only what is missing; safe to run again.
 # Debian packages: swtpm and swtpm-tools (software TPM with EK certificates), tpm2-tools
 # (cross-checks), libtss2-dev and pkg-config (tss-esapi), openssl (cross-checks),
-# qemu-system-x86 (boots the bare-metal firmware image).
+# qemu-system-x86 (boots the bare-metal firmware image), nodejs and npm (the OpenID provider
+# the operator CLI's tests log in at: npm's oidc-provider, pinned in server/tests/oidc).
 set -euo pipefail
 
 packages=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config openssl qemu-system-x86)
+# Node.js may come from elsewhere (nodesource, nvm); install Debian's only when none is there.
+command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -41,3 +44,12 @@ for component in clippy rustfmt; do
     exit 1
   }
 done
+
+# The OpenID provider for server/tests/cli.rs, exactly as package-lock.json pins it.
+oidc="$(dirname "$0")/../server/tests/oidc"
+if [ ! -f "$oidc/node_modules/oidc-provider/package.json" ] || [ "$oidc/package-lock.json" -nt "$oidc/node_modules/.package-lock.json" ]; then
+  echo "ci/setup.sh: npm ci in server/tests/oidc"
+  (cd "$oidc" && npm ci --no-audit --no-fund --loglevel=error)
+else
+  echo "ci/setup.sh: oidc-provider present in server/tests/oidc/node_modules"
+fi

@@ -466,11 +466,17 @@ async fn list(req: Request<State>) -> tide::Result {
     ))
 }
 
-fn votes_json(votes: &[Vote]) -> serde_json::Value {
-    votes
+/// Approved votes first, then pending ones, each saying which it is.
+fn votes_json(a: &crate::service::Approvals) -> serde_json::Value {
+    let tagged = a
+        .approved
         .iter()
-        .map(|v| {
+        .map(|v| ("approved", v))
+        .chain(a.pending.iter().map(|v| ("pending", v)));
+    tagged
+        .map(|(state, v): (&str, &Vote)| {
             json!({
+                "state": state,
                 "operator": v.identity,
                 "role": v.role,
                 "hostname": v.hostname,
@@ -553,6 +559,15 @@ async fn audit_list(req: Request<State>) -> tide::Result {
     Ok(json_response(
         StatusCode::Ok,
         &json!({ "entries": entries, "total": total, "page": page, "per_page": per_page }),
+    ))
+}
+
+/// `GET /api/v1/whoami` (operator): the identity the server sees in the bearer token.
+async fn whoami(req: Request<State>) -> tide::Result {
+    let actor = attempt!(operator(&req).await);
+    Ok(json_response(
+        StatusCode::Ok,
+        &json!({ "identity": actor.identity, "break_glass": actor.identity == "SYSTEM" }),
     ))
 }
 
@@ -809,6 +824,7 @@ pub fn app(state: State) -> tide::Server<State> {
     app.at("/api/v1/machines/:id").get(get).delete(delete);
     app.at("/api/v1/machines/:id/approvals").get(approvals);
     app.at("/api/v1/machines/:id/:action").post(operate);
+    app.at("/api/v1/whoami").get(whoami);
     app.at("/api/v1/audit").get(audit_list);
     app.at("/api/v1/audit/verify").get(audit_verify);
     app.at("*").all(|req: Request<State>| async move {

@@ -175,6 +175,7 @@ pub fn document() -> Value {
                 "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
                 "responses": responses("200", &[400, 413])}},
             "/api/v1/backup": {"get": operator("A consistent copy of the registry (redb file)", "200", &[])},
+            "/api/v1/whoami": {"get": operator("The operator identity the server sees in the bearer token", "200", &[])},
             "/api/v1/audit": {"get": audit},
             "/api/v1/audit/verify": {"get": operator("Recompute the audit chain", "200", &[])}
         }

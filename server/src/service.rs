@@ -1260,8 +1260,10 @@ impl Service {
             let received = votes.len();
             let expires_at = votes[0].at + dc.window_seconds;
             if received >= dc.quorum {
-                // The quorum-th vote approves, in the same transaction that clears the votes.
+                // The quorum-th vote approves, in the same transaction that moves the votes
+                // from pending to the record of who approved.
                 tx.put_votes(id, &[])?;
+                tx.put_votes(&approved_key(id), &votes)?;
                 let voters: Vec<_> = votes.iter().map(|v| v.identity.as_str()).collect();
                 let detail = approval_detail(
                     id,
@@ -1311,23 +1313,39 @@ impl Service {
         actor: &Actor,
     ) -> Result<MachineRecord, ServiceError> {
         let detail = approval_detail(id, approval, "");
-        self.operate(id, Event::Approve, actor, detail, |r| {
-            set_approval(r, approval)
-        })
-        .map(|r| r.expect("approve keeps the record"))
+        let now = now();
+        let vote = Vote {
+            identity: actor.identity.clone(),
+            role: approval.role,
+            hostname: approval.hostname.clone(),
+            assigned_ip: approval.assigned_ip.clone(),
+            at: now,
+        };
+        self.store
+            .write(|tx| {
+                let record = apply_event(tx, id, Event::Approve, actor, detail, now, |r| {
+                    set_approval(r, approval)
+                })?;
+                tx.put_votes(&approved_key(id), &[vote])?;
+                Ok(record)
+            })
+            .map(|r| r.expect("approve keeps the record"))
     }
 
-    /// The pending dual-control votes for a machine.
-    pub fn approvals(&self, id: &str) -> Result<Vec<Vote>, ServiceError> {
+    /// The votes that approved a machine, and the dual-control votes still pending.
+    pub fn approvals(&self, id: &str) -> Result<Approvals, ServiceError> {
         self.machine(id)?;
-        let mut votes = self.store.votes(id)?;
-        if votes
+        let mut pending = self.store.votes(id)?;
+        if pending
             .first()
             .is_some_and(|f| now() > f.at + self.dual_control.window_seconds)
         {
-            votes.clear();
+            pending.clear();
         }
-        Ok(votes)
+        Ok(Approvals {
+            approved: self.store.votes(&approved_key(id))?,
+            pending,
+        })
     }
 
     /// Reject, lock, unlock or revoke: the record stays, the reason goes to the audit log.
@@ -1437,6 +1455,21 @@ fn new_token() -> String {
 
 /// Runs the lifecycle transition for `event` on machine `id` inside `tx`, with its audit
 /// entry; `None` when the event deletes the record.
+/// Where the votes that approved a machine are kept (the approvals table, beside its pending
+/// votes under the plain id).
+fn approved_key(id: &str) -> String {
+    format!("{id}#approved")
+}
+
+/// What `GET /machines/{id}/approvals` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Approvals {
+    /// The votes that approved the machine (one without dual control), oldest first.
+    pub approved: Vec<Vote>,
+    /// Dual-control votes inside the window, not yet at the quorum.
+    pub pending: Vec<Vote>,
+}
+
 fn apply_event(
     tx: &Tx<'_>,
     id: &str,
@@ -1461,6 +1494,7 @@ fn apply_event(
         None => {
             tx.delete_machine(&record)?;
             tx.put_votes(id, &[])?;
+            tx.put_votes(&approved_key(id), &[])?;
             None
         }
     };

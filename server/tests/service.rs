@@ -312,7 +312,7 @@ fn dual_control_with_quorum_two_and_three() {
                 (ErrorKind::Conflict, "duplicate_approval")
             );
         }
-        assert_eq!(svc.approvals(&id).unwrap().len(), quorum - 1);
+        assert_eq!(svc.approvals(&id).unwrap().pending.len(), quorum - 1);
         assert_eq!(
             svc.machine(&id).unwrap().state.status,
             Status::PendingApproval
@@ -332,7 +332,14 @@ fn dual_control_with_quorum_two_and_three() {
         );
         assert_eq!(m.state.status, Status::Registered);
         assert_eq!(m.hostname.as_deref(), Some("cp-1.example"));
-        assert!(svc.approvals(&id).unwrap().is_empty());
+        let approvals = svc.approvals(&id).unwrap();
+        assert!(approvals.pending.is_empty());
+        let voters: Vec<_> = approvals
+            .approved
+            .iter()
+            .map(|v| v.identity.as_str())
+            .collect();
+        assert_eq!(voters, names[..quorum], "who approved is kept");
         // Roles outside ITL_DUAL_CONTROL_ROLES need one approval.
         let worker = Approval {
             role: Role::WorkerApp,
@@ -361,7 +368,7 @@ fn dual_control_window_expiry_restarts_the_count() {
     ));
     std::thread::sleep(std::time::Duration::from_millis(2100));
     assert!(
-        svc.approvals(&id).unwrap().is_empty(),
+        svc.approvals(&id).unwrap().pending.is_empty(),
         "expired votes are not shown"
     );
     // Bob's vote after the window is the first of a new count, not the second of the old.

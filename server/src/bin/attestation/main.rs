@@ -1,0 +1,226 @@
+//! `attestation`: the operator CLI. Everything an operator does to the fleet, without curl:
+//! OIDC login (PKCE with a loopback redirect, device flow), machines (list, detail, approve
+//! with role, hostname and address, reject, lock, unlock, revoke with wipe, offline bundles,
+//! receipt import) and the audit log. Exit statuses: see `failure.rs` and the README.
+
+mod api;
+mod audit;
+mod auth;
+mod failure;
+mod login;
+mod machine;
+mod output;
+mod session;
+mod settings;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use failure::{Failure, Outcome};
+use output::Format;
+use settings::{Given, Settings};
+
+#[derive(Parser)]
+#[command(
+    name = "attestation",
+    version,
+    about = "Operator CLI for the attestation server"
+)]
+struct Cli {
+    /// Server base URL [default: http://127.0.0.1:8080, or api_url in the config file].
+    #[arg(long, env = "ATTESTATION_API_URL", global = true)]
+    api_url: Option<String>,
+    /// OpenID provider (issuer URL).
+    #[arg(long, env = "ATTESTATION_OIDC_ISSUER", global = true)]
+    issuer: Option<String>,
+    /// OAuth client id of this CLI at the provider [default: attestation-cli].
+    #[arg(long, env = "ATTESTATION_CLIENT_ID", global = true)]
+    client_id: Option<String>,
+    /// Config file [default: $XDG_CONFIG_HOME/attestation/config.toml].
+    #[arg(long, env = "ATTESTATION_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Output format; `json` prints only the server's JSON on stdout.
+    #[arg(long, short, value_enum, default_value = "table", global = true)]
+    output: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check that the server answers /healthz; exit 0 only when healthy.
+    Health,
+    /// Log in to the OpenID provider, show who you are, log out.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+    /// Machines: list, inspect, approve, lock, revoke, offline bundles, receipts.
+    #[command(subcommand)]
+    Machine(MachineCommand),
+    /// The audit log: list entries, verify the hash chain.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+pub enum AuthCommand {
+    /// Sign in (authorization code + PKCE through a loopback redirect on 127.0.0.1).
+    Login(LoginArgs),
+    /// Show the identity, roles and expiry of the session, and what the server sees.
+    Whoami,
+    /// Forget the session (and revoke its refresh token at the provider).
+    Logout,
+}
+
+#[derive(Args)]
+pub struct LoginArgs {
+    /// Use the device-authorization flow (sign in on another device).
+    #[arg(long, conflicts_with = "password")]
+    pub device: bool,
+    /// Use the password grant (only for providers that allow it); the password is read from
+    /// stdin.
+    #[arg(long, requires = "username")]
+    pub password: bool,
+    /// User name for --password.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Do not try to open a browser (the URL is printed either way).
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+#[derive(Subcommand)]
+pub enum MachineCommand {
+    /// List machines.
+    List {
+        /// Only machines in this status (pending_approval, registered, attested, locked, revoked,
+        /// rejected).
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// A machine's detail, with its approvals.
+    Get { id: String },
+    /// Approve a machine with its role, hostname and address (one vote under dual control).
+    Approve {
+        id: String,
+        /// controlplane, worker-app or worker-data.
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        hostname: String,
+        /// Address with prefix, e.g. 10.0.0.5/24.
+        #[arg(long)]
+        assigned_ip: String,
+    },
+    /// Reject a pending machine.
+    Reject {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lock a machine: its agent is told to lock; no config is served.
+    Lock {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Unlock a locked machine.
+    Unlock {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Revoke a machine for good (asks for confirmation unless --yes).
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        /// Also tell its agent to wipe the disk (once).
+        #[arg(long)]
+        wipe: bool,
+        /// Do not ask.
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// The approval votes recorded for a machine.
+    Approvals { id: String },
+    /// Issue an offline bundle (enrollment certificate, MachineConfig) for an approved machine.
+    OfflineBundle {
+        id: String,
+        /// Write the MachineConfig (YAML, with secrets) to this file, mode 0600.
+        #[arg(long)]
+        machineconfig_out: Option<PathBuf>,
+    },
+    /// Import a TPM receipt (from `attest-agent receipt` or `relay --receipt-out`).
+    Import { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Audit entries, newest page first is page 1.
+    List {
+        #[arg(long, default_value_t = 1)]
+        page: usize,
+        #[arg(long, default_value_t = 50)]
+        per_page: usize,
+        #[arg(long)]
+        machine_id: Option<String>,
+    },
+    /// Recompute the hash chain; exit 0 only when it is valid.
+    Verify,
+}
+
+fn health(settings: &Settings) -> Outcome {
+    let url = format!("{}/healthz", settings.api_url);
+    let http = attest_server::outbound::agent_keeping_status(
+        std::time::Duration::from_secs(10),
+        concat!("attestation-cli/", env!("CARGO_PKG_VERSION")),
+    );
+    let mut res = http
+        .get(&url)
+        .call()
+        .map_err(|e| Failure::Unreachable(format!("cannot reach {url}: {e}")))?;
+    let status = res.status().as_u16();
+    let body: serde_json::Value = res
+        .body_mut()
+        .read_json()
+        .map_err(|e| Failure::Other(format!("{url} answered {status} without JSON: {e}")))?;
+    if status != 200 || body["status"] != "ok" {
+        return Err(Failure::Other(format!("{url} answered {status}: {body}")));
+    }
+    println!(
+        "ok: {} (server version {})",
+        settings.api_url,
+        body["version"].as_str().unwrap_or("unknown")
+    );
+    Ok(())
+}
+
+fn run(cli: Cli) -> Outcome {
+    let settings = Settings::load(Given {
+        api_url: cli.api_url,
+        issuer: cli.issuer,
+        client_id: cli.client_id,
+        config: cli.config,
+    })?;
+    match cli.command {
+        Command::Health => health(&settings),
+        Command::Auth(c) => auth::run(&settings, c, cli.output),
+        Command::Machine(c) => machine::run(&settings, c, cli.output),
+        Command::Audit(c) => audit::run(&settings, c, cli.output),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("attestation: {e}");
+            e.exit_code()
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Human output: aligned tables, times relative to now, colour only on a terminal (and never
+//! with `NO_COLOR`). `--output json` bypasses all of it and prints the server's JSON.
+
+use std::io::IsTerminal;
+
+use attest_common::wire::Timestamp;
+use serde_json::Value;
+
+use crate::session::now;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+pub fn colour_enabled() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// A cell: its text and, on a terminal, an ANSI colour.
+pub struct Cell {
+    text: String,
+    colour: Option<&'static str>,
+}
+
+impl From<String> for Cell {
+    fn from(text: String) -> Cell {
+        Cell { text, colour: None }
+    }
+}
+
+impl From<&str> for Cell {
+    fn from(text: &str) -> Cell {
+        Cell::from(text.to_owned())
+    }
+}
+
+/// A machine status, coloured by how much attention it needs.
+pub fn status_cell(status: &str, stale: bool) -> Cell {
+    let colour = match status {
+        "attested" if stale => "33",
+        "attested" => "32",
+        "registered" => "36",
+        "pending_approval" => "33",
+        "locked" | "revoked" | "rejected" => "31",
+        _ => "0",
+    };
+    let text = if stale {
+        format!("{status} (stale)")
+    } else {
+        status.to_owned()
+    };
+    Cell {
+        text,
+        colour: Some(colour),
+    }
+}
+
+/// Prints rows under a header, columns padded to their widest cell (in characters).
+pub fn table(header: &[&str], rows: Vec<Vec<Cell>>) {
+    let colour = colour_enabled();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (i, c) in row.iter().enumerate() {
+            widths[i] = widths[i].max(c.text.chars().count());
+        }
+    }
+    let line = |cells: Vec<(String, Option<&str>)>| {
+        let mut out = String::new();
+        let last = cells.len().saturating_sub(1);
+        for (i, (text, code)) in cells.into_iter().enumerate() {
+            let pad = if i == last {
+                0
+            } else {
+                widths[i] - text.chars().count() + 2
+            };
+            match code {
+                Some(code) if colour => out.push_str(&format!("\x1b[{code}m{text}\x1b[0m")),
+                _ => out.push_str(&text),
+            }
+            out.push_str(&" ".repeat(pad));
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.iter().map(|h| (h.to_string(), Some("1"))).collect());
+    for row in rows {
+        line(row.into_iter().map(|c| (c.text, c.colour)).collect());
+    }
+}
+
+/// `key  value` lines, keys aligned.
+pub fn fields(pairs: &[(&str, String)]) {
+    let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in pairs {
+        println!("{k:width$}  {v}");
+    }
+}
+
+/// "3m ago", "in 2h", "just now"; `-` for none.
+pub fn relative(value: &Value) -> String {
+    match value.as_str().and_then(|s| s.parse::<Timestamp>().ok()) {
+        Some(t) => relative_secs(t.0, now()),
+        None => "-".into(),
+    }
+}
+
+pub fn relative_secs(then: u64, now: u64) -> String {
+    let (delta, future) = if then > now {
+        (then - now, true)
+    } else {
+        (now - then, false)
+    };
+    if delta < 5 {
+        return "just now".into();
+    }
+    let amount = match delta {
+        d if d < 90 => format!("{d}s"),
+        d if d < 90 * 60 => format!("{}m", d / 60),
+        d if d < 36 * 3600 => format!("{}h", d / 3600),
+        d => format!("{}d", d / 86_400),
+    };
+    if future {
+        format!("in {amount}")
+    } else {
+        format!("{amount} ago")
+    }
+}
+
+/// A JSON string field, or `-`.
+pub fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) if !s.is_empty() => s.clone(),
+        Value::Null => "-".into(),
+        Value::String(_) => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// JSON for `--output json`: the value, pretty, and nothing else on stdout.
+pub fn json(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_times() {
+        assert_eq!(relative_secs(100, 102), "just now");
+        assert_eq!(relative_secs(100, 160), "60s ago");
+        assert_eq!(relative_secs(0, 600), "10m ago");
+        assert_eq!(relative_secs(0, 7200), "2h ago");
+        assert_eq!(relative_secs(0, 3 * 86_400), "3d ago");
+        assert_eq!(relative_secs(400, 100), "in 5m");
+        assert_eq!(relative(&Value::Null), "-");
+        assert_eq!(relative(&Value::String("nonsense".into())), "-");
+    }
+}
