@@ -71,7 +71,8 @@ fn cli_health_up_and_down() {
         .arg("health")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    // 4: the server cannot be reached (the CLI's exit statuses, README).
+    assert_eq!(out.status.code(), Some(4));
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
 }
