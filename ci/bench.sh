@@ -16,7 +16,7 @@ cargo bench -p attest-server --bench attest_load --locked
 
 echo
 echo "==> firmware image: bytes, static RAM, boot to evidence in QEMU (targets 128 KiB, 64 KiB, 1 s)"
-cargo build -q --manifest-path firmware/image/Cargo.toml --target-dir target --profile firmware --locked
+firmware/image/cargo.sh build -q
 cargo build -q -p attest-host-agent --bin attest-agent --locked
 image=target/firmware/attest-firmware-image
 section() { readelf -SW "$image" | python3 -c '

@@ -15,7 +15,7 @@ cargo fmt --manifest-path firmware/image/Cargo.toml --check
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The bare-metal image is its own workspace (no std may be unified into it).
-cargo clippy --manifest-path firmware/image/Cargo.toml --target-dir target --profile firmware --locked -- -D warnings
+firmware/image/cargo.sh clippy -- -D warnings
 
 step "common without std (no allocator) and with defmt"
 cargo build -p attest-common --no-default-features --locked
@@ -24,7 +24,7 @@ cargo build -p attest-firmware --locked
 cargo check -p attest-firmware --features defmt --locked
 
 step "bare-metal image (QEMU tests boot it)"
-cargo build --manifest-path firmware/image/Cargo.toml --target-dir target --profile firmware --locked
+firmware/image/cargo.sh build
 
 step "tests"
 cargo test --workspace --locked

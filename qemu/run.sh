@@ -47,8 +47,7 @@ for tool in qemu-system-x86_64:qemu-system-x86 swtpm:swtpm swtpm_setup:swtpm-too
 done
 
 if [ "$build" = 1 ]; then
-  (cd "$root" && cargo build -q --profile firmware --manifest-path firmware/image/Cargo.toml \
-    --target-dir target && cargo build -q -p attest-host-agent --bin attest-agent) >&2
+  (cd "$root" && firmware/image/cargo.sh build -q && cargo build -q -p attest-host-agent --bin attest-agent) >&2
 fi
 image=$root/target/firmware/attest-firmware-image
 agent=${ITL_AGENT_BIN:-$root/target/debug/attest-agent}
@@ -88,7 +87,7 @@ swtpm socket --tpm2 --tpmstate "dir=$state" --ctrl "type=unixio,path=$work/swtpm
 pids+=($!)
 for _ in $(seq 100); do [ -S "$work/swtpm.sock" ] && break; sleep 0.05; done
 
-timeout 120 qemu-system-x86_64 -M q35 -m 64 -display none -no-reboot -nodefaults \
+timeout 120 qemu-system-x86_64 -M q35 -cpu qemu64,+pdpe1gb -m 64 -display none -no-reboot -nodefaults \
   -kernel "$image" -append "$cmdline" \
   -chardev "socket,id=chrtpm,path=$work/swtpm.sock" -tpmdev emulator,id=tpm0,chardev=chrtpm \
   -device tpm-tis,tpmdev=tpm0 \

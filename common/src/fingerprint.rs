@@ -243,11 +243,14 @@ pub fn decode_ek<'a>(
         check_der(der, Some(source))?;
         return Ok((der, source));
     }
-    if input.len() > MAX_EK_DER {
+    Ok((input, check_der_input(input)?))
+}
+
+fn check_der_input(der: &[u8]) -> Result<EkSource, FingerprintError> {
+    if der.len() > MAX_EK_DER {
         return Err(FingerprintError::TooLarge { max: MAX_EK_DER });
     }
-    let source = check_der(input, None)?;
-    Ok((input, source))
+    check_der(der, None)
 }
 
 /// Checks that `der` is exactly one certificate or SPKI (of the expected kind, if given).
@@ -274,6 +277,16 @@ fn check_der(der: &[u8], expected: Option<EkSource>) -> Result<EkSource, Fingerp
 pub fn ek_fingerprint(input: &[u8]) -> Result<EkFingerprint, FingerprintError> {
     let mut buf = [0u8; MAX_EK_DER];
     let (der, source) = decode_ek(input, &mut buf)?;
+    Ok(EkFingerprint {
+        fingerprint: Fingerprint::of_der(der),
+        source,
+    })
+}
+
+/// The EK fingerprint of a DER certificate or public key, as a TPM's NV holds it: no PEM
+/// decoder (and none of its code or buffer) for callers that never see PEM, the firmware.
+pub fn ek_fingerprint_der(der: &[u8]) -> Result<EkFingerprint, FingerprintError> {
+    let source = check_der_input(der)?;
     Ok(EkFingerprint {
         fingerprint: Fingerprint::of_der(der),
         source,

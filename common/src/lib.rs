@@ -21,5 +21,5 @@ pub mod nonce;
 pub mod tpm;
 pub mod wire;
 
-pub use fingerprint::{EkFingerprint, EkSource, Fingerprint, ek_fingerprint};
+pub use fingerprint::{EkFingerprint, EkSource, Fingerprint, ek_fingerprint, ek_fingerprint_der};
 pub use lifecycle::{Action, Event, State, Status, transition};

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use attest_common::fingerprint::{EkSource, ek_fingerprint};
+use attest_common::fingerprint::{EkSource, ek_fingerprint, ek_fingerprint_der};
 use attest_common::nonce::{self, Domain, NonceSignature};
 use attest_swtpm::{NV_EK_CERT_ECC_P384, NV_EK_CERT_RSA2048, Swtpm, openssl};
 use p384::ecdsa::SigningKey;
@@ -70,6 +70,9 @@ fn swtpm_ek_certificates_match_openssl() {
         ]);
         let pem = std::fs::read(&pem_path).unwrap();
         assert_eq!(ek_fingerprint(&pem).unwrap(), ours);
+        // The firmware's DER-only entry point agrees, and refuses PEM.
+        assert_eq!(ek_fingerprint_der(&der).unwrap(), ours);
+        assert!(ek_fingerprint_der(&pem).is_err());
 
         // The EK public key alone: SHA-384 of its SubjectPublicKeyInfo DER, source `pub`.
         let spki_path = tpm.scratch_dir().join(format!("ek-{index:x}.spki.der"));

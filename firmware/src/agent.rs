@@ -28,7 +28,7 @@ use attest_common::wire::{
     HashAlg, Hex, HexVec, LinkRequestBody, LinkResponse, LinkResponseBody, NONCE_ID_LEN, PcrValue,
     RegisterRequest, Timestamp, TpmReceipt, URL_LEN, VERSION_LEN,
 };
-use attest_common::{EkSource, Fingerprint, ek_fingerprint};
+use attest_common::{EkSource, Fingerprint, ek_fingerprint_der};
 use heapless::{String, Vec};
 
 use crate::tpm::{PcrBank, PcrRead, TpmError};
@@ -348,7 +348,7 @@ impl Agent {
             self.server_key =
                 Some(verifying_key_from_spki(key).map_err(|_| AgentError::NoServerKey)?);
         }
-        let fp = ek_fingerprint(identity.ek_cert).map_err(|_| AgentError::BadEkCertificate)?;
+        let fp = ek_fingerprint_der(identity.ek_cert).map_err(|_| AgentError::BadEkCertificate)?;
         self.fingerprint = fp.fingerprint;
         let request = RegisterRequest {
             ek_fingerprint: fp.fingerprint,

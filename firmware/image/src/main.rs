@@ -158,12 +158,11 @@ extern "C" fn rust_main(start_info: u32) -> ! {
         clock,
         first_sent_us: None,
     };
-    // The agent lives in .bss, not on the stack.
-    static mut AGENT: Agent = Agent::idle();
+    // The agent lives in .bss (not on the stack, and not as 8 KiB of .data in the image).
+    static mut AGENT: core::mem::MaybeUninit<Agent> = core::mem::MaybeUninit::uninit();
     // SAFETY: the only reference to AGENT, taken once on the only thread.
-    let slot = &raw mut AGENT;
-    // SAFETY: as above.
-    let agent = unsafe { &mut *slot };
+    let slot = unsafe { &mut *&raw mut AGENT };
+    let agent = slot.write(Agent::idle());
     let outcome = attest_firmware::run::boot(
         agent,
         &mut tpm,
