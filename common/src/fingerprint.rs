@@ -243,10 +243,11 @@ pub fn decode_ek<'a>(
         check_der(der, Some(source))?;
         return Ok((der, source));
     }
-    Ok((input, check_der_input(input)?))
+    Ok((input, der_source(input)?))
 }
 
-fn check_der_input(der: &[u8]) -> Result<EkSource, FingerprintError> {
+/// Whether DER input is exactly one certificate or SPKI, and which.
+pub fn der_source(der: &[u8]) -> Result<EkSource, FingerprintError> {
     if der.len() > MAX_EK_DER {
         return Err(FingerprintError::TooLarge { max: MAX_EK_DER });
     }
@@ -286,7 +287,7 @@ pub fn ek_fingerprint(input: &[u8]) -> Result<EkFingerprint, FingerprintError> {
 /// The EK fingerprint of a DER certificate or public key, as a TPM's NV holds it: no PEM
 /// decoder (and none of its code or buffer) for callers that never see PEM, the firmware.
 pub fn ek_fingerprint_der(der: &[u8]) -> Result<EkFingerprint, FingerprintError> {
-    let source = check_der_input(der)?;
+    let source = der_source(der)?;
     Ok(EkFingerprint {
         fingerprint: Fingerprint::of_der(der),
         source,

@@ -24,7 +24,7 @@ pub const DEFAULT_KEY: &str = "/var/lib/itl/enrollment.key";
 
 /// An enrollment certificate with its key, checked to belong together.
 pub struct Credential {
-    cert_pem: Vec<u8>,
+    cert_der: Vec<u8>,
     key: SigningKey,
     /// The certificate's CN.
     pub machine_id: String,
@@ -67,14 +67,11 @@ impl Credential {
             .flatten()
             .map(String::from)
             .ok_or_else(|| anyhow!("the certificate has no CN (the machine id)"))?;
-        let der = parsed
+        let cert_der = parsed
             .to_der()
             .map_err(|e| anyhow!("the certificate does not encode: {e}"))?;
-        let cert_pem = pem_rfc7468::encode_string("CERTIFICATE", pem_rfc7468::LineEnding::LF, &der)
-            .map_err(|e| anyhow!("{e}"))?
-            .into_bytes();
         Ok(Credential {
-            cert_pem,
+            cert_der,
             key,
             machine_id,
         })
@@ -87,7 +84,7 @@ impl Credential {
         })?;
         let nonce = challenge.nonce.0;
         let request = EnrollRequest {
-            cert_pem: CertificateDer::from_der(&self.cert_pem)
+            cert_pem: CertificateDer::from_der(&self.cert_der)
                 .map_err(|_| anyhow!("the certificate is too large to send"))?,
             nonce_id: challenge.nonce_id,
             signature: sign(

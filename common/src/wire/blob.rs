@@ -112,8 +112,12 @@ const MAX_PEM_B64: usize = MAX_PEM.div_ceil(3) * 4;
 impl CertificateDer {
     /// Checks the DER and copies it.
     pub fn from_der(der: &[u8]) -> Result<Self, fingerprint::FingerprintError> {
-        let mut buf = [0u8; MAX_EK_DER];
-        Self::from_pem_or_der(der, &mut buf)
+        match fingerprint::der_source(der)? {
+            EkSource::Cert => Vec::from_slice(der)
+                .map(|v| CertificateDer(Blob(v)))
+                .map_err(|_| fingerprint::FingerprintError::TooLarge { max: MAX_EK_DER }),
+            EkSource::Pub => Err(fingerprint::FingerprintError::NotCertificateOrPublicKey),
+        }
     }
 
     /// Accepts PEM or DER of a certificate (not a bare public key).

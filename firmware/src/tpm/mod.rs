@@ -1,11 +1,12 @@
-//! The TPM client: the handful of TPM 2.0 commands a boot-time agent needs, marshalled and
-//! parsed by `tpm2-protocol`, over any [`TpmTransport`].
+//! The TPM client: the handful of TPM 2.0 commands a boot-time agent needs, marshalled by
+//! `tpm2-protocol`, over any [`TpmTransport`].
 //!
 //! Everything lives in two fixed buffers owned by the client (no heap, no large stack
-//! frames for I/O). Responses from the TPM are untrusted bytes: `tpm2-protocol` checks
-//! every frame and structure before a field is used, and each command has its own typed
-//! error carrying the TPM's response code.
+//! frames for I/O). Responses from the TPM are untrusted bytes: the fields the client uses
+//! are read from the frame with every length checked ([`response`]), and each command has
+//! its own typed error carrying the TPM's response code.
 
+pub mod response;
 pub mod spi;
 pub mod template;
 pub mod tis;
@@ -15,21 +16,18 @@ use heapless::Vec;
 use tpm2_protocol::basic::{TpmHandle, TpmUint16, TpmUint32};
 use tpm2_protocol::data::{
     Tpm2bData, Tpm2bDigest, Tpm2bEncryptedSecret, Tpm2bIdObject, Tpm2bNonce, Tpm2bPublic,
-    Tpm2bSensitiveCreate, TpmAlgId, TpmCap, TpmCc, TpmRc, TpmRcBase, TpmSe, TpmSt, TpmSu,
-    TpmlDigest, TpmlPcrSelection, TpmsAuthCommand, TpmtPublic, TpmtSigScheme, TpmtSymDefObject,
-    TpmuCapabilities,
+    Tpm2bSensitiveCreate, TpmAlgId, TpmCap, TpmCc, TpmSe, TpmSt, TpmSu, TpmlDigest,
+    TpmlPcrSelection, TpmsAuthCommand, TpmtPublic, TpmtSigScheme, TpmtSymDefObject,
 };
 use tpm2_protocol::frame::{
-    TpmActivateCredentialCommand, TpmActivateCredentialResponse, TpmCreatePrimaryCommand,
-    TpmCreatePrimaryResponse, TpmFlushContextCommand, TpmFlushContextResponse, TpmFrame,
-    TpmGetCapabilityCommand, TpmGetCapabilityResponse, TpmGetRandomCommand, TpmGetRandomResponse,
-    TpmNvReadCommand, TpmNvReadPublicCommand, TpmNvReadPublicResponse, TpmNvReadResponse,
-    TpmPcrReadCommand, TpmPcrReadResponse, TpmPolicyOrCommand, TpmPolicyOrResponse,
-    TpmPolicySecretCommand, TpmPolicySecretResponse, TpmQuoteCommand, TpmResponse,
-    TpmStartAuthSessionCommand, TpmStartAuthSessionResponse, TpmStartupCommand, TpmStartupResponse,
-    TpmUnmarshalBody, tpm_marshal_command,
+    TpmActivateCredentialCommand, TpmCreatePrimaryCommand, TpmFlushContextCommand, TpmFrame,
+    TpmGetCapabilityCommand, TpmGetRandomCommand, TpmNvReadCommand, TpmNvReadPublicCommand,
+    TpmPcrReadCommand, TpmPolicyOrCommand, TpmPolicySecretCommand, TpmQuoteCommand,
+    TpmStartAuthSessionCommand, TpmStartupCommand, tpm_marshal_command,
 };
-use tpm2_protocol::{TpmMarshal, TpmUnmarshal, TpmWriter};
+use tpm2_protocol::{TpmUnmarshal, TpmWriter};
+
+use response::Reader;
 
 pub use transport::{TpmTransport, TransportError};
 
@@ -53,6 +51,7 @@ const TPM_RH_ENDORSEMENT: u32 = 0x4000_000b;
 const TPM_RH_NULL: u32 = 0x4000_0007;
 const TPM_RS_PW: u32 = 0x4000_0009;
 const TPM_PT_MANUFACTURER: u32 = 0x105;
+const TPM_CAP_TPM_PROPERTIES: u32 = 6;
 
 /// Which endorsement key; the certificate's NV index and the template follow from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,8 +162,8 @@ pub struct PcrRead {
     pub value: Vec<u8, 64>,
 }
 
-fn malformed(cc: TpmCc) -> impl Fn(tpm2_protocol::TpmError) -> TpmError {
-    move |_| TpmError::Malformed { cc: cc.value() }
+fn malformed(cc: TpmCc) -> TpmError {
+    TpmError::Malformed { cc: cc.value() }
 }
 
 /// Parses one value of a `tpm2-protocol` type from bytes this module wrote itself.
@@ -186,25 +185,17 @@ fn buffer<T: for<'a> TryFrom<&'a [u8]>>(bytes: &[u8]) -> Result<T> {
     T::try_from(bytes).map_err(|_| TpmError::TooLarge)
 }
 
-fn marshal_into<T: TpmMarshal, const N: usize>(value: &T) -> Result<Vec<u8, N>> {
-    let mut buf = [0u8; N];
-    let mut w = TpmWriter::new(&mut buf);
-    value.marshal(&mut w).map_err(|_| TpmError::TooLarge)?;
-    let len = w.len();
-    Vec::from_slice(&buf[..len]).map_err(|_| TpmError::TooLarge)
+fn copy<const N: usize>(bytes: &[u8]) -> Result<Vec<u8, N>> {
+    Vec::from_slice(bytes).map_err(|_| TpmError::TooLarge)
 }
 
-/// TPM2_Quote's response parameters (TPM2B_ATTEST's contents, TPMT_SIGNATURE) from a
-/// successful response frame with sessions: header, parameterSize, parameters, sessions.
+/// TPM2_Quote's response parameters (TPM2B_ATTEST's contents, TPMT_SIGNATURE).
 fn quote_parameters(frame: &[u8]) -> Option<(&[u8], &[u8])> {
-    let u16_at = |i: usize| Some(u16::from_be_bytes(frame.get(i..i + 2)?.try_into().ok()?));
-    let size = u32::from_be_bytes(frame.get(10..14)?.try_into().ok()?) as usize;
-    let params = frame.get(14..14usize.checked_add(size)?)?;
-    let attest_len = usize::from(u16_at(14)?);
-    let attest = params.get(2..2 + attest_len)?;
-    let signature = params.get(2 + attest_len..)?;
+    let (_, mut p) = response::split(frame, 0)?;
+    let attest = p.sized()?;
+    let signature = p.rest();
     // TPMT_SIGNATURE: sigAlg, hash, then at least one sized buffer.
-    (attest_len > 0 && signature.len() >= 6).then_some((attest, signature))
+    (!attest.is_empty() && signature.len() >= 6).then_some((attest, signature))
 }
 
 /// TPML_PCR_SELECTION for the given banks.
@@ -240,15 +231,20 @@ impl<T: TpmTransport> Tpm<T> {
         self.transport
     }
 
-    /// Marshals `command`, sends it, and checks and parses the response.
-    fn call<C: TpmFrame, R: TpmUnmarshalBody>(
+    /// Sends `command` and splits the successful answer into its `handles` handles and its
+    /// parameters; `read` takes what the caller needs (`None`: malformed).
+    fn call<C: TpmFrame, V>(
         &mut self,
         command: &C,
         sessions: &[TpmsAuthCommand],
-    ) -> Result<R> {
+        handles: usize,
+        read: impl FnOnce(Reader<'_>, Reader<'_>) -> Option<V>,
+    ) -> Result<V> {
+        let cc = command.cc();
         let n = self.exchange(command, sessions)?;
-        let frame = TpmResponse::cast(&self.response[..n]).map_err(malformed(command.cc()))?;
-        frame.unmarshal::<R>().map_err(malformed(command.cc()))
+        response::split(&self.response[..n], handles)
+            .and_then(|(h, p)| read(h, p))
+            .ok_or(malformed(cc))
     }
 
     /// Sends `command` (again while the TPM asks for it) and checks the response code;
@@ -272,20 +268,16 @@ impl<T: TpmTransport> Tpm<T> {
             let n = self
                 .transport
                 .transmit(&self.command[..len], &mut self.response)?;
-            let frame = TpmResponse::cast(&self.response[..n]).map_err(malformed(cc))?;
-            let rc = frame.rc().map_err(malformed(cc))?;
+            let rc = response::check_header(&self.response[..n]).ok_or(malformed(cc))?;
             attempts += 1;
             // TPM_RC_RETRY, TPM_RC_YIELDED, TPM_RC_TESTING: the TPM asks to send it again.
-            if matches!(rc.value(), 0x922 | 0x908 | 0x90a) && attempts < MAX_ATTEMPTS {
+            if matches!(rc, 0x922 | 0x908 | 0x90a) && attempts < MAX_ATTEMPTS {
                 continue;
             }
             break (n, rc);
         };
-        if rc != TpmRc::Fmt0(TpmRcBase::Success) {
-            return Err(TpmError::Response {
-                cc: cc.value(),
-                rc: rc.value(),
-            });
+        if rc != 0 {
+            return Err(TpmError::Response { cc: cc.value(), rc });
         }
         Ok(n)
     }
@@ -297,7 +289,7 @@ impl<T: TpmTransport> Tpm<T> {
         match self.manufacturer() {
             Ok(_) => Ok(false),
             Err(TpmError::Response { rc, .. }) if rc == TPM_RC_INITIALIZE => {
-                let _: TpmStartupResponse = self.call(
+                self.exchange(
                     &TpmStartupCommand {
                         handles: [],
                         startup_type: TpmSu::Clear,
@@ -316,19 +308,18 @@ impl<T: TpmTransport> Tpm<T> {
         let mut filled = 0;
         while filled < out.len() {
             let want = (out.len() - filled).min(32) as u16;
-            let r: TpmGetRandomResponse = self.call(
+            let cc = TpmCc::GetRandom;
+            let n = self.exchange(
                 &TpmGetRandomCommand {
                     handles: [],
                     bytes_requested: TpmUint16::new(want),
                 },
                 &[],
             )?;
-            let got = &r.random_bytes[..];
-            if got.is_empty() || got.len() > usize::from(want) {
-                return Err(TpmError::Malformed {
-                    cc: TpmCc::GetRandom.value(),
-                });
-            }
+            let got = response::split(&self.response[..n], 0)
+                .and_then(|(_, mut p)| p.sized())
+                .filter(|g| !g.is_empty() && g.len() <= usize::from(want))
+                .ok_or(malformed(cc))?;
             out[filled..filled + got.len()].copy_from_slice(got);
             filled += got.len();
         }
@@ -337,7 +328,7 @@ impl<T: TpmTransport> Tpm<T> {
 
     /// TPM_PT_MANUFACTURER (four ASCII characters, e.g. "IBM " for swtpm).
     pub fn manufacturer(&mut self) -> Result<u32> {
-        let r: TpmGetCapabilityResponse = self.call(
+        self.call(
             &TpmGetCapabilityCommand {
                 handles: [],
                 cap: TpmCap::TpmProperties,
@@ -345,31 +336,43 @@ impl<T: TpmTransport> Tpm<T> {
                 property_count: TpmUint32::new(1),
             },
             &[],
-        )?;
-        match &r.capability_data.data {
-            TpmuCapabilities::TpmProperties(list) => list
-                .iter()
-                .find(|p| p.property.value() == TPM_PT_MANUFACTURER)
-                .map(|p| p.value.value())
-                .ok_or(TpmError::Malformed {
-                    cc: TpmCc::GetCapability.value(),
-                }),
-            _ => Err(TpmError::Malformed {
-                cc: TpmCc::GetCapability.value(),
-            }),
-        }
+            0,
+            |_, mut p| {
+                // moreData, TPMS_CAPABILITY_DATA { TPM_CAP_TPM_PROPERTIES, TPML_TAGGED_TPM_PROPERTY }
+                p.u8()?;
+                (p.u32()? == TPM_CAP_TPM_PROPERTIES).then_some(())?;
+                let count = p.u32()?;
+                for _ in 0..count.min(64) {
+                    let (property, value) = (p.u32()?, p.u32()?);
+                    if property == TPM_PT_MANUFACTURER {
+                        return Some(value);
+                    }
+                }
+                None
+            },
+        )
     }
 
     /// The size of an NV index's data; `None` when the index is not defined.
     pub fn nv_size(&mut self, index: u32) -> Result<Option<u16>> {
-        let r: Result<TpmNvReadPublicResponse> = self.call(
+        let r = self.call(
             &TpmNvReadPublicCommand {
                 handles: [TpmHandle::new(index)],
             },
             &[],
+            0,
+            |_, mut p| {
+                // TPM2B_NV_PUBLIC { nvIndex, nameAlg, attributes, authPolicy, dataSize }
+                let mut public = Reader(p.sized()?);
+                (public.u32()? == index).then_some(())?;
+                public.u16()?;
+                public.u32()?;
+                public.sized()?;
+                public.u16()
+            },
         );
         match r {
-            Ok(r) => Ok(Some(r.nv_public.inner.data_size.value())),
+            Ok(size) => Ok(Some(size)),
             // TPM_RC_HANDLE (for handle 1): the index is not defined.
             Err(TpmError::Response { rc, .. }) if rc & 0xbf == 0x8b => Ok(None),
             Err(e) => Err(e),
@@ -382,7 +385,7 @@ impl<T: TpmTransport> Tpm<T> {
         let mut at = 0;
         while at < out.len() {
             let size = (out.len() - at).min(usize::from(NV_CHUNK)) as u16;
-            let r: TpmNvReadResponse = self.call(
+            let n = self.exchange(
                 &TpmNvReadCommand {
                     handles: [TpmHandle::new(index), TpmHandle::new(index)],
                     size: TpmUint16::new(size),
@@ -390,12 +393,10 @@ impl<T: TpmTransport> Tpm<T> {
                 },
                 &[password()],
             )?;
-            let data: &[u8] = &r.data;
-            if data.is_empty() || data.len() > usize::from(size) {
-                return Err(TpmError::Malformed {
-                    cc: TpmCc::NvRead.value(),
-                });
-            }
+            let data = response::split(&self.response[..n], 0)
+                .and_then(|(_, mut p)| p.sized())
+                .filter(|d| !d.is_empty() && d.len() <= usize::from(size))
+                .ok_or(malformed(TpmCc::NvRead))?;
             out[at..at + data.len()].copy_from_slice(data);
             at += data.len();
         }
@@ -429,7 +430,7 @@ impl<T: TpmTransport> Tpm<T> {
     /// TPMT_PUBLIC template.
     pub fn create_primary(&mut self, template: &[u8]) -> Result<Key> {
         let public: TpmtPublic = parse(template)?;
-        let r: TpmCreatePrimaryResponse = self.call(
+        let (handle, public, name) = self.call(
             &TpmCreatePrimaryCommand {
                 handles: [TpmHandle::new(TPM_RH_ENDORSEMENT)],
                 in_sensitive: Tpm2bSensitiveCreate::default(),
@@ -438,11 +439,23 @@ impl<T: TpmTransport> Tpm<T> {
                 creation_pcr: TpmlPcrSelection::default(),
             },
             &[password()],
+            1,
+            |mut h, mut p| {
+                // outPublic, creationData, creationHash, creationTicket, name
+                let public = p.sized_raw().filter(|b| b.len() > 2)?;
+                p.sized()?;
+                p.sized()?;
+                p.u16()?;
+                p.u32()?;
+                p.sized()?;
+                let name = p.sized().filter(|n| n.len() > 2)?;
+                Some((h.u32()?, copy(public), copy(name)))
+            },
         )?;
         Ok(Key {
-            handle: Handle(r.handles[0].value()),
-            public: marshal_into(&r.out_public)?,
-            name: Vec::from_slice(&r.name).map_err(|_| TpmError::TooLarge)?,
+            handle: Handle(handle),
+            public: public?,
+            name: name?,
         })
     }
 
@@ -457,7 +470,7 @@ impl<T: TpmTransport> Tpm<T> {
     }
 
     pub fn flush(&mut self, handle: Handle) -> Result<()> {
-        let _: TpmFlushContextResponse = self.call(
+        self.exchange(
             &TpmFlushContextCommand {
                 handles: [],
                 flush_handle: TpmHandle::new(handle.0),
@@ -472,7 +485,7 @@ impl<T: TpmTransport> Tpm<T> {
     fn ek_policy_session(&mut self, ek_type: EkType) -> Result<Handle> {
         let hash = ek_type.policy_hash();
         let nonce_len = if hash == TpmAlgId::Sha384 { 48 } else { 32 };
-        let r: TpmStartAuthSessionResponse = self.call(
+        let session = Handle(self.call(
             &TpmStartAuthSessionCommand {
                 handles: [TpmHandle::new(TPM_RH_NULL), TpmHandle::new(TPM_RH_NULL)],
                 nonce_caller: buffer::<Tpm2bNonce>(&[0x5a; 48][..nonce_len])?,
@@ -482,8 +495,9 @@ impl<T: TpmTransport> Tpm<T> {
                 auth_hash: hash,
             },
             &[],
-        )?;
-        let session = Handle(r.handles[0].value());
+            1,
+            |mut h, _| h.u32(),
+        )?);
         let result = self.satisfy_ek_policy(session, ek_type);
         if result.is_err() {
             let _ = self.flush(session);
@@ -492,7 +506,7 @@ impl<T: TpmTransport> Tpm<T> {
     }
 
     fn satisfy_ek_policy(&mut self, session: Handle, ek_type: EkType) -> Result<()> {
-        let _: TpmPolicySecretResponse = self.call(
+        self.exchange(
             &TpmPolicySecretCommand {
                 handles: [
                     TpmHandle::new(TPM_RH_ENDORSEMENT),
@@ -512,7 +526,7 @@ impl<T: TpmTransport> Tpm<T> {
                 let _ = list.extend_from_slice(&48u16.to_be_bytes());
                 let _ = list.extend_from_slice(d);
             }
-            let _: TpmPolicyOrResponse = self.call(
+            self.exchange(
                 &TpmPolicyOrCommand {
                     handles: [TpmHandle::new(session.0)],
                     p_hash_list: parse::<TpmlDigest>(&list)?,
@@ -541,20 +555,22 @@ impl<T: TpmTransport> Tpm<T> {
             session_handle: TpmHandle::new(session.0),
             ..Default::default()
         };
-        let r: Result<TpmActivateCredentialResponse> = self.call(
+        let r = self.call(
             &TpmActivateCredentialCommand {
                 handles: [TpmHandle::new(ak.handle.0), TpmHandle::new(ek.handle.0)],
                 credential_blob: blob,
                 secret,
             },
             &[password(), policy],
+            0,
+            |_, mut p| Some(copy(p.sized()?)),
         );
         // Without continueSession the TPM ends the session with the command; after a
         // failure it may still be loaded.
         if r.is_err() {
             let _ = self.flush(session);
         }
-        Vec::from_slice(&r?.cert_info).map_err(|_| TpmError::TooLarge)
+        r?
     }
 
     /// TPM2_PCR_Read of every selected PCR (the TPM answers at most 8 per call).
@@ -563,7 +579,8 @@ impl<T: TpmTransport> Tpm<T> {
         for bank in banks {
             let mut remaining = bank.mask & 0x00ff_ffff;
             while remaining != 0 {
-                let r: TpmPcrReadResponse = self.call(
+                let cc = TpmCc::PcrRead;
+                let n = self.exchange(
                     &TpmPcrReadCommand {
                         handles: [],
                         pcr_selection_in: pcr_selection(&[PcrBank {
@@ -573,26 +590,35 @@ impl<T: TpmTransport> Tpm<T> {
                     },
                     &[],
                 )?;
-                let bad = TpmError::Malformed {
-                    cc: TpmCc::PcrRead.value(),
-                };
+                let (_, mut p) = response::split(&self.response[..n], 0).ok_or(malformed(cc))?;
+                // pcrUpdateCounter, TPML_PCR_SELECTION (the PCRs read), TPML_DIGEST (values)
                 let mut returned = 0u32;
-                for sel in r.pcr_selection_out.iter() {
-                    for (i, byte) in sel.pcr_select.iter().enumerate().take(3) {
-                        returned |= u32::from(*byte) << (8 * i);
+                let mut read_selection = || -> Option<()> {
+                    p.u32()?;
+                    for _ in 0..p.u32()? {
+                        (p.u16()? == bank.hash_alg).then_some(())?;
+                        let select = p.sized_u8()?;
+                        for (i, byte) in select.iter().enumerate().take(3) {
+                            returned |= u32::from(*byte) << (8 * i);
+                        }
                     }
-                }
+                    Some(())
+                };
+                read_selection().ok_or(malformed(cc))?;
                 if returned == 0 || returned & !remaining != 0 {
-                    return Err(bad);
+                    return Err(malformed(cc));
                 }
-                let mut values = r.pcr_values.iter();
+                let count = p.u32().ok_or(malformed(cc))?;
+                if count != returned.count_ones() {
+                    return Err(malformed(cc));
+                }
                 for index in 0..24u8 {
                     if returned & (1 << index) != 0 {
-                        let value = values.next().ok_or(bad)?;
+                        let value = p.sized().ok_or(malformed(cc))?;
                         out.push(PcrRead {
                             hash_alg: bank.hash_alg,
                             index,
-                            value: Vec::from_slice(value).map_err(|_| TpmError::TooLarge)?,
+                            value: copy(value)?,
                         })
                         .map_err(|_| TpmError::TooLarge)?;
                     }
