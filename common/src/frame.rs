@@ -51,32 +51,61 @@ pub fn crc32(data: &[u8]) -> u32 {
     !crc
 }
 
-/// Encodes `payload` as one frame into `out`, delimiter included; returns its length.
+/// Frames `payload` into `out` (which needs [`max_encoded_len`]`(payload.len())` bytes);
+/// returns the frame's length, delimiter included.
 pub fn encode(payload: &[u8], out: &mut [u8]) -> Result<usize, FrameError> {
-    let crc = crc32(payload).to_le_bytes();
+    let start = in_place_start(payload.len());
+    out.get_mut(start..start + payload.len())
+        .ok_or(FrameError::TooLarge)?
+        .copy_from_slice(payload);
+    encode_in_place(out, start, payload.len())
+}
+
+/// Where [`encode_in_place`] wants a payload of `len` bytes: late enough in the buffer that
+/// the frame written from index 0 never overtakes the payload bytes not yet read (COBS adds
+/// one byte per 254, plus the first code byte).
+pub const fn in_place_start(len: usize) -> usize {
+    max_encoded_len(len) - len
+}
+
+/// Frames the payload at `buf[start..start + len]` into `buf` itself, from index 0: a
+/// sender serializes straight into its frame buffer and needs no second buffer. `start`
+/// must be at least [`in_place_start`]`(len)`.
+pub fn encode_in_place(buf: &mut [u8], start: usize, len: usize) -> Result<usize, FrameError> {
+    let payload_end = start.checked_add(len).ok_or(FrameError::TooLarge)?;
+    if start < in_place_start(len) || payload_end > buf.len() {
+        return Err(FrameError::TooLarge);
+    }
+    let crc = crc32(&buf[start..payload_end]).to_le_bytes();
     let mut code_at = 0;
     let mut at = 1;
     let mut code = 1u8;
-    for &b in payload.iter().chain(crc.iter()) {
+    for i in 0..len + crc.len() {
+        // Read before any write: `at` is at most `start + i` here (see in_place_start).
+        let b = if i < len {
+            buf[start + i]
+        } else {
+            crc[i - len]
+        };
         if b == 0 {
-            *out.get_mut(code_at).ok_or(FrameError::TooLarge)? = code;
+            *buf.get_mut(code_at).ok_or(FrameError::TooLarge)? = code;
             code_at = at;
             at += 1;
             code = 1;
         } else {
-            *out.get_mut(at).ok_or(FrameError::TooLarge)? = b;
+            *buf.get_mut(at).ok_or(FrameError::TooLarge)? = b;
             at += 1;
             code += 1;
             if code == 0xff {
-                *out.get_mut(code_at).ok_or(FrameError::TooLarge)? = code;
+                *buf.get_mut(code_at).ok_or(FrameError::TooLarge)? = code;
                 code_at = at;
                 at += 1;
                 code = 1;
             }
         }
     }
-    *out.get_mut(code_at).ok_or(FrameError::TooLarge)? = code;
-    *out.get_mut(at).ok_or(FrameError::TooLarge)? = 0;
+    *buf.get_mut(code_at).ok_or(FrameError::TooLarge)? = code;
+    *buf.get_mut(at).ok_or(FrameError::TooLarge)? = 0;
     Ok(at + 1)
 }
 

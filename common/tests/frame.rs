@@ -1,7 +1,9 @@
 //! The serial link's framing: any payload round-trips, any byte stream is safe to feed,
 //! and damage is detected.
 
-use attest_common::frame::{Deframer, FrameError, decode_in_place, encode, max_encoded_len};
+use attest_common::frame::{
+    Deframer, FrameError, decode_in_place, encode, encode_in_place, in_place_start, max_encoded_len,
+};
 use proptest::prelude::*;
 
 fn frames_of(stream: &[u8]) -> Vec<Result<Vec<u8>, FrameError>> {
@@ -89,4 +91,21 @@ fn a_link_request_travels_in_a_frame() {
     let n = encode(&bytes, &mut out).unwrap();
     let got = frames_of(&out[..n]).remove(0).unwrap();
     assert_eq!(from_postcard::<LinkRequest>(&got).unwrap(), req);
+}
+
+proptest! {
+    #[test]
+    fn in_place_is_the_same_frame(payload in prop::collection::vec(any::<u8>(), 0..1500), slack in 0usize..8) {
+        let mut out = vec![0u8; max_encoded_len(payload.len())];
+        let n = encode(&payload, &mut out).unwrap();
+        let start = in_place_start(payload.len()) + slack;
+        let mut buf = vec![0xa5u8; start + payload.len()];
+        buf[start..].copy_from_slice(&payload);
+        let m = encode_in_place(&mut buf, start, payload.len()).unwrap();
+        prop_assert_eq!(&buf[..m], &out[..n]);
+        if !payload.is_empty() {
+            let mut short = vec![0u8; start + payload.len()];
+            prop_assert_eq!(encode_in_place(&mut short, in_place_start(payload.len()) - 1, payload.len()), Err(FrameError::TooLarge));
+        }
+}
 }

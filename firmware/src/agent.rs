@@ -19,14 +19,14 @@
 //!   is how a revoked machine receives its one `wipe`.
 //! - `Receipt`: hand the identity to the relay as an offline receipt.
 
-use attest_common::frame::{Deframer, encode, max_encoded_len};
+use attest_common::frame::{Deframer, encode_in_place, in_place_start, max_encoded_len};
 use attest_common::lifecycle::{Action, Status};
 use attest_common::nonce::{Domain, NONCE_LEN, VerifyingKey, verify, verifying_key_from_spki};
 use attest_common::tpm::hash::{HashAlg as TpmHash, hmac};
 use attest_common::wire::{
-    AttestRequest, Blob, CertificateDer, ChallengeRequest, ChallengeResponse, CredentialChallenge,
-    HashAlg, Hex, HexVec, LinkRequestBody, LinkResponse, LinkResponseBody, NONCE_ID_LEN, PcrValue,
-    RegisterRequest, Timestamp, TpmReceipt, URL_LEN, VERSION_LEN,
+    AttestRequest, Blob, ChallengeRequest, ChallengeResponse, CredentialChallenge, HW_FIELD_LEN,
+    HashAlg, Hex, HexVec, LinkRequestBody, LinkResponse, LinkResponseBody, MAX_TPM2B_PUBLIC,
+    NONCE_ID_LEN, PcrValue, Role, Timestamp, TpmReceipt, URL_LEN, VERSION_LEN,
 };
 use attest_common::{EkSource, Fingerprint, ek_fingerprint_der};
 use heapless::{String, Vec};
@@ -278,9 +278,39 @@ fn wire_alg(alg: u16) -> Option<HashAlg> {
     }
 }
 
-fn field<const N: usize>(s: Option<&str>) -> Result<Option<String<N>>, AgentError> {
-    s.map(|s| String::try_from(s).map_err(|_| AgentError::TooLarge))
-        .transpose()
+/// Bytes as postcard writes a [`Blob`] or a `CertificateDer`: a length, then the bytes.
+struct Bytes<'a>(&'a [u8]);
+
+impl serde::Serialize for Bytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// `RegisterRequest` as the firmware sends it: the same fields in the same order, borrowing
+/// the EK certificate and the AK public area instead of copying them into the owned
+/// request's 4 KiB of buffers on the stack. Postcard encodes both identically (tested).
+#[derive(serde::Serialize)]
+struct RegisterFields<'a> {
+    ek_fingerprint: &'a Fingerprint,
+    ek_cert_pem: Option<Bytes<'a>>,
+    ek_public: Option<Bytes<'a>>,
+    ek_source: EkSource,
+    hw_uuid: Option<&'a str>,
+    hw_mac: Option<&'a str>,
+    hw_serial: Option<&'a str>,
+    hw_product: Option<&'a str>,
+    desired_role: Option<Role>,
+    cluster_id: &'a str,
+    ak_public: Option<Bytes<'a>>,
+}
+
+/// A hardware field, refused when the server's bound would refuse it.
+fn field(s: Option<&str>) -> Result<Option<&str>, AgentError> {
+    match s {
+        Some(v) if v.len() > HW_FIELD_LEN => Err(AgentError::TooLarge),
+        other => Ok(other),
+    }
 }
 
 impl Agent {
@@ -349,13 +379,16 @@ impl Agent {
                 Some(verifying_key_from_spki(key).map_err(|_| AgentError::NoServerKey)?);
         }
         let fp = ek_fingerprint_der(identity.ek_cert).map_err(|_| AgentError::BadEkCertificate)?;
+        if fp.source != EkSource::Cert {
+            return Err(AgentError::BadEkCertificate);
+        }
+        if identity.ak_public.len() > MAX_TPM2B_PUBLIC {
+            return Err(AgentError::TooLarge);
+        }
         self.fingerprint = fp.fingerprint;
-        let request = RegisterRequest {
-            ek_fingerprint: fp.fingerprint,
-            ek_cert_pem: Some(
-                CertificateDer::from_der(identity.ek_cert)
-                    .map_err(|_| AgentError::BadEkCertificate)?,
-            ),
+        let request = RegisterFields {
+            ek_fingerprint: &fp.fingerprint,
+            ek_cert_pem: Some(Bytes(identity.ek_cert)),
             ek_public: None,
             ek_source: EkSource::Cert,
             hw_uuid: field(identity.hw_uuid)?,
@@ -363,8 +396,8 @@ impl Agent {
             hw_serial: field(identity.hw_serial)?,
             hw_product: field(identity.hw_product)?,
             desired_role: None,
-            cluster_id: String::try_from("default").map_err(|_| AgentError::TooLarge)?,
-            ak_public: Some(Blob::from_slice(identity.ak_public).ok_or(AgentError::TooLarge)?),
+            cluster_id: "default",
+            ak_public: Some(Bytes(identity.ak_public)),
         };
         match self.mode {
             Mode::Register => self.queue_variant(REGISTER, &request)?,
@@ -413,11 +446,13 @@ impl Agent {
     ) -> Result<(), AgentError> {
         self.seq = self.seq.wrapping_add(1);
         self.sends = 0;
-        let mut payload = [0u8; MAX_REQUEST];
-        let used = postcard::to_slice(&(self.seq, index, value), &mut payload)
+        // Serialized into the tail of `tx` and framed in place: no 4 KiB payload buffer.
+        let start = in_place_start(MAX_REQUEST);
+        let used = postcard::to_slice(&(self.seq, index, value), &mut self.tx[start..])
             .map_err(|_| AgentError::TooLarge)?
             .len();
-        self.tx_len = encode(&payload[..used], &mut self.tx).map_err(|_| AgentError::TooLarge)?;
+        self.tx_len =
+            encode_in_place(&mut self.tx, start, used).map_err(|_| AgentError::TooLarge)?;
         Ok(())
     }
 
@@ -668,6 +703,42 @@ impl Agent {
 mod tests {
     use super::*;
     use attest_common::wire::{AttestRequest, LinkRequest};
+
+    #[test]
+    fn borrowed_registration_is_the_owned_request() {
+        let owned = attest_common::wire::RegisterRequest {
+            ek_fingerprint: Fingerprint([4; 48]),
+            ek_cert_pem: Some(attest_common::wire::CertificateDer(
+                Blob::from_slice(&[0x30; 300]).unwrap(),
+            )),
+            ek_public: None,
+            ek_source: EkSource::Cert,
+            hw_uuid: Some(String::try_from("uuid").unwrap()),
+            hw_mac: None,
+            hw_serial: Some(String::try_from("serial").unwrap()),
+            hw_product: None,
+            desired_role: None,
+            cluster_id: String::try_from("default").unwrap(),
+            ak_public: Some(Blob::from_slice(&[7; 90]).unwrap()),
+        };
+        let fields = RegisterFields {
+            ek_fingerprint: &Fingerprint([4; 48]),
+            ek_cert_pem: Some(Bytes(&[0x30; 300])),
+            ek_public: None,
+            ek_source: EkSource::Cert,
+            hw_uuid: Some("uuid"),
+            hw_mac: None,
+            hw_serial: Some("serial"),
+            hw_product: None,
+            desired_role: None,
+            cluster_id: "default",
+            ak_public: Some(Bytes(&[7; 90])),
+        };
+        assert_eq!(
+            postcard::to_allocvec(&owned).unwrap(),
+            postcard::to_allocvec(&fields).unwrap()
+        );
+    }
 
     #[test]
     fn borrowed_encoding_is_the_link_request_encoding() {

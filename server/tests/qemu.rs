@@ -156,6 +156,9 @@ fn qemu_image_registers_attests_and_is_wiped() {
     let (_, m) = server.call("GET", &format!("/api/v1/machines/{id}"), Some(ADMIN), None);
     assert_eq!(m["status"], "attested", "{m}");
     assert!(line(&console, "relay: first_frame_ms=").len() > 20);
+    // The deepest mode (register, activate, quote, verify): its stack high-water, for the
+    // record (ci/bench.sh reports the image's numbers).
+    eprintln!("{}", line(&console, "itl-firmware: done "));
 
     // Revoked with wipe: the firmware gets `wipe` and exits with the wipe status.
     server.admin(&id, "revoke", r#"{"reason":"stolen","wipe":true}"#);
