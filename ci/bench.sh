@@ -27,7 +27,7 @@ for line in sys.stdin:
         print(int(f[5], 16))' "$1"; }
 text=$(section .text) rodata=$(section .rodata) data=$(section .data) bss=$(section .bss)
 echo "image bytes (loaded: .text $text + .rodata $rodata + .data $data) = $((text + rodata + data)); ELF file $(stat -c %s "$image")"
-echo "static RAM (.data $data + .bss $bss, which holds 16 KiB of page tables and the 64 KiB stack) = $((data + bss))"
+echo "static RAM (.data $data + .bss $bss, which holds 8 KiB of page tables, the 8 KiB agent and the 44 KiB stack) = $((data + bss))"
 for i in 1 2 3; do
   out=$(./qemu/run.sh --no-build --mode receipt --receipt-out "$(mktemp -d)/receipt.json")
   echo "run $i: $(echo "$out" | sed -n 's/^itl-firmware: \(evidence sent .*\)$/\1/p');" \

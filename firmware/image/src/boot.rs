@@ -28,7 +28,7 @@ pdpt: .skip 4096
     .balign 16
     .global __stack_bottom
 __stack_bottom:
-    .skip 0x10000
+    .skip 0xb000        /* 44 KiB: the deepest boot measured uses 35 KiB (README) */
     .global __stack_top
 __stack_top:
 

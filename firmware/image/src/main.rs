@@ -67,6 +67,9 @@ fn paint_stack() {
     }
 }
 
+/// Painted bytes at the stack's bottom that must still be paint when the boot ends.
+const STACK_GUARD: usize = 64;
+
 fn stack_used() -> usize {
     let (bottom, top) = boot::stack();
     let mut p = bottom;
@@ -182,15 +185,22 @@ extern "C" fn rust_main(start_info: u32) -> ! {
     }
     let (ram, bss) = boot::footprint();
     let (bottom, top) = boot::stack();
+    let used = stack_used();
     let _ = writeln!(
         console,
         "itl-firmware: done {} ms after reset; RAM {} bytes (.bss {}), stack used {} of {}",
         ms(clock.now_us()),
         ram,
         bss,
-        stack_used(),
+        used,
         top - bottom
     );
+    // The paint at the bottom is gone: the stack ran into the .bss below it, and nothing
+    // this boot computed can be trusted.
+    if used + STACK_GUARD > top - bottom {
+        let _ = writeln!(console, "itl-firmware: stack exhausted");
+        pc::exit(1)
+    }
     let code = outcome.exit_code();
     let _ = writeln!(console, "itl-firmware: exit {code}");
     pc::exit(code)
