@@ -163,9 +163,9 @@ extern "C" fn rust_main(start_info: u32) -> ! {
     };
     // The agent lives in .bss (not on the stack, and not as 8 KiB of .data in the image).
     static mut AGENT: core::mem::MaybeUninit<Agent> = core::mem::MaybeUninit::uninit();
+    let slot = &raw mut AGENT;
     // SAFETY: the only reference to AGENT, taken once on the only thread.
-    let slot = unsafe { &mut *&raw mut AGENT };
-    let agent = slot.write(Agent::idle());
+    let agent = unsafe { (*slot).write(Agent::idle()) };
     let outcome = attest_firmware::run::boot(
         agent,
         &mut tpm,
