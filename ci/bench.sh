@@ -15,6 +15,10 @@ echo "==> full attestations/s through the real server vs raw P-384 verifies/s on
 cargo bench -p attest-server --bench attest_load --locked
 
 echo
+echo "==> server RSS with 100,000 machines registered (target 32 MB)"
+cargo bench -p attest-server --bench registry_rss --locked
+
+echo
 echo "==> firmware image: bytes, static RAM, boot to evidence in QEMU (targets 128 KiB, 64 KiB, 1 s)"
 firmware/image/cargo.sh build -q
 cargo build -q -p attest-host-agent --bin attest-agent --locked

@@ -598,13 +598,13 @@ impl Service {
     pub fn sweep_stale(&self) -> Result<usize, ServiceError> {
         let now = now();
         let limit = self.challenges.liveness_seconds();
-        let candidates: Vec<String> = self
-            .store
-            .machines()?
-            .into_iter()
-            .filter(|m| self.is_stale(m, now))
-            .map(|m| m.id)
-            .collect();
+        let mut candidates: Vec<String> = Vec::new();
+        // Already marked ones were audited when they turned stale: skipped without a write.
+        self.store.each_machine(|m, marked| {
+            if !marked && self.is_stale(&m, now) {
+                candidates.push(m.id);
+            }
+        })?;
         let mut marked = 0;
         for id in candidates {
             marked += self.store.write(|tx| {
