@@ -222,6 +222,8 @@ pub struct Agent {
     secret: Option<Vec<u8, 64>>,
     seq: u32,
     sends: u8,
+    /// Attestations restarted from a fresh challenge after a timeout, this boot.
+    restarts: u8,
     tx: [u8; MAX_REQUEST_FRAME],
     tx_len: usize,
     rx: Deframer<{ max_encoded_len(MAX_RESPONSE) }>,
@@ -341,6 +343,7 @@ impl Agent {
             secret: None,
             seq: 0,
             sends: 0,
+            restarts: 0,
             tx: [0; MAX_REQUEST_FRAME],
             tx_len: 0,
             rx: Deframer::new(),
@@ -360,6 +363,7 @@ impl Agent {
         self.server_key = None;
         self.agent_nonce = agent_nonce;
         self.secret = None;
+        self.restarts = 0;
         self.rx = Deframer::new();
         self.step = match self.start(identity, server_key, now) {
             Ok(step) => step,
@@ -492,8 +496,14 @@ impl Agent {
             if self.sends >= ATTEMPTS {
                 self.fail(AgentError::NoAnswer);
             } else if expect == Expect::Attest {
-                // The nonce may have been spent: a fresh challenge and quote, not a resend.
-                self.step = self.challenge();
+                // The nonce may have been spent: a fresh challenge and quote, not a resend;
+                // a server that answers challenges but never attestations ends it too.
+                self.restarts += 1;
+                if self.restarts >= ATTEMPTS {
+                    self.fail(AgentError::NoAnswer);
+                } else {
+                    self.step = self.challenge();
+                }
             } else {
                 self.step = Step::Send(expect);
             }
@@ -703,6 +713,26 @@ impl Agent {
 mod tests {
     use super::*;
     use attest_common::wire::{AttestRequest, LinkRequest};
+
+    #[test]
+    fn unanswered_attestations_end_the_boot() {
+        let mut agent = Agent::idle();
+        for round in 1..=ATTEMPTS {
+            // As after a challenge answered and a quote sent.
+            agent.step = Step::Wait(Expect::Attest);
+            agent.timed_out();
+            if round < ATTEMPTS {
+                assert!(
+                    matches!(agent.step, Step::Send(Expect::Challenge)),
+                    "round {round}"
+                );
+            }
+        }
+        assert!(matches!(
+            agent.outcome(),
+            Some(Outcome::Failed(AgentError::NoAnswer))
+        ));
+    }
 
     #[test]
     fn borrowed_registration_is_the_owned_request() {
