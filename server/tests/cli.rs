@@ -609,6 +609,22 @@ fn expired_tokens_are_refreshed_and_a_dead_session_says_log_in() {
     assert!(after["expires_at"].as_u64().unwrap() >= now);
     assert_eq!(mode(&alice.tokens()), 0o600, "still 0600 after the rewrite");
 
+    // The server refuses a token the cache thinks is fresh (clock skew, a rotated key):
+    // one refresh and the call is made again.
+    let mut cache: Value = serde_json::from_slice(&std::fs::read(alice.tokens()).unwrap()).unwrap();
+    cache["access_token"] = json!("not-a-jwt");
+    cache["expires_at"] = json!(now + 3600);
+    std::fs::write(alice.tokens(), cache.to_string()).unwrap();
+    assert_eq!(
+        alice.ok(&["machine", "list", "-o", "json"]).json()["total"],
+        0
+    );
+    let retried: Value = serde_json::from_slice(&std::fs::read(alice.tokens()).unwrap()).unwrap();
+    assert_ne!(
+        retried["access_token"], "not-a-jwt",
+        "refreshed after the 401"
+    );
+
     // A session whose refresh token the provider no longer honours: one clear line, exit 3.
     let saved = std::fs::read(alice.tokens()).unwrap();
     alice.ok(&["auth", "logout"]);
