@@ -7,30 +7,28 @@ use std::time::Duration;
 
 /// An agent whose every call gives up after `timeout` (connecting: at most 5 s of it).
 pub fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
-        .tls_config(tls())
+    config(timeout)
         .user_agent(concat!("attestation-server/", env!("CARGO_PKG_VERSION")))
         .build()
         .new_agent()
 }
 
-fn tls() -> ureq::tls::TlsConfig {
-    ureq::tls::TlsConfig::builder()
+fn config(timeout: Duration) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    let tls = ureq::tls::TlsConfig::builder()
         .provider(ureq::tls::TlsProvider::Rustls)
         .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .root_certs(ureq::tls::RootCerts::WebPki)
-        .build()
+        .build();
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
+        .tls_config(tls)
 }
 
 /// Like [`agent`], but an HTTP error status is an answer, not an `Err`: for clients that
 /// show the server's own error body (the operator CLI).
 pub fn agent_keeping_status(timeout: Duration, user_agent: &str) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
-        .tls_config(tls())
+    config(timeout)
         .http_status_as_error(false)
         .user_agent(user_agent)
         .build()

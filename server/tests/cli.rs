@@ -208,29 +208,46 @@ impl Cli {
         out
     }
 
-    /// Runs `attestation auth login` (PKCE), signs in through the test's browser.
-    fn login_pkce(&self, user: &str, password: &str) -> Out {
+    /// Starts `attestation <args>` and reads its stderr until `pick` finds what it wants
+    /// in a line; returns the child, the rest of stderr, what was picked and what was read.
+    /// The caller waits for the child.
+    #[allow(clippy::zombie_processes)]
+    fn start_until(
+        &self,
+        args: &[&str],
+        pick: impl Fn(&str) -> Option<String>,
+    ) -> (Child, BufReader<std::process::ChildStderr>, String, String) {
         let mut child = self
-            .command(&["auth", "login", "--no-browser", "--timeout", "60"])
+            .command(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut seen = String::new();
-        let url = loop {
+        loop {
             let mut line = String::new();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "login ended without a URL: {seen}"
-            );
-            seen.push_str(&line);
-            if let Some(u) = line.trim().strip_prefix("http")
-                && line.contains("code_challenge=")
-            {
-                break format!("http{u}");
+            if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("attestation {args:?} ended before the line the test waits for: {seen}");
             }
-        };
+            seen.push_str(&line);
+            if let Some(found) = pick(line.trim()) {
+                return (child, stderr, found, seen);
+            }
+        }
+    }
+
+    /// Runs `attestation auth login` (PKCE), signs in through the test's browser.
+    fn login_pkce(&self, user: &str, password: &str) -> Out {
+        let (child, mut stderr, url, seen) = self.start_until(
+            &["auth", "login", "--no-browser", "--timeout", "60"],
+            |line| {
+                (line.starts_with("http") && line.contains("code_challenge="))
+                    .then(|| line.to_owned())
+            },
+        );
         assert!(url.contains("code_challenge_method=S256"), "{url}");
         assert!(
             url.contains("redirect_uri=http%3A%2F%2F127.0.0.1%3A"),
@@ -455,20 +472,10 @@ fn pkce_and_device_logins_dual_control_whoami_logout() {
     assert_eq!(who["roles"], json!(["operator"]));
 
     // Bob: the device flow; the test signs in on the verification page.
-    let mut child = bob
-        .command(&["auth", "login", "--device", "--timeout", "120"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let complete = loop {
-        let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "no device URL");
-        if let Some(u) = line.trim().strip_prefix("or open ") {
-            break u.to_owned();
-        }
-    };
+    let (child, _stderr, complete, _) = bob
+        .start_until(&["auth", "login", "--device", "--timeout", "120"], |line| {
+            line.strip_prefix("or open ").map(str::to_owned)
+        });
     let mut browser = Browser::new();
     let page = browser.go(&complete);
     let page = browser.submit(&page, &[]); // "Continue" with the code filled in

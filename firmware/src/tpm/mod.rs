@@ -308,20 +308,22 @@ impl<T: TpmTransport> Tpm<T> {
         let mut filled = 0;
         while filled < out.len() {
             let want = (out.len() - filled).min(32) as u16;
-            let cc = TpmCc::GetRandom;
-            let n = self.exchange(
+            let dest = &mut out[filled..];
+            filled += self.call(
                 &TpmGetRandomCommand {
                     handles: [],
                     bytes_requested: TpmUint16::new(want),
                 },
                 &[],
+                0,
+                |_, mut p| {
+                    let got = p
+                        .sized()
+                        .filter(|g| !g.is_empty() && g.len() <= usize::from(want))?;
+                    dest[..got.len()].copy_from_slice(got);
+                    Some(got.len())
+                },
             )?;
-            let got = response::split(&self.response[..n], 0)
-                .and_then(|(_, mut p)| p.sized())
-                .filter(|g| !g.is_empty() && g.len() <= usize::from(want))
-                .ok_or(malformed(cc))?;
-            out[filled..filled + got.len()].copy_from_slice(got);
-            filled += got.len();
         }
         Ok(())
     }
@@ -385,20 +387,23 @@ impl<T: TpmTransport> Tpm<T> {
         let mut at = 0;
         while at < out.len() {
             let size = (out.len() - at).min(usize::from(NV_CHUNK)) as u16;
-            let n = self.exchange(
+            let dest = &mut out[at..];
+            at += self.call(
                 &TpmNvReadCommand {
                     handles: [TpmHandle::new(index), TpmHandle::new(index)],
                     size: TpmUint16::new(size),
                     offset: TpmUint16::new(at as u16),
                 },
                 &[password()],
+                0,
+                |_, mut p| {
+                    let data = p
+                        .sized()
+                        .filter(|d| !d.is_empty() && d.len() <= usize::from(size))?;
+                    dest[..data.len()].copy_from_slice(data);
+                    Some(data.len())
+                },
             )?;
-            let data = response::split(&self.response[..n], 0)
-                .and_then(|(_, mut p)| p.sized())
-                .filter(|d| !d.is_empty() && d.len() <= usize::from(size))
-                .ok_or(malformed(TpmCc::NvRead))?;
-            out[at..at + data.len()].copy_from_slice(data);
-            at += data.len();
         }
         Ok(())
     }

@@ -22,14 +22,19 @@ pub struct Answer {
     pub body: Value,
 }
 
+/// The CLI's HTTP client: error statuses are answers (their JSON is shown), bounded time.
+pub fn http(timeout: Duration) -> ureq::Agent {
+    attest_server::outbound::agent_keeping_status(
+        timeout,
+        concat!("attestation-cli/", env!("CARGO_PKG_VERSION")),
+    )
+}
+
 impl<'a> Api<'a> {
     pub fn new(settings: &'a Settings) -> Api<'a> {
         Api {
             settings,
-            http: attest_server::outbound::agent_keeping_status(
-                Duration::from_secs(30),
-                concat!("attestation-cli/", env!("CARGO_PKG_VERSION")),
-            ),
+            http: http(Duration::from_secs(30)),
             session: None,
         }
     }

@@ -131,16 +131,13 @@ fn whoami(settings: &Settings, format: Format) -> Outcome {
         }
         return Ok(());
     }
-    let local = api.session(false)?.clone();
-    let claims = local.claims();
+    // Not logged in: said here, before asking the server.
+    api.session(false)?;
     // What the server makes of the token: its identity, or the reason it refuses it.
     let server = api.call("GET", "/api/v1/whoami", None);
+    // The session the call used (refreshed by it, if it had to be).
     let session = api.session(false)?.clone();
-    let claims = if session.access_token == local.access_token {
-        claims
-    } else {
-        session.claims()
-    };
+    let claims = session.claims();
     let server_view = match &server {
         Ok(a) => output::text(&a.body["identity"]),
         Err(e) => format!("refused: {e}"),

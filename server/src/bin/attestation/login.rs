@@ -28,10 +28,7 @@ pub struct Provider {
 }
 
 fn http() -> ureq::Agent {
-    attest_server::outbound::agent_keeping_status(
-        Duration::from_secs(15),
-        concat!("attestation-cli/", env!("CARGO_PKG_VERSION")),
-    )
+    crate::api::http(Duration::from_secs(15))
 }
 
 fn unreachable(what: &str, e: impl std::fmt::Display) -> Failure {

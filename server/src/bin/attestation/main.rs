@@ -176,11 +176,7 @@ pub enum AuditCommand {
 
 fn health(settings: &Settings) -> Outcome {
     let url = format!("{}/healthz", settings.api_url);
-    let http = attest_server::outbound::agent_keeping_status(
-        std::time::Duration::from_secs(10),
-        concat!("attestation-cli/", env!("CARGO_PKG_VERSION")),
-    );
-    let mut res = http
+    let mut res = api::http(std::time::Duration::from_secs(10))
         .get(&url)
         .call()
         .map_err(|e| Failure::Unreachable(format!("cannot reach {url}: {e}")))?;
