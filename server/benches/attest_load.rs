@@ -99,6 +99,17 @@ struct Machine {
     fingerprint: Fingerprint,
 }
 
+/// CPU seconds (user + system) a process has used so far, from /proc/PID/stat.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) end with ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i].as_secs_f64() * 1000.0
@@ -217,6 +228,7 @@ fn main() {
         .env("ITL_LISTEN", "127.0.0.1:0")
         .env("ITL_DATA_DIR", &data)
         .env("ITL_CHALLENGE_LIFETIME_SECONDS", "3600")
+        .envs(std::env::vars().filter(|(k, _)| k.starts_with("XNO")))
         .stderr(Stdio::piped())
         .spawn()
         .expect("start attestation-server");
@@ -267,6 +279,9 @@ fn main() {
 
     // Phase 1 (timed): challenges.
     let total = agents * rounds;
+    let server_pid = child.id().to_string();
+    let cpu = || (cpu_seconds(&server_pid), cpu_seconds("self"));
+    let cpu_before_challenges = cpu();
     let (t_challenge, lat_challenge, challenges) = timed(total, clients, |http, _| {
         let mut res = http
             .post(format!("{url}/api/v1/attest/challenge"))
@@ -276,6 +291,7 @@ fn main() {
         let body = res.body_mut().read_to_vec().unwrap();
         from_json::<ChallengeResponse>(&body).expect("challenge decodes")
     });
+    let cpu_after_challenges = cpu();
     // Untimed: each machine quotes its challenges.
     let bodies: Vec<String> = challenges
         .iter()
@@ -297,6 +313,7 @@ fn main() {
         .collect();
     let bodies = Arc::new(bodies);
     // Phase 2 (timed): attestations.
+    let cpu_before_attests = cpu();
     let (t_attest, lat_attest, statuses) = timed(total, clients, |http, i| {
         let mut res = http
             .post(format!("{url}/api/v1/attest"))
@@ -307,6 +324,7 @@ fn main() {
         let _ = res.body_mut().read_to_vec();
         status
     });
+    let cpu_after_attests = cpu();
     let failed = statuses.iter().filter(|(_, s)| *s != 200).count();
     assert_eq!(failed, 0, "{failed} attestations were refused");
     let rss = rss_kib();
@@ -331,6 +349,20 @@ fn main() {
     println!(
         "full attestation (challenge + attest):   {full_rate:>8.0}/s   ratio to raw verify {:.2} (target 0.80)",
         full_rate / raw
+    );
+    // CPU per call: the server's, and the load generator's (HTTP client) on the same cores.
+    let per_call = |before: (f64, f64), after: (f64, f64)| {
+        (
+            (after.0 - before.0) / total as f64 * 1e6,
+            (after.1 - before.1) / total as f64 * 1e6,
+        )
+    };
+    let (sc, lc) = per_call(cpu_before_challenges, cpu_after_challenges);
+    let (sa, la) = per_call(cpu_before_attests, cpu_after_attests);
+    println!(
+        "CPU per call: challenge server {sc:.0} µs + load generator {lc:.0} µs; \
+         attest server {sa:.0} µs + load generator {la:.0} µs; one raw verify {:.0} µs",
+        cores as f64 / raw * 1e6
     );
     println!("server RSS after the run: {} KiB", rss);
 }

@@ -39,6 +39,8 @@ pub struct AppState {
     pub response_signer: crate::responsekey::ResponseSigner,
     /// Its public half (DER SubjectPublicKeyInfo), for pinning.
     pub response_key_spki: Vec<u8>,
+    /// What `GET /metrics` counts.
+    pub counters: crate::metrics::Counters,
 }
 
 type State = Arc<AppState>;
@@ -614,6 +616,23 @@ async fn attest(mut req: Request<State>) -> tide::Result {
     Ok(json_response(StatusCode::Ok, &response))
 }
 
+async fn metrics(req: Request<State>) -> tide::Result {
+    attempt!(operator(&req).await);
+    let state = req.state().clone();
+    let text = attempt!(
+        blocking(req.state(), move |s| crate::metrics::render(
+            s,
+            &state.counters,
+            crate::service::now()
+        ))
+        .await
+    );
+    let mut res = Response::new(StatusCode::Ok);
+    res.set_body(text);
+    res.set_content_type("text/plain; version=0.0.4");
+    Ok(res)
+}
+
 /// An attestation, its answer signed over the agent's nonce (JSON API and firmware link).
 async fn attest_core(
     state: &State,
@@ -624,7 +643,12 @@ async fn attest_core(
     use attest_common::nonce::{Domain, NonceSignature};
     use attest_common::wire::AttestResponse;
     let agent_nonce = body.agent_nonce;
-    let outcome = blocking(state, move |s| s.attest(&body, &AwsLc, &actor)).await?;
+    let outcome = blocking(state, move |s| s.attest(&body, &AwsLc, &actor)).await;
+    crate::metrics::Counters::count(match outcome {
+        Ok(_) => &state.counters.attest_accepted,
+        Err(_) => &state.counters.attest_refused,
+    });
+    let outcome = outcome?;
     let config_url = outcome
         .config_token
         .as_ref()
@@ -645,6 +669,7 @@ async fn attest_core(
 }
 
 async fn challenge(req: Request<State>) -> tide::Result {
+    crate::metrics::Counters::count(&req.state().counters.challenges);
     // No I/O: the nonce is derived (crate::challenge), so no trip to the blocking pool.
     Ok(json_response(
         StatusCode::Ok,
@@ -827,6 +852,7 @@ pub fn app(state: State) -> tide::Server<State> {
     app.at("/api/v1/whoami").get(whoami);
     app.at("/api/v1/audit").get(audit_list);
     app.at("/api/v1/audit/verify").get(audit_verify);
+    app.at("/metrics").get(metrics);
     app.at("*").all(|req: Request<State>| async move {
         Ok(error_response(
             StatusCode::NotFound,

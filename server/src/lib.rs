@@ -12,6 +12,7 @@ pub mod factory;
 pub mod http;
 pub mod log;
 pub mod machineconfig;
+pub mod metrics;
 pub mod oidc;
 pub mod openapi;
 pub mod outbound;

@@ -177,7 +177,8 @@ pub fn document() -> Value {
             "/api/v1/backup": {"get": operator("A consistent copy of the registry (redb file)", "200", &[])},
             "/api/v1/whoami": {"get": operator("The operator identity the server sees in the bearer token", "200", &[])},
             "/api/v1/audit": {"get": audit},
-            "/api/v1/audit/verify": {"get": operator("Recompute the audit chain", "200", &[])}
+            "/api/v1/audit/verify": {"get": operator("Recompute the audit chain", "200", &[])},
+            "/metrics": {"get": operator("Prometheus metrics (text format): machines by status, stale machines, challenges, attestations by result, heartbeat commits", "200", &[])}
         }
     })
 }

@@ -157,7 +157,8 @@ pub fn check_cidr(c: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
-fn now() -> u64 {
+/// Seconds since the epoch.
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -705,8 +706,12 @@ impl Service {
         // only re-checks that the snapshot still holds. If it does not (the machine changed
         // in between), the evidence is checked again inside.
         let nonce = self.store.challenge_key().open(&req.nonce_id, now).ok();
+        let snapshot = match nonce {
+            Some(_) => self.store.machine_by_ek(&fp)?,
+            None => None,
+        };
         let checked = nonce
-            .zip(self.store.machine_by_ek(&fp)?)
+            .zip(snapshot.as_ref())
             .and_then(|((nonce, _), record)| {
                 let ak = record.ak_public.as_deref()?;
                 Some(Checked::new(
@@ -717,6 +722,11 @@ impl Service {
                     provider,
                 ))
             });
+        if let (Some(record), Some(evidence)) = (snapshot, &checked)
+            && let Some(done) = self.heartbeat(req, record, evidence, now)?
+        {
+            return Ok(done);
+        }
         // Outer error: roll back. Inner error: commit (nonce used, failure audited), then
         // answer with it.
         let committed: Result<AttestOutcome, ServiceError> = self.store.write(|tx| {
@@ -891,6 +901,58 @@ impl Service {
             }))
         })?;
         committed
+    }
+
+    /// The routine attestation of an attested machine whose evidence verified and whose
+    /// PCRs match its baseline: nothing changes but the time of its last attestation and the
+    /// nonce it used, so it is written in a batch with the others (Store::write_batched)
+    /// and not audited. `None` when anything differs from that (the machine changed since
+    /// `snapshot` was read, the nonce was used, the machine is marked stale, ...): the full
+    /// path then decides, audits and refuses as it must.
+    fn heartbeat(
+        &self,
+        req: &AttestRequest,
+        snapshot: MachineRecord,
+        evidence: &Checked,
+        now: u64,
+    ) -> Result<Option<AttestOutcome>, ServiceError> {
+        let routine = snapshot.state.status == Status::Attested
+            && snapshot.ak_activated
+            && evidence.quote.is_ok()
+            && transition(Some(snapshot.state), Event::Attest).is_ok_and(|t| {
+                t.action.unwrap_or(Action::None) == Action::None
+                    && t.to.is_none_or(|to| to == snapshot.state)
+            })
+            && self
+                .policies
+                .for_role(snapshot.role)
+                .check(snapshot.pcr_baseline.as_deref(), &req.pcr_values)
+                == Ok(false);
+        if !routine {
+            return Ok(None);
+        }
+        let done = self.store.write_batched(|tx| {
+            if tx.nonce_used(&req.nonce_id)? || tx.is_stale(&snapshot.id)? {
+                return Ok(None);
+            }
+            match tx.machine(&snapshot.id)? {
+                Some(current) if current == snapshot => {}
+                _ => return Ok(None),
+            }
+            let mut record = snapshot;
+            record.last_attested_at = Some(now);
+            record.updated_at = now;
+            tx.use_nonce(&req.nonce_id, now)?;
+            tx.purge_nonces(now)?;
+            tx.update_machine(&record)?;
+            Ok(Some(AttestOutcome {
+                machine_id: record.id,
+                status: record.state.status,
+                action: Action::None,
+                config_token: None,
+            }))
+        })?;
+        Ok(done)
     }
 
     /// `GET /config/{token}`: the machine's config, with secrets only once its TPM proof has

@@ -3,8 +3,8 @@
 //! an entry without its change.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -90,7 +90,33 @@ pub struct Store {
     committed: AtomicU64,
     sync: Mutex<Sync>,
     synced: Condvar,
+    /// The transaction routine writes are gathered in; see [`Store::write_batched`].
+    batch: Mutex<Option<Batch>>,
+    /// Callers of [`Store::write_batched`] waiting to add their write to the batch.
+    batch_waiting: AtomicUsize,
+    /// Batches committed and the writes they held, since the store was opened.
+    batches: AtomicU64,
+    batched_writes: AtomicU64,
     challenge_key: ChallengeKey,
+}
+
+/// Most writes in one batch: a bound on how long the first of them waits under load.
+const BATCH_MAX: usize = 64;
+
+/// One open batch: a write transaction shared by several callers, committed once.
+struct Batch {
+    txn: redb::WriteTransaction,
+    members: usize,
+    /// Why the batch will be aborted (a member's write failed), if it will.
+    failed: Option<String>,
+    outcome: Arc<BatchOutcome>,
+}
+
+/// How a batch ended, for its members to wait on.
+#[derive(Default)]
+struct BatchOutcome {
+    committed: Mutex<Option<Result<(), String>>>,
+    done: Condvar,
 }
 
 /// What a backup copied.
@@ -153,6 +179,24 @@ impl Tx<'_> {
                 .insert(token_key(token).as_str(), record.id.as_str())?;
         }
         Ok(())
+    }
+
+    /// Stores a record whose indexed fields (EK fingerprint, config token) are unchanged.
+    pub fn update_machine(&self, record: &MachineRecord) -> Result<(), StoreError> {
+        self.txn
+            .open_table(MACHINES)?
+            .insert(record.id.as_str(), record.encode().as_slice())?;
+        Ok(())
+    }
+
+    /// Whether a challenge nonce has been used.
+    pub fn nonce_used(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.txn.open_table(USED_NONCES)?.get(id)?.is_some())
+    }
+
+    /// Whether a machine is marked stale.
+    pub fn is_stale(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.txn.open_table(STALE)?.get(id)?.is_some())
     }
 
     pub fn delete_machine(&self, record: &MachineRecord) -> Result<(), StoreError> {
@@ -302,6 +346,10 @@ impl Store {
             committed: AtomicU64::new(0),
             sync: Mutex::new(Sync::default()),
             synced: Condvar::new(),
+            batch: Mutex::new(None),
+            batch_waiting: AtomicUsize::new(0),
+            batches: AtomicU64::new(0),
+            batched_writes: AtomicU64::new(0),
             challenge_key: ChallengeKey::new(&challenge_key),
         })
     }
@@ -334,6 +382,104 @@ impl Store {
             crate::log::info(&line);
         }
         Ok(out)
+    }
+
+    /// Runs `f` in a write transaction shared with the other routine writes that arrive
+    /// while it is open, and returns once that transaction has committed durably: one commit
+    /// and one fsync for a whole batch instead of one per write (the attestation heartbeat,
+    /// DESIGN.md §7).
+    ///
+    /// `f` must check before it writes: it cannot be rolled back alone, so it returns `Err`
+    /// only for a storage failure, which aborts the whole batch (every member gets the
+    /// error; nothing of the batch is written). A write that might have to be refused after
+    /// writing belongs in [`Store::write`].
+    ///
+    /// The member that finds nobody else waiting to join commits; others wait for it. While
+    /// it commits, the next callers queue on the writer lock and form the next batch.
+    pub fn write_batched<T>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let lock = || self.batch.lock().unwrap_or_else(|p| p.into_inner());
+        self.batch_waiting.fetch_add(1, Ordering::SeqCst);
+        let mut open = lock();
+        self.batch_waiting.fetch_sub(1, Ordering::SeqCst);
+        let batch = match &mut *open {
+            Some(batch) => batch,
+            empty => empty.insert(Batch {
+                txn: self.db.begin_write()?,
+                members: 0,
+                failed: None,
+                outcome: Arc::default(),
+            }),
+        };
+        let (mine, logs) = match &batch.failed {
+            Some(why) => (Ok(Err(StoreError(why.clone()))), Vec::new()),
+            None => {
+                let tx = Tx {
+                    txn: &batch.txn,
+                    logs: Default::default(),
+                };
+                // A member that panics must not leave the others waiting for a commit.
+                let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&tx)));
+                match &mine {
+                    Ok(Err(e)) => batch.failed = Some(e.0.clone()),
+                    Err(_) => batch.failed = Some("a write in the batch panicked".into()),
+                    Ok(Ok(_)) => {}
+                }
+                (mine, tx.logs.into_inner())
+            }
+        };
+        batch.members += 1;
+        let outcome = batch.outcome.clone();
+        let last = self.batch_waiting.load(Ordering::SeqCst) == 0 || batch.members >= BATCH_MAX;
+        if last && let Some(batch) = open.take() {
+            drop(open);
+            let committed = match batch.failed {
+                Some(why) => {
+                    let _ = batch.txn.abort();
+                    Err(why)
+                }
+                None => batch.txn.commit().map_err(|e| e.to_string()),
+            };
+            if committed.is_ok() {
+                self.batches.fetch_add(1, Ordering::Relaxed);
+                self.batched_writes
+                    .fetch_add(batch.members as u64, Ordering::Relaxed);
+            }
+            *outcome.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(committed);
+            outcome.done.notify_all();
+        } else {
+            drop(open);
+        }
+        let committed = {
+            let mut committed = outcome.committed.lock().unwrap_or_else(|p| p.into_inner());
+            while committed.is_none() {
+                committed = outcome
+                    .done
+                    .wait(committed)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            committed.clone().expect("set above")
+        };
+        let mine = mine.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        match committed {
+            Ok(()) => {
+                for line in logs {
+                    crate::log::info(&line);
+                }
+                mine
+            }
+            Err(why) => Err(StoreError(format!("batch not committed: {why}"))),
+        }
+    }
+
+    /// Batches committed by [`Store::write_batched`] and the writes they held, since open.
+    pub fn batch_counts(&self) -> (u64, u64) {
+        (
+            self.batches.load(Ordering::Relaxed),
+            self.batched_writes.load(Ordering::Relaxed),
+        )
     }
 
     /// Blocks until transaction number `mine` is durable, making it so if nobody is.

@@ -332,4 +332,28 @@ fn zero_touch_attestation_end_to_end() {
         (r.action, r.status),
         (Action::Pending, attest_common::Status::PendingApproval)
     );
+
+    // What an operator's Prometheus sees of all that.
+    let (status, _) = server.call_text("GET", "/metrics", None, None);
+    assert_eq!(status, 401, "metrics are for operators");
+    let (status, text) = server.call_text("GET", "/metrics", Some(ADMIN), None);
+    assert_eq!(status, 200, "{text}");
+    let sample = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    assert_eq!(sample("itl_machines{status=\"revoked\"}"), 1);
+    assert_eq!(sample("itl_machines{status=\"pending_approval\"}"), 1);
+    assert_eq!(sample("itl_machines{status=\"attested\"}"), 0);
+    // Accepted: pending, apply-config, the heartbeat, lock, wipe, the stranger's first
+    // attestation; refused: this machine's 11 audited failures and the replay of the
+    // stranger's (6 replays, without a challenge of their own).
+    assert_eq!(sample("itl_attestations_total{result=\"accepted\"}"), 6);
+    assert_eq!(sample("itl_attestations_total{result=\"refused\"}"), 12);
+    assert_eq!(sample("itl_challenges_issued_total"), 12);
+    // Through the batched path, one at a time: the plain heartbeat, and the replays of it
+    // and of the apply-config attestation (found used there, then refused by the full path).
+    assert_eq!(sample("itl_heartbeat_writes_total"), 3);
+    assert_eq!(sample("itl_heartbeat_commits_total"), 3);
 }

@@ -110,6 +110,8 @@ fn openapi_describes_every_route() {
         ("post", "/api/v1/enroll"),
         ("post", "/api/v1/link"),
         ("get", "/api/v1/backup"),
+        ("get", "/api/v1/whoami"),
+        ("get", "/metrics"),
     ];
     for (method, path) in routes {
         let op = &doc["paths"][path][method];

@@ -168,6 +168,7 @@ fn main() -> ExitCode {
             response_key: response_key.clone(),
             response_signer,
             response_key_spki,
+            counters: Default::default(),
         });
         http::spawn_liveness_sweeper(state.clone());
         match http::serve(listener, http::app(state)).await {

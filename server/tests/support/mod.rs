@@ -117,13 +117,14 @@ impl Server {
             .collect()
     }
 
-    pub fn call(
+    /// A request, its status and body as text.
+    pub fn call_text(
         &self,
         method: &str,
         path: &str,
         token: Option<&str>,
         body: Option<&str>,
-    ) -> (u16, serde_json::Value) {
+    ) -> (u16, String) {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
@@ -140,6 +141,17 @@ impl Server {
         .expect("HTTP request");
         let status = res.status().as_u16();
         let text = res.body_mut().read_to_string().unwrap_or_default();
+        (status, text)
+    }
+
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let (status, text) = self.call_text(method, path, token, body);
         let value = if text.is_empty() {
             serde_json::Value::Null
         } else {

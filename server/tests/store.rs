@@ -1,0 +1,139 @@
+//! The registry's batched writes (`Store::write_batched`, the attestation heartbeat): writes
+//! that arrive together share one durable commit, every acknowledged write survives a
+//! reopen, and a failed or panicking member takes its batch down without writing any of it
+//! and without leaving the others waiting.
+
+use std::sync::{Arc, Barrier, mpsc};
+use std::time::Duration;
+
+use attest_common::EkSource;
+use attest_common::lifecycle::{State, Status};
+use attest_server::record::MachineRecord;
+use attest_server::store::{Store, StoreError};
+
+fn record(id: &str) -> MachineRecord {
+    MachineRecord::new(
+        id.into(),
+        format!("{:0>96}", id.len()),
+        EkSource::Cert,
+        State::new(Status::Attested),
+        1,
+    )
+}
+
+#[test]
+fn concurrent_writes_share_commits_and_all_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("attestation.redb");
+    let store = Arc::new(Store::open(&path).unwrap());
+    let threads = 32;
+    let rounds = 20;
+    let start = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let store = store.clone();
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                for r in 0..rounds {
+                    let id = format!("m-{t}-{r}");
+                    let written = store
+                        .write_batched(|tx| {
+                            tx.update_machine(&record(&id))?;
+                            Ok(id.clone())
+                        })
+                        .unwrap();
+                    assert_eq!(written, id);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let (batches, writes) = store.batch_counts();
+    assert_eq!(writes, (threads * rounds) as u64);
+    assert!(
+        batches < writes,
+        "{writes} concurrent writes took {batches} commits: nothing was batched"
+    );
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    for t in 0..threads {
+        for r in 0..rounds {
+            let id = format!("m-{t}-{r}");
+            assert_eq!(store.machine(&id).unwrap(), Some(record(&id)), "{id}");
+        }
+    }
+}
+
+#[test]
+fn a_failed_member_aborts_its_batch_and_nothing_of_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("attestation.redb")).unwrap());
+    let (inside, entered) = mpsc::channel();
+    let failing = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            store.write_batched(|tx| {
+                tx.update_machine(&record("written-then-failed"))?;
+                inside.send(()).unwrap();
+                // Long enough for the other writer to queue behind us.
+                std::thread::sleep(Duration::from_millis(300));
+                Err::<(), _>(StoreError("disk on fire".into()))
+            })
+        })
+    };
+    entered.recv().unwrap();
+    let other = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            store.write_batched(|tx| {
+                tx.update_machine(&record("queued"))?;
+                Ok(())
+            })
+        })
+    };
+    let failed = failing.join().unwrap();
+    assert!(
+        failed.as_ref().is_err_and(|e| e.0.contains("disk on fire")),
+        "{failed:?}"
+    );
+    assert_eq!(store.machine("written-then-failed").unwrap(), None);
+    // The queued writer either shared the aborted batch (and was told) or committed in its
+    // own; never acknowledged without being written.
+    let queued = other.join().unwrap();
+    assert_eq!(
+        queued.is_ok(),
+        store.machine("queued").unwrap().is_some(),
+        "{queued:?}"
+    );
+    // The store goes on.
+    store
+        .write_batched(|tx| tx.update_machine(&record("after")))
+        .unwrap();
+    assert!(store.machine("after").unwrap().is_some());
+}
+
+#[test]
+fn a_panicking_member_panics_alone_and_leaves_nobody_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("attestation.redb")).unwrap());
+    let panicking = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            store.write_batched(|tx| {
+                tx.update_machine(&record("half"))?;
+                panic!("a bug in a heartbeat");
+                #[allow(unreachable_code)]
+                Ok(())
+            })
+        })
+    };
+    assert!(panicking.join().is_err(), "the panic reaches its caller");
+    assert_eq!(store.machine("half").unwrap(), None);
+    store
+        .write_batched(|tx| tx.update_machine(&record("next")))
+        .unwrap();
+    assert!(store.machine("next").unwrap().is_some());
+}
