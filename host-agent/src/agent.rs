@@ -19,7 +19,6 @@ use attest_common::wire::{
     RegisterRequest, RegisterResponse, TpmReceipt,
 };
 use attest_common::{EkSource, Fingerprint};
-use clap::ValueEnum as _;
 use p384::ecdsa::VerifyingKey;
 
 use crate::backoff::{self, Backoff};
@@ -366,7 +365,7 @@ impl Agent {
             .clone()
             .unwrap_or_else(|| enrollment.server.clone());
         let client = self.client(&server)?;
-        let ek_type = EkType::from_str(&enrollment.ek_type, true).map_err(|_| {
+        let ek_type = enrollment.ek_type.parse::<EkType>().map_err(|_| {
             Fatal(format!(
                 "unknown ek_type '{}' in the enrollment",
                 enrollment.ek_type

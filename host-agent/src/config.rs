@@ -126,8 +126,8 @@ impl Settings {
         let ek_type = layer
             .ek_type
             .map(|s| {
-                EkType::from_str(&s, true)
-                    .map_err(|_| anyhow!("ek_type '{s}': expected ecc-p384 or rsa-2048"))
+                s.parse::<EkType>()
+                    .map_err(|e| anyhow!("ek_type '{s}': {e}"))
             })
             .transpose()?;
         let ak_type = layer

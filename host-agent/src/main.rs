@@ -62,7 +62,7 @@ struct Global {
     ca_file: Option<PathBuf>,
     /// Which EK to use [default: P-384 if it has a certificate, else RSA-2048 if it has
     /// one, else the P-384 public key].
-    #[arg(long, global = true, value_enum, env = "ATTEST_AGENT_EK_TYPE")]
+    #[arg(long, global = true, env = "ATTEST_AGENT_EK_TYPE", value_parser = ek_type_parser())]
     ek_type: Option<EkType>,
     /// AK key type [default: the EK's family].
     #[arg(long, global = true, value_enum, env = "ATTEST_AGENT_AK_TYPE")]
@@ -195,6 +195,13 @@ fn settings(
         },
     };
     Settings::resolve(flags.over(file)).map_err(|e| Fatal(format!("{e:#}")).into())
+}
+
+/// `--ek-type`: the names of [`EkType`], listed in the help.
+fn ek_type_parser() -> impl clap::builder::TypedValueParser<Value = EkType> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(EkType::PREFERENCE.map(EkType::name))
+        .map(|name| name.parse().expect("one of EkType's names"))
 }
 
 fn fingerprint(file: Option<PathBuf>, tcti: Option<String>, ek_type: Option<EkType>) -> Result<()> {

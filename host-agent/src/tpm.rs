@@ -25,51 +25,14 @@ use tss_esapi::structures::{
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::traits::Marshall;
 
-/// PolicyA and PolicyC for SHA-384 (TCG EK Credential Profile 2.5, §B.6): the P-384 EK's
-/// policy is PolicyOR(PolicyA, PolicyC), and PolicyA is PolicySecret(TPM_RH_ENDORSEMENT).
-const POLICY_A_SHA384: [u8; 48] = [
-    0x8b, 0xbf, 0x22, 0x66, 0x53, 0x7c, 0x17, 0x1c, 0xb5, 0x6e, 0x40, 0x3c, 0x4d, 0xc1, 0xd4, 0xb6,
-    0x4f, 0x43, 0x26, 0x11, 0xdc, 0x38, 0x6e, 0x6f, 0x53, 0x20, 0x50, 0xc3, 0x27, 0x8c, 0x93, 0x0e,
-    0x14, 0x3e, 0x8b, 0xb1, 0x13, 0x38, 0x24, 0xcc, 0xb4, 0x31, 0x05, 0x38, 0x71, 0xc6, 0xdb, 0x53,
-];
-const POLICY_C_SHA384: [u8; 48] = [
-    0xd6, 0x03, 0x2c, 0xe6, 0x1f, 0x2f, 0xb3, 0xc2, 0x40, 0xeb, 0x3c, 0xf6, 0xa3, 0x32, 0x37, 0xef,
-    0x2b, 0x6a, 0x16, 0xf4, 0x29, 0x3c, 0x22, 0xb4, 0x55, 0xe2, 0x61, 0xcf, 0xfd, 0x21, 0x7a, 0xd5,
-    0xb4, 0x94, 0x7c, 0x2d, 0x73, 0xe6, 0x30, 0x05, 0xee, 0xd2, 0xdc, 0x2b, 0x35, 0x93, 0xd1, 0x65,
-];
+pub use attest_common::tpm::ek::EkType;
+use attest_common::tpm::ek::{POLICY_A_SHA384, POLICY_C_SHA384};
 
-/// The EK key types the system uses, preferred first (CNSA: P-384).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum EkType {
-    #[value(name = "ecc-p384")]
-    EccP384,
-    #[value(name = "rsa-2048")]
-    Rsa2048,
-}
-
-impl EkType {
-    pub const PREFERENCE: [EkType; 2] = [EkType::EccP384, EkType::Rsa2048];
-
-    /// NV index of the EK certificate (TCG EK Credential Profile 2.5, §2.2.1.4–5).
-    pub fn cert_nv_index(self) -> u32 {
-        match self {
-            EkType::EccP384 => 0x01c0_0016,
-            EkType::Rsa2048 => 0x01c0_0002,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            EkType::EccP384 => "ecc-p384",
-            EkType::Rsa2048 => "rsa-2048",
-        }
-    }
-
-    fn selection(self) -> AsymmetricAlgorithmSelection {
-        match self {
-            EkType::EccP384 => AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP384),
-            EkType::Rsa2048 => AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
-        }
+/// The EK's key type as tss-esapi's EK helpers select it.
+fn selection(ek_type: EkType) -> AsymmetricAlgorithmSelection {
+    match ek_type {
+        EkType::EccP384 => AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP384),
+        EkType::Rsa2048 => AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
     }
 }
 
@@ -163,7 +126,7 @@ impl Tpm {
         if !self.nv_defined(index)? {
             return Ok(None);
         }
-        let mut nv = ek::retrieve_ek_pubcert(&mut self.ctx, ek_type.selection())
+        let mut nv = ek::retrieve_ek_pubcert(&mut self.ctx, selection(ek_type))
             .with_context(|| format!("reading the EK certificate at NV {index:#010x}"))?;
         let len = attest_common::der::object_len(&nv)
             .map_err(|e| anyhow!("NV {index:#010x} does not hold a DER certificate ({e})"))?;
@@ -173,7 +136,7 @@ impl Tpm {
 
     /// The EK public key for `ek_type` as DER SubjectPublicKeyInfo, from the TCG template.
     pub fn ek_public_spki(&mut self, ek_type: EkType) -> Result<Vec<u8>> {
-        let handle = ek::create_ek_object_2(&mut self.ctx, ek_type.selection(), None)
+        let handle = ek::create_ek_object_2(&mut self.ctx, selection(ek_type), None)
             .with_context(|| format!("creating the {} EK from its template", ek_type.name()))?;
         let public = self.ctx.read_public(handle).map(|(public, _, _)| public);
         self.ctx
@@ -184,7 +147,7 @@ impl Tpm {
 
     /// Creates the EK of `ek_type` from its TCG template and returns its handle.
     pub fn ek(&mut self, ek_type: EkType) -> Result<KeyHandle> {
-        ek::create_ek_object_2(&mut self.ctx, ek_type.selection(), None)
+        ek::create_ek_object_2(&mut self.ctx, selection(ek_type), None)
             .with_context(|| format!("creating the {} EK from its template", ek_type.name()))
     }
 

@@ -5,6 +5,7 @@
 pub mod attest;
 #[cfg(feature = "verifier")]
 pub mod credential;
+pub mod ek;
 pub mod hash;
 pub mod kdf;
 pub mod pcr;

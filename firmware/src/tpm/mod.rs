@@ -53,37 +53,13 @@ const TPM_RS_PW: u32 = 0x4000_0009;
 const TPM_PT_MANUFACTURER: u32 = 0x105;
 const TPM_CAP_TPM_PROPERTIES: u32 = 6;
 
-/// Which endorsement key; the certificate's NV index and the template follow from it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum EkType {
-    EccP384,
-    Rsa2048,
-}
+pub use attest_common::tpm::ek::EkType;
 
-impl EkType {
-    /// Preferred first (CNSA: P-384).
-    pub const PREFERENCE: [EkType; 2] = [EkType::EccP384, EkType::Rsa2048];
-
-    pub fn cert_nv_index(self) -> u32 {
-        match self {
-            EkType::EccP384 => 0x01c0_0016,
-            EkType::Rsa2048 => 0x01c0_0002,
-        }
-    }
-
-    pub fn template(self) -> &'static [u8] {
-        match self {
-            EkType::EccP384 => &template::EK_P384,
-            EkType::Rsa2048 => &template::EK_RSA2048,
-        }
-    }
-
-    fn policy_hash(self) -> TpmAlgId {
-        match self {
-            EkType::EccP384 => TpmAlgId::Sha384,
-            EkType::Rsa2048 => TpmAlgId::Sha256,
-        }
+/// The hash of an EK's policy sessions, as the TPM names it.
+fn policy_hash(ek_type: EkType) -> TpmAlgId {
+    match ek_type {
+        EkType::EccP384 => TpmAlgId::Sha384,
+        EkType::Rsa2048 => TpmAlgId::Sha256,
     }
 }
 
@@ -466,7 +442,7 @@ impl<T: TpmTransport> Tpm<T> {
 
     /// The EK of `ek_type`, recreated from its TCG template.
     pub fn create_ek(&mut self, ek_type: EkType) -> Result<Key> {
-        self.create_primary(ek_type.template())
+        self.create_primary(template::ek(ek_type))
     }
 
     /// The AK: a primary restricted P-384 signing key (the same key at every boot).
@@ -488,7 +464,7 @@ impl<T: TpmTransport> Tpm<T> {
     /// A policy session that satisfies the EK's authPolicy: PolicySecret(endorsement), and
     /// for the P-384 EK PolicyOR(PolicyA, PolicyC).
     fn ek_policy_session(&mut self, ek_type: EkType) -> Result<Handle> {
-        let hash = ek_type.policy_hash();
+        let hash = policy_hash(ek_type);
         let nonce_len = if hash == TpmAlgId::Sha384 { 48 } else { 32 };
         let session = Handle(self.call(
             &TpmStartAuthSessionCommand {
@@ -527,7 +503,10 @@ impl<T: TpmTransport> Tpm<T> {
         if ek_type == EkType::EccP384 {
             let mut list: Vec<u8, 112> = Vec::new();
             let _ = list.extend_from_slice(&2u32.to_be_bytes());
-            for d in [&template::POLICY_A_SHA384, &template::POLICY_C_SHA384] {
+            for d in [
+                &attest_common::tpm::ek::POLICY_A_SHA384,
+                &attest_common::tpm::ek::POLICY_C_SHA384,
+            ] {
                 let _ = list.extend_from_slice(&48u16.to_be_bytes());
                 let _ = list.extend_from_slice(d);
             }
