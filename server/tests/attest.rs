@@ -9,8 +9,7 @@ use attest_common::nonce::{Domain, verify, verifying_key_from_spki};
 use attest_common::tpm::credential::{Entropy, OsEntropy};
 use attest_common::tpm::hash::{HashAlg, hmac};
 use attest_common::wire::{
-    AttestRequest, AttestResponse, Blob, CertificateDer, ChallengeResponse, Hex, RegisterRequest,
-    RegisterResponse, from_json,
+    AttestRequest, AttestResponse, Blob, ChallengeResponse, Hex, RegisterResponse, from_json,
 };
 use attest_host_agent::tpm::{Ak, AkType, EkType, Tpm};
 use attest_swtpm::Swtpm;
@@ -126,19 +125,7 @@ fn zero_touch_attestation_end_to_end() {
     let cert = tpm.ek_cert(EkType::EccP384).unwrap().unwrap();
     let ak = tpm.create_ak(ek, AkType::EccP384).unwrap();
     let fingerprint = attest_common::ek_fingerprint(&cert).unwrap().fingerprint;
-    let register = RegisterRequest {
-        ek_fingerprint: fingerprint,
-        ek_cert_pem: Some(CertificateDer::from_der(&cert).unwrap()),
-        ek_public: None,
-        ek_source: attest_common::EkSource::Cert,
-        hw_uuid: None,
-        hw_mac: None,
-        hw_serial: None,
-        hw_product: None,
-        desired_role: None,
-        cluster_id: heapless::String::try_from("default").unwrap(),
-        ak_public: Some(Blob::from_slice(&ak.public_tpm2b).unwrap()),
-    };
+    let register = support::register_request(fingerprint, &cert, &ak.public_tpm2b);
     let (status, reg) = server.call(
         "POST",
         "/api/v1/self-register",

@@ -16,8 +16,8 @@ use attest_common::lifecycle::{Action, Status};
 use attest_common::nonce::{Domain, verify, verifying_key_from_spki};
 use attest_common::tpm::hash::{HashAlg as TpmHash, hmac};
 use attest_common::wire::{
-    AttestRequest, Blob, CertificateDer, ChallengeRequest, HashAlg, Hex, HexVec, LinkRequest,
-    LinkRequestBody, LinkResponse, LinkResponseBody, PcrValue, RegisterRequest, from_postcard,
+    AttestRequest, Blob, ChallengeRequest, HashAlg, Hex, HexVec, LinkRequest, LinkRequestBody,
+    LinkResponse, LinkResponseBody, PcrValue, from_postcard,
 };
 use attest_firmware::tpm::{EkType, MAX_EK_CERT, PcrBank, Tpm};
 use attest_swtpm::Swtpm;
@@ -92,19 +92,7 @@ fn firmware_tpm_client_over_the_relay_registers_and_attests() {
     let fp = attest_common::ek_fingerprint(cert).unwrap().fingerprint;
     let ek = tpm.create_ek(EkType::EccP384).unwrap();
     let ak = tpm.create_ak().unwrap();
-    let register = RegisterRequest {
-        ek_fingerprint: fp,
-        ek_cert_pem: Some(CertificateDer::from_der(cert).unwrap()),
-        ek_public: None,
-        ek_source: attest_common::EkSource::Cert,
-        hw_uuid: None,
-        hw_mac: None,
-        hw_serial: None,
-        hw_product: None,
-        desired_role: None,
-        cluster_id: heapless::String::try_from("default").unwrap(),
-        ak_public: Some(Blob::from_slice(&ak.public).unwrap()),
-    };
+    let register = support::register_request(fp, cert, &ak.public);
     let LinkResponseBody::Register(reg) = line.call(LinkRequestBody::Register(register.clone()))
     else {
         panic!("not a register answer")

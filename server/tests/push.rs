@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 
 use attest_common::tpm::credential::{Entropy, OsEntropy};
 use attest_common::tpm::hash::{HashAlg, hmac};
-use attest_common::wire::{
-    AttestRequest, Blob, CertificateDer, ChallengeResponse, Hex, RegisterRequest, from_json,
-};
+use attest_common::wire::{AttestRequest, Blob, ChallengeResponse, Hex, from_json};
 use attest_host_agent::tpm::{Ak, AkType, EkType, Tpm};
 use attest_swtpm::Swtpm;
 use serde_json::Value;
@@ -534,19 +532,7 @@ fn attacks_are_refused_audited_and_change_nothing() {
     let mut tpm_b = Tpm::open(&swtpm_b.tcti()).unwrap();
     let ek_b = tpm_b.ek(EkType::EccP384).unwrap();
     let ak_b = tpm_b.create_ak(ek_b, AkType::EccP384).unwrap();
-    let forged = RegisterRequest {
-        ek_fingerprint: fp_a,
-        ek_cert_pem: Some(CertificateDer::from_der(&cert_a).unwrap()),
-        ek_public: None,
-        ek_source: attest_common::EkSource::Cert,
-        hw_uuid: None,
-        hw_mac: None,
-        hw_serial: None,
-        hw_product: None,
-        desired_role: None,
-        cluster_id: heapless::String::try_from("default").unwrap(),
-        ak_public: Some(Blob::from_slice(&ak_b.public_tpm2b).unwrap()),
-    };
+    let forged = support::register_request(fp_a, &cert_a, &ak_b.public_tpm2b);
     let (status, err) = server.call(
         "POST",
         "/api/v1/self-register",

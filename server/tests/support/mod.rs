@@ -10,6 +10,29 @@ use std::process::{Child, Command, Stdio};
 
 pub const ADMIN: &str = "test-break-glass-token";
 
+/// A self-registration of the EK whose certificate is `cert` (DER), with an AK public area
+/// (TPM2B_PUBLIC) and nothing else.
+pub fn register_request(
+    fingerprint: attest_common::Fingerprint,
+    cert: &[u8],
+    ak_public: &[u8],
+) -> attest_common::wire::RegisterRequest {
+    use attest_common::wire::{Blob, CertificateDer, RegisterRequest};
+    RegisterRequest {
+        ek_fingerprint: fingerprint,
+        ek_cert_pem: Some(CertificateDer::from_der(cert).expect("an EK certificate")),
+        ek_public: None,
+        ek_source: attest_common::EkSource::Cert,
+        hw_uuid: None,
+        hw_mac: None,
+        hw_serial: None,
+        hw_product: None,
+        desired_role: None,
+        cluster_id: heapless::String::try_from("default").unwrap(),
+        ak_public: Some(Blob::from_slice(ak_public).expect("an AK public area")),
+    }
+}
+
 /// The `attest-agent` binary next to this test's (cargo test --workspace builds it).
 pub fn agent_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
