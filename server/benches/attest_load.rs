@@ -11,8 +11,6 @@
 //! Settings: BENCH_SECONDS (raw verify time, default 3), BENCH_AGENTS (machines, 2000),
 //! BENCH_ROUNDS (attestations per machine, 3), BENCH_CLIENTS (concurrent agents, 16).
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -31,6 +29,8 @@ use attest_server::store::Store;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use sha2::{Digest as _, Sha384};
+
+mod support;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -223,33 +223,9 @@ fn main() {
     }
 
     // The real server.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_attestation-server"))
-        .env_clear()
-        .env("ITL_LISTEN", "127.0.0.1:0")
-        .env("ITL_DATA_DIR", &data)
-        .env("ITL_CHALLENGE_LIFETIME_SECONDS", "3600")
-        .envs(std::env::vars().filter(|(k, _)| k.starts_with("XNO")))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start attestation-server");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("server exited").expect("log line");
-        if let Some(u) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-            break u.to_owned();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    let rss_kib = || {
-        std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            })
-            .unwrap_or(0)
-    };
+    let (mut child, url) =
+        support::start_server(&data, &[("ITL_CHALLENGE_LIFETIME_SECONDS", "3600")]);
+    let rss_kib = || support::proc_kib(child.id(), "VmRSS:");
 
     // Raw P-384 verifies per second, all cores, same provider as the server.
     let sample = {

@@ -7,9 +7,8 @@
 //! sweep scans the whole registry every second, waits for several sweeps, looks machines
 //! up over HTTP, and reads the server's VmRSS and VmHWM (peak) from /proc.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use attest_common::lifecycle::{State, Status};
@@ -19,18 +18,10 @@ use attest_server::record::MachineRecord;
 use attest_server::store::{Store, StoreError};
 use sha2::{Digest as _, Sha384};
 
-const ADMIN: &str = "bench-admin-token";
+mod support;
+use support::proc_kib;
 
-fn proc_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
+const ADMIN: &str = "bench-admin-token";
 
 /// One GET on a fresh connection; the status code.
 fn get(addr: &str, path: &str) -> u16 {
@@ -104,26 +95,16 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_attestation-server"))
-        .env_clear()
-        .env("ITL_LISTEN", "127.0.0.1:0")
-        .env("ITL_DATA_DIR", &data)
-        .env("ITL_ADMIN_TOKEN", ADMIN)
-        // The sweep runs every interval (1 s) over every machine; none is stale.
-        .env("ITL_ATTESTATION_INTERVAL_SECONDS", "1")
-        .env("ITL_LIVENESS_FACTOR", "1000")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start attestation-server");
+    let (mut child, url) = support::start_server(
+        &data,
+        &[
+            ("ITL_ADMIN_TOKEN", ADMIN),
+            // The sweep runs every interval (1 s) over every machine; none is stale.
+            ("ITL_ATTESTATION_INTERVAL_SECONDS", "1"),
+            ("ITL_LIVENESS_FACTOR", "1000"),
+        ],
+    );
     let pid = child.id();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("server exited").expect("log line");
-        if let Some(u) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-            break u.to_owned();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
     let addr = url
         .trim_start_matches("http://")
         .trim_end_matches('/')
