@@ -36,6 +36,10 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// `ITL_MAX_BODY_BYTES`: largest request body accepted (413 above).
     pub max_body_bytes: usize,
+    /// `ITL_MAX_CONNECTIONS`: connections served at once; more wait (crate::listener).
+    pub max_connections: usize,
+    /// `ITL_IDLE_TIMEOUT_SECONDS`: a connection on which nothing moves this long is closed.
+    pub idle_timeout: std::time::Duration,
     /// `ITL_DUAL_CONTROL_ROLES`, `ITL_DUAL_CONTROL_QUORUM`, `ITL_DUAL_CONTROL_WINDOW_SECONDS`.
     pub dual_control: DualControl,
     /// `ITL_CHALLENGE_LIFETIME_SECONDS`, `ITL_PCR_SELECTION`.
@@ -64,6 +68,8 @@ impl std::fmt::Debug for Config {
             .field("config_dir", &self.config_dir)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_connections", &self.max_connections)
+            .field("idle_timeout", &self.idle_timeout)
             .field("dual_control", &self.dual_control)
             .field("challenges", &self.challenges)
             .field("oidc", &self.oidc)
@@ -119,6 +125,29 @@ impl Config {
                 .ok_or_else(|| ConfigError {
                     variable: "ITL_MAX_BODY_BYTES",
                     message: format!("'{v}' is not a byte count of at least 1024"),
+                })?,
+        };
+        let max_connections = match get("ITL_MAX_CONNECTIONS") {
+            None => 1024,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| ConfigError {
+                    variable: "ITL_MAX_CONNECTIONS",
+                    message: format!("'{v}' is not a whole number from 1 to 1000000"),
+                })?,
+        };
+        let idle_timeout = match get("ITL_IDLE_TIMEOUT_SECONDS") {
+            None => std::time::Duration::from_secs(20),
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|n| (1..=3600).contains(n))
+                .map(std::time::Duration::from_secs)
+                .ok_or_else(|| ConfigError {
+                    variable: "ITL_IDLE_TIMEOUT_SECONDS",
+                    message: format!("'{v}' is not a number of seconds from 1 to 3600"),
                 })?,
         };
         let roles = match get("ITL_DUAL_CONTROL_ROLES") {
@@ -326,6 +355,8 @@ impl Config {
             config_dir,
             admin_token,
             max_body_bytes,
+            max_connections,
+            idle_timeout,
             dual_control: DualControl {
                 roles,
                 quorum,

@@ -121,7 +121,12 @@ async fn read_body(req: &mut Request<State>) -> Result<Vec<u8>, Refusal> {
     body.take(max as u64 + 1)
         .read_to_end(&mut out)
         .await
-        .map_err(|e| Refusal::new(StatusCode::BadRequest, "bad_body", e.to_string()))?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::TimedOut => {
+                Refusal::new(StatusCode::RequestTimeout, "request_timeout", e.to_string())
+            }
+            _ => Refusal::new(StatusCode::BadRequest, "bad_body", e.to_string()),
+        })?;
     if out.len() > max {
         return Err(too_large());
     }
@@ -863,13 +868,17 @@ pub fn app(state: State) -> tide::Server<State> {
     app
 }
 
-/// Serves `app` on `listener` until the listener fails.
-pub async fn serve(listener: TcpListener, app: tide::Server<State>) -> std::io::Result<()> {
-    loop {
-        let (stream, peer) = listener.accept().await?;
-        stream.set_nodelay(true)?;
+/// Serves `app` on `listener` until the listener breaks, at most `max_connections` at
+/// once, closing connections idle for `idle` (crate::listener).
+pub async fn serve(
+    listener: TcpListener,
+    app: tide::Server<State>,
+    max_connections: usize,
+    idle: std::time::Duration,
+) -> std::io::Result<()> {
+    crate::listener::accept_loop(listener, max_connections, idle, move |stream, peer| {
         let app = app.clone();
-        smol::spawn(async move {
+        async move {
             let result = async_h1::accept(stream, |mut req| {
                 req.set_peer_addr(Some(peer));
                 let app = app.clone();
@@ -877,12 +886,15 @@ pub async fn serve(listener: TcpListener, app: tide::Server<State>) -> std::io::
             })
             .await;
             if let Err(e) = result {
-                // A client that goes away mid-request is routine; anything else is logged.
-                if e.status() != tide::StatusCode::BadRequest {
+                // A client that goes away, or goes quiet, is routine; anything else is logged.
+                let routine = e.status() == tide::StatusCode::BadRequest
+                    || e.downcast_ref::<std::io::Error>()
+                        .is_some_and(crate::listener::is_routine_end);
+                if !routine {
                     eprintln!("connection from {peer}: {e}");
                 }
             }
-        })
-        .detach();
-    }
+        }
+    })
+    .await
 }

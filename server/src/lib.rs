@@ -10,6 +10,7 @@ pub mod config;
 pub mod enrollment;
 pub mod factory;
 pub mod http;
+pub mod listener;
 pub mod log;
 pub mod machineconfig;
 pub mod metrics;

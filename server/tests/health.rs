@@ -34,6 +34,8 @@ fn bad_configuration_names_the_variable() {
     for (var, value) in [
         ("ITL_LISTEN", "everywhere"),
         ("ITL_MAX_BODY_BYTES", "ten"),
+        ("ITL_MAX_CONNECTIONS", "0"),
+        ("ITL_IDLE_TIMEOUT_SECONDS", "forever"),
         ("ITL_OIDC_ENABLED", "true"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_attestation-server"))

@@ -146,15 +146,17 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let addr = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        log::info(&format!(
-            "attestation-server {} listening on http://{addr} (data {})",
-            env!("CARGO_PKG_VERSION"),
-            config.database_path().display()
-        ));
+        let bound = match listener.local_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!(
+                    "attestation-server: cannot listen on {}: {e}",
+                    config.listen
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = bound.to_string();
         let service_url = config
             .service_url
             .clone()
@@ -171,7 +173,33 @@ fn main() -> ExitCode {
             counters: Default::default(),
         });
         http::spawn_liveness_sweeper(state.clone());
-        match http::serve(listener, http::app(state)).await {
+        let open_files = attest_server::listener::raise_open_files_limit();
+        let max_connections =
+            attest_server::listener::connection_cap(config.max_connections, open_files);
+        if max_connections < config.max_connections {
+            log::warn(&format!(
+                "serving at most {max_connections} connections at once, not {} \
+                 (ITL_MAX_CONNECTIONS): the open-files limit is {open_files} and {} are kept \
+                 for the server's own files; raise LimitNOFILE / ulimit -n",
+                config.max_connections,
+                attest_server::listener::RESERVED_FILES
+            ));
+        }
+        let serving = smol::spawn(http::serve(
+            listener,
+            http::app(state),
+            max_connections,
+            config.idle_timeout,
+        ));
+        if let Err(e) = attest_server::listener::warm_up(bound).await {
+            log::warn(&format!("the server's request to itself failed: {e}"));
+        }
+        log::info(&format!(
+            "attestation-server {} listening on http://{addr} (data {})",
+            env!("CARGO_PKG_VERSION"),
+            config.database_path().display()
+        ));
+        match serving.await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("attestation-server: accept failed: {e}");

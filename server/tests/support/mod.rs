@@ -55,6 +55,8 @@ pub struct Server {
     /// Log lines written before the server listened.
     pub startup: Vec<String>,
     pub data_dir: PathBuf,
+    /// Log lines written after it listened, as they come.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -94,14 +96,36 @@ impl Server {
             }
             startup.push(line);
         };
-        std::thread::spawn(move || lines.for_each(drop));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
         Server {
             child,
             url,
             startup,
             data_dir: data_dir.to_owned(),
+            log,
             _dir: None,
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Log lines written since it listened.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// `host:port` it listens on.
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
     }
 
     /// Stops the process but keeps the data directory.

@@ -1,0 +1,321 @@
+//! Accepting connections without letting them take the server down.
+//!
+//! Every machine of the fleet connects here, and so can anything else on the network. A
+//! server that stops when `accept` fails for want of a file descriptor (EMFILE) is stopped
+//! by a thousand idle connections; one that accepts without bound runs out of memory (an
+//! idle keep-alive connection holds ≈ 15 KB here) or of the descriptors its registry, its
+//! log and its outbound calls need. So:
+//!
+//! - at most `ITL_MAX_CONNECTIONS` connections are served at once; further ones wait in
+//!   the kernel's backlog (then in their own SYN retries) until one closes;
+//! - an accept that fails for want of resources is logged and retried after a pause, and
+//!   only a listener that is itself broken ends the server;
+//! - a connection on which nothing moves for `ITL_IDLE_TIMEOUT_SECONDS` is closed (this
+//!   also ends idle keep-alive connections). async-h1 bounds only the
+//!   time to a request's head (60 s); a body or a response that stalls would otherwise hold
+//!   its connection, and its slot, for ever. A request whose body stalls is answered 408.
+//!
+//! The soft limit on open files is raised to the hard one at start, as servers commonly do
+//! (the soft default of 1,024 is for interactive shells), and the connection cap is kept
+//! below it with room for the server's own files.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use smol::Timer;
+use smol::lock::Semaphore;
+use smol::net::{TcpListener, TcpStream};
+
+/// File descriptors kept for the server's own use beyond its connections (registry, log,
+/// the reactor, outbound calls to the OIDC provider and the Image Factory, blocking pool).
+pub const RESERVED_FILES: u64 = 64;
+
+/// At most one "connection limit reached" line per this.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Pause after an accept that failed for want of resources.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Raises the soft limit on open files to the hard one; answers the limit now in force.
+pub fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass and reads nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    // An unlimited hard limit still has the kernel's nr_open above it.
+    let want = limit.rlim_max.min(1 << 20);
+    if want > limit.rlim_cur {
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return want;
+        }
+    }
+    limit.rlim_cur
+}
+
+/// The connection cap: as configured, but below the open-files limit by [`RESERVED_FILES`].
+pub fn connection_cap(configured: usize, open_files: u64) -> usize {
+    let room = open_files.saturating_sub(RESERVED_FILES).max(1);
+    configured.min(usize::try_from(room).unwrap_or(usize::MAX))
+}
+
+/// Whether an accept error says the listener itself is unusable (anything else is a
+/// shortage or a connection that died in the backlog, and passes).
+fn is_fatal(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP | libc::EFAULT)
+    )
+}
+
+/// Accepts on `listener` until it breaks, at most `max` connections at once, and hands
+/// each to `serve`, watched for `idle`.
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    max: usize,
+    idle: Duration,
+    serve: F,
+) -> io::Result<()>
+where
+    F: Fn(Watched, std::net::SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(max));
+    let mut failing: Option<(Instant, u64)> = None;
+    let mut warned_full: Option<Instant> = None;
+    loop {
+        let slot = match slots.try_acquire_arc() {
+            Some(slot) => slot,
+            None => {
+                if warned_full.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                    crate::log::warn(&format!(
+                        "connection limit reached ({max} open, ITL_MAX_CONNECTIONS): new \
+                         connections wait until one closes"
+                    ));
+                    warned_full = Some(Instant::now());
+                }
+                slots.acquire_arc().await
+            }
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) if is_fatal(&e) => return Err(e),
+            Err(e) => {
+                match &mut failing {
+                    None => {
+                        crate::log::warn(&format!(
+                            "accept failed: {e}; retrying ({} connections open)",
+                            (max - slots.available_permits()).saturating_sub(1)
+                        ));
+                        failing = Some((Instant::now(), 1));
+                    }
+                    Some((_, n)) => *n += 1,
+                }
+                drop(slot);
+                Timer::after(ACCEPT_PAUSE).await;
+                continue;
+            }
+        };
+        if let Some((since, n)) = failing.take() {
+            crate::log::info(&format!(
+                "accepting again after {n} failed accepts over {:.1} s",
+                since.elapsed().as_secs_f64()
+            ));
+        }
+        if let Err(e) = stream.set_nodelay(true) {
+            // The peer is gone already.
+            drop(e);
+            continue;
+        }
+        let work = serve(Watched::new(stream, idle), peer);
+        smol::spawn(async move {
+            work.await;
+            drop(slot);
+        })
+        .detach();
+    }
+}
+
+/// A TCP stream on which a read or a write that makes no progress for `idle` fails with
+/// `TimedOut`, and every later read or write of the same handle at once.
+pub struct Watched {
+    stream: TcpStream,
+    idle: Duration,
+    timer: Option<Timer>,
+    expired: bool,
+}
+
+impl Watched {
+    pub fn new(stream: TcpStream, idle: Duration) -> Watched {
+        Watched {
+            stream,
+            idle,
+            timer: None,
+            expired: false,
+        }
+    }
+
+    /// Runs one I/O step: progress disarms the watch, waiting arms it.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        step: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if self.expired {
+            return Poll::Ready(Err(timed_out(self.idle)));
+        }
+        if let Poll::Ready(r) = step(Pin::new(&mut self.stream), cx) {
+            self.timer = None;
+            return Poll::Ready(r);
+        }
+        let idle = self.idle;
+        let timer = self.timer.get_or_insert_with(|| Timer::after(idle));
+        ready!(Pin::new(timer).poll(cx));
+        self.timer = None;
+        self.expired = true;
+        Poll::Ready(Err(timed_out(idle)))
+    }
+}
+
+fn timed_out(idle: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "nothing moved on the connection for {} s (ITL_IDLE_TIMEOUT_SECONDS)",
+            idle.as_secs()
+        ),
+    )
+}
+
+impl Clone for Watched {
+    /// Another handle on the same connection, with its own watch (async-h1 reads and
+    /// writes through separate clones).
+    fn clone(&self) -> Watched {
+        Watched::new(self.stream.clone(), self.idle)
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().watch(cx, |s, cx| s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().watch(cx, |s, cx| s.poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().watch(cx, |s, cx| s.poll_flush(cx))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_close(cx)
+    }
+}
+
+/// One request to ourselves before the server says it listens. It starts what the first
+/// request would start (smol's executor threads and their process driver, the reactor of
+/// async-h1's timers: async-io 1, not smol's), which open pipes and event descriptors when they
+/// start and panic when they cannot: a flood that exhausts file descriptors right after
+/// start must not catch them unstarted.
+pub async fn warm_up(addr: std::net::SocketAddr) -> io::Result<()> {
+    use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut target = addr;
+    if addr.ip().is_unspecified() {
+        target.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let request = async {
+        let mut stream = TcpStream::connect(target).await?;
+        // Quiet at first, so that the connection waits for its request head, as async-h1
+        // does with a timer (whose reactor starts with the first timer).
+        Timer::after(Duration::from_millis(50)).await;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        if answer.starts_with(b"HTTP/1.1 200") {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "GET /healthz answered {:?}",
+                String::from_utf8_lossy(&answer[..answer.len().min(40)])
+            )))
+        }
+    };
+    futures_lite::future::or(request, async {
+        Timer::after(Duration::from_secs(5)).await;
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "GET /healthz: no answer in 5 s",
+        ))
+    })
+    .await
+}
+
+/// Whether a connection's error is the routine end of a connection (the peer left, or went
+/// quiet) rather than something to log.
+pub fn is_routine_end(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_leaves_room_for_the_servers_own_files() {
+        assert_eq!(connection_cap(1024, 1_048_576), 1024);
+        assert_eq!(connection_cap(1024, 1024), 960);
+        assert_eq!(connection_cap(1024, 10), 1);
+    }
+
+    #[test]
+    fn only_a_broken_listener_is_fatal() {
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::ENOMEM,
+            libc::ECONNABORTED,
+        ] {
+            assert!(!is_fatal(&io::Error::from_raw_os_error(errno)), "{errno}");
+        }
+        for errno in [libc::EBADF, libc::EINVAL, libc::ENOTSOCK] {
+            assert!(is_fatal(&io::Error::from_raw_os_error(errno)), "{errno}");
+        }
+    }
+}
