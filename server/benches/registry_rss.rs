@@ -125,10 +125,19 @@ fn main() {
     }
     let scrape_ms = t.elapsed().as_secs_f64() * 1000.0 / scrapes as f64 - 150.0;
     let after = proc_kib(pid, "VmRSS:");
+    // The operator's full listing, read to the end.
+    let t = Instant::now();
+    assert_eq!(get(&addr, "/api/v1/machines"), 200);
+    let list_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let after_list = proc_kib(pid, "VmRSS:");
     let peak = proc_kib(pid, "VmHWM:");
     let _ = child.kill();
     let _ = child.wait();
     println!("GET /metrics with {machines} machines: {scrape_ms:.0} ms per scrape");
+    println!(
+        "GET /api/v1/machines (all {machines}): {list_ms:.0} ms; RSS after it {:.1} MiB",
+        after_list as f64 / 1024.0
+    );
     println!(
         "server RSS with {machines} machines: {:.1} MiB after start, {:.1} MiB after ≥5 full liveness sweeps, {ok} lookups and {scrapes} scrapes, peak {:.1} MiB (target ≤ 32 MB)",
         at_start as f64 / 1024.0,

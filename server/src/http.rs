@@ -460,17 +460,64 @@ async fn list(req: Request<State>) -> tide::Result {
             ));
         }
     };
-    let machines = attempt!(blocking(req.state(), move |s| s.machines(status)).await);
-    let now = unix_now();
-    let service = &req.state().service;
-    let items: Vec<_> = machines
-        .iter()
-        .map(|m| machine_json(m, service.is_stale(m, now)))
-        .collect();
-    Ok(json_response(
-        StatusCode::Ok,
-        &json!({ "machines": items, "total": items.len() }),
-    ))
+    // `{"machines": [...], "total": n}`, written as the registry is read (crate::streamed).
+    let state = req.state().clone();
+    let (first, body) = crate::streamed::start(move |out| {
+        let mut buf = b"{\"machines\":[".to_vec();
+        let mut total = 0u64;
+        let mut gone = false;
+        let scan = state.service.each_machine(status, unix_now(), |m, stale| {
+            if total > 0 {
+                buf.push(b',');
+            }
+            total += 1;
+            // A JSON value always serialises.
+            let _ = serde_json::to_writer(&mut buf, &machine_json(&m, stale));
+            if buf.len() >= crate::streamed::CHUNK_BYTES {
+                gone = !out.send(std::mem::take(&mut buf));
+                if gone {
+                    return std::ops::ControlFlow::Break(());
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        });
+        match scan {
+            _ if gone => {}
+            Ok(()) => {
+                buf.extend_from_slice(format!("],\"total\":{total}}}").as_bytes());
+                out.send(buf);
+            }
+            Err(e) => {
+                crate::log::warn(&format!("listing machines failed: {e}"));
+                out.fail(std::io::Error::other(e.to_string()));
+            }
+        }
+    })
+    .await;
+    let first = match first {
+        Some(Ok(chunk)) => chunk,
+        Some(Err(e)) => {
+            return Ok(error_response(
+                StatusCode::InternalServerError,
+                "storage_error",
+                &e.to_string(),
+            ));
+        }
+        None => {
+            return Ok(error_response(
+                StatusCode::InternalServerError,
+                "internal",
+                "the listing ended before it began",
+            ));
+        }
+    };
+    let mut res = Response::new(StatusCode::Ok);
+    res.set_body(tide::Body::from_reader(
+        futures_lite::io::BufReader::new(body.after(first)),
+        None,
+    ));
+    res.set_content_type("application/json");
+    Ok(res)
 }
 
 /// Approved votes first, then pending ones, each saying which it is.

@@ -22,3 +22,4 @@ pub mod record;
 pub mod responsekey;
 pub mod service;
 pub mod store;
+pub mod streamed;

@@ -38,6 +38,7 @@ pub fn render(service: &Service, counters: &Counters, now: u64) -> Result<String
         if service.is_stale(&m, now) {
             stale += 1;
         }
+        std::ops::ControlFlow::Continue(())
     })?;
     let (batches, batched) = service.store().batch_counts();
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);

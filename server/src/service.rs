@@ -605,6 +605,7 @@ impl Service {
             if !marked && self.is_stale(&m, now) {
                 candidates.push(m.id);
             }
+            std::ops::ControlFlow::Continue(())
         })?;
         let mut marked = 0;
         for id in candidates {
@@ -1496,11 +1497,30 @@ impl Service {
     }
 
     pub fn machines(&self, status: Option<Status>) -> Result<Vec<MachineRecord>, ServiceError> {
-        let mut all = self.store.machines()?;
-        if let Some(s) = status {
-            all.retain(|m| m.state.status == s);
-        }
+        let mut all = Vec::new();
+        self.each_machine(status, now(), |m, _| {
+            all.push(m);
+            std::ops::ControlFlow::Continue(())
+        })?;
         Ok(all)
+    }
+
+    /// The machines (of one status), each with whether it is stale at `now`, one at a time
+    /// until `f` breaks: a listing of the whole registry that holds one record in memory.
+    pub fn each_machine(
+        &self,
+        status: Option<Status>,
+        now: u64,
+        mut f: impl FnMut(MachineRecord, bool) -> std::ops::ControlFlow<()>,
+    ) -> Result<(), ServiceError> {
+        self.store.each_machine(|m, _| {
+            if status.is_some_and(|s| m.state.status != s) {
+                return std::ops::ControlFlow::Continue(());
+            }
+            let stale = self.is_stale(&m, now);
+            f(m, stale)
+        })?;
+        Ok(())
     }
 }
 

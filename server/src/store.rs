@@ -2,6 +2,7 @@
 //! audit entry inside the same transaction, so there is never a change without its entry or
 //! an entry without its change.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -549,21 +550,29 @@ impl Store {
     /// Every machine, in id order.
     pub fn machines(&self) -> Result<Vec<MachineRecord>, StoreError> {
         let mut out = Vec::new();
-        self.each_machine(|m, _| out.push(m))?;
+        self.each_machine(|m, _| {
+            out.push(m);
+            ControlFlow::Continue(())
+        })?;
         Ok(out)
     }
 
     /// Every machine, one at a time from one read transaction, with whether it carries a
-    /// stale mark: a scan that keeps only what it needs (the liveness sweep) holds one
-    /// record in memory, not the registry.
-    pub fn each_machine(&self, mut f: impl FnMut(MachineRecord, bool)) -> Result<(), StoreError> {
+    /// stale mark, until `f` breaks: a scan that keeps only what it needs (the liveness
+    /// sweep, `/metrics`, a streamed listing) holds one record in memory, not the registry.
+    pub fn each_machine(
+        &self,
+        mut f: impl FnMut(MachineRecord, bool) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(MACHINES)?;
         let stale = txn.open_table(STALE)?;
         for item in table.iter()? {
             let (k, v) = item?;
             let marked = stale.get(k.value())?.is_some();
-            f(MachineRecord::decode(v.value())?, marked);
+            if f(MachineRecord::decode(v.value())?, marked).is_break() {
+                break;
+            }
         }
         Ok(())
     }

@@ -397,3 +397,101 @@ fn reject_and_reapprove_over_http() {
     let (_, v) = server.call("GET", "/api/v1/audit/verify", Some(ADMIN), None);
     assert_eq!(v["valid"], true);
 }
+
+/// The listing is streamed in chunks (crate::streamed): thousands of machines, several
+/// chunks, still one JSON document with every machine once, the total, the status filter
+/// and stale flags; a client that leaves halfway does not stop the server.
+#[test]
+fn listing_a_large_registry_streams_one_document() {
+    use attest_common::lifecycle::{State, Status};
+    use attest_server::record::MachineRecord;
+    use attest_server::store::{Store, StoreError};
+
+    let dir = tempfile::tempdir().unwrap();
+    let machines = 3_000;
+    {
+        let store = Store::open(&dir.path().join("attestation.redb")).unwrap();
+        store
+            .write(|tx| {
+                for i in 0..machines {
+                    let status = if i % 3 == 0 {
+                        Status::Registered
+                    } else {
+                        Status::PendingApproval
+                    };
+                    let r = MachineRecord::new(
+                        format!("m-{i:05}"),
+                        format!("{i:0>96}"),
+                        attest_common::EkSource::Cert,
+                        State::new(status),
+                        1,
+                    );
+                    tx.put_machine(&r)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+    }
+    let server = Server::start_with(dir.path(), &[("ITL_ADMIN_TOKEN", ADMIN)]);
+
+    let (status, text) = server.call_text("GET", "/api/v1/machines", Some(ADMIN), None);
+    assert_eq!(status, 200);
+    assert!(
+        text.len() > 4 * attest_server::streamed::CHUNK_BYTES,
+        "{}",
+        text.len()
+    );
+    let all: serde_json::Value = serde_json::from_str(&text).expect("one JSON document");
+    assert_eq!(all["total"], machines);
+    let ids: Vec<&str> = all["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["machine_id"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = (0..machines).map(|i| format!("m-{i:05}")).collect();
+    assert_eq!(ids, want);
+    assert!(
+        all["machines"][0]["stale"] == false,
+        "{}",
+        all["machines"][0]
+    );
+
+    let (status, some) = server.call(
+        "GET",
+        "/api/v1/machines?status=registered",
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(some["total"], 1_000);
+    assert!(
+        some["machines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["status"] == "registered")
+    );
+
+    // A client that reads the head and a little of the body, then goes.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(server.url.trim_start_matches("http://")).unwrap();
+        write!(
+            s,
+            "GET /api/v1/machines HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {ADMIN}\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = [0u8; 4096];
+        let n = s.read(&mut head).unwrap();
+        assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+    }
+    let (status, again) = server.call(
+        "GET",
+        "/api/v1/machines?status=registered",
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(again["total"], 1_000);
+}
