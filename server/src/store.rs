@@ -595,23 +595,36 @@ impl Store {
         page: usize,
         per_page: usize,
     ) -> Result<(Vec<AuditEntry>, usize), StoreError> {
+        // Only the page is kept: the log grows by every change to every machine.
         let txn = self.db.begin_read()?;
         let table = txn.open_table(AUDIT)?;
-        let mut matching = Vec::new();
+        let start = page.saturating_sub(1).saturating_mul(per_page);
+        let wanted = start..start.saturating_add(per_page);
+        let decode = |k: u64, v: &[u8]| {
+            AuditEntry::decode(v)
+                .ok_or_else(|| StoreError(format!("audit entry {k} does not decode")))
+        };
+        let mut out = Vec::new();
+        let Some(machine_id) = machine_id else {
+            let total = usize::try_from(table.len()?).unwrap_or(usize::MAX);
+            for item in table.iter()?.skip(start).take(per_page) {
+                let (k, v) = item?;
+                out.push(decode(k.value(), v.value())?);
+            }
+            return Ok((out, total));
+        };
+        let mut total = 0;
         for item in table.iter()? {
             let (k, v) = item?;
-            let entry = AuditEntry::decode(v.value())
-                .ok_or_else(|| StoreError(format!("audit entry {} does not decode", k.value())))?;
-            if machine_id.is_none_or(|m| entry.machine_id.as_deref() == Some(m)) {
-                matching.push(entry);
+            let entry = decode(k.value(), v.value())?;
+            if entry.machine_id.as_deref() == Some(machine_id) {
+                if wanted.contains(&total) {
+                    out.push(entry);
+                }
+                total += 1;
             }
         }
-        let total = matching.len();
-        let start = page.saturating_sub(1).saturating_mul(per_page);
-        Ok((
-            matching.into_iter().skip(start).take(per_page).collect(),
-            total,
-        ))
+        Ok((out, total))
     }
 
     /// Recomputes the whole chain.
@@ -723,13 +736,21 @@ fn copy_registry(read: &redb::ReadTransaction, to: &Path) -> Result<BackupSummar
 
 fn audit_verify_in(txn: &redb::ReadTransaction) -> Result<audit::Verification, StoreError> {
     {
+        // One entry at a time: the log can outgrow memory.
         let table = txn.open_table(AUDIT)?;
-        let mut entries = Vec::new();
-        for item in table.iter()? {
-            let (k, v) = item?;
-            entries.push((k.value(), AuditEntry::decode(v.value())));
+        let mut failed = None;
+        let entries = table.iter()?.map_while(|item| match item {
+            Ok((k, v)) => Some((k.value(), AuditEntry::decode(v.value()))),
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
+        });
+        let verification = audit::verify(entries);
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(verification),
         }
-        Ok(audit::verify(entries))
     }
 }
 

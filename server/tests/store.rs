@@ -1,7 +1,7 @@
 //! The registry's batched writes (`Store::write_batched`, the attestation heartbeat): writes
 //! that arrive together share one durable commit, every acknowledged write survives a
 //! reopen, and a failed or panicking member takes its batch down without writing any of it
-//! and without leaving the others waiting.
+//! and without leaving the others waiting. Audit pages are slices of the whole log.
 
 use std::sync::{Arc, Barrier, mpsc};
 use std::time::Duration;
@@ -136,4 +136,51 @@ fn a_panicking_member_panics_alone_and_leaves_nobody_waiting() {
         .write_batched(|tx| tx.update_machine(&record("next")))
         .unwrap();
     assert!(store.machine("next").unwrap().is_some());
+}
+
+/// Audit pages hold only their entries (the log is read one entry at a time); with and
+/// without a machine filter they are the slices of the whole, and the totals count all.
+#[test]
+fn audit_pages_are_slices_of_the_whole_log() {
+    use attest_server::audit::NewEntry;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("attestation.redb")).unwrap();
+    store
+        .write(|tx| {
+            for i in 0..250u64 {
+                tx.audit(
+                    NewEntry {
+                        operator_cn: "alice".into(),
+                        action: "note".into(),
+                        machine_id: Some(format!("m-{}", i % 3)),
+                        detail: format!("entry {i}"),
+                        ..NewEntry::default()
+                    },
+                    i,
+                )?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    let (all, total) = store.audit_page(None, 1, 1_000).unwrap();
+    assert_eq!((all.len(), total), (250, 250));
+    for (filter, per_page) in [(None, 7), (None, 50), (Some("m-1"), 9), (Some("m-2"), 200)] {
+        let whole: Vec<_> = all
+            .iter()
+            .filter(|e| filter.is_none_or(|m| e.machine_id.as_deref() == Some(m)))
+            .collect();
+        for page in 1..=(whole.len() / per_page + 2) {
+            let (entries, total) = store.audit_page(filter, page, per_page).unwrap();
+            assert_eq!(total, whole.len(), "{filter:?}");
+            let want: Vec<_> = whole
+                .iter()
+                .skip((page - 1) * per_page)
+                .take(per_page)
+                .map(|e| e.seq)
+                .collect();
+            let got: Vec<_> = entries.iter().map(|e| e.seq).collect();
+            assert_eq!(got, want, "{filter:?} page {page} of {per_page}");
+        }
+    }
+    assert!(store.audit_verify().unwrap().valid);
 }
