@@ -2,7 +2,7 @@
 //! audit entry inside the same transaction, so there is never a change without its entry or
 //! an entry without its change.
 
-use std::ops::ControlFlow;
+use std::ops::{Bound, ControlFlow};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -105,6 +105,9 @@ pub struct Store {
 
 /// Most writes in one batch: a bound on how long the first of them waits under load.
 const BATCH_MAX: usize = 64;
+
+/// Machines read per read transaction by [`Store::each_machine`].
+pub const SCAN_PAGE: usize = 256;
 
 /// One open batch: a write transaction shared by several callers, committed once.
 struct Batch {
@@ -557,24 +560,59 @@ impl Store {
         Ok(out)
     }
 
-    /// Every machine, one at a time from one read transaction, with whether it carries a
-    /// stale mark, until `f` breaks: a scan that keeps only what it needs (the liveness
-    /// sweep, `/metrics`, a streamed listing) holds one record in memory, not the registry.
+    /// Every machine in id order, one at a time, with whether it carries a stale mark,
+    /// until `f` breaks: a scan that keeps only what it needs (the liveness sweep,
+    /// `/metrics`, a streamed listing) holds a page of records in memory, not the registry.
+    ///
+    /// The registry is read [`SCAN_PAGE`] records per read transaction and `f` runs outside
+    /// any: a redb reader pins every page that later commits free, so a listing paused by a
+    /// slow client would grow the file with each heartbeat for as long as it is paused
+    /// (measured: 3,000 heartbeats, 4 → 67 MB). The price is that a scan is not one snapshot:
+    /// each id is seen at most once, a machine that exists throughout is seen exactly once,
+    /// one added or removed meanwhile may or may not be.
     pub fn each_machine(
         &self,
         mut f: impl FnMut(MachineRecord, bool) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.machine_page(after.as_deref())?;
+            let last = page.len() < SCAN_PAGE;
+            for (id, m, marked) in page {
+                after = Some(id);
+                if f(m, marked).is_break() {
+                    return Ok(());
+                }
+            }
+            if last {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Up to [`SCAN_PAGE`] machines with ids after `after`, from one short read transaction.
+    fn machine_page(
+        &self,
+        after: Option<&str>,
+    ) -> Result<Vec<(String, MachineRecord, bool)>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(MACHINES)?;
         let stale = txn.open_table(STALE)?;
-        for item in table.iter()? {
+        let range = match after {
+            Some(id) => table.range::<&str>((Bound::Excluded(id), Bound::Unbounded))?,
+            None => table.range::<&str>(..)?,
+        };
+        let mut page = Vec::with_capacity(SCAN_PAGE);
+        for item in range.take(SCAN_PAGE) {
             let (k, v) = item?;
             let marked = stale.get(k.value())?.is_some();
-            if f(MachineRecord::decode(v.value())?, marked).is_break() {
-                break;
-            }
+            page.push((
+                k.value().to_owned(),
+                MachineRecord::decode(v.value())?,
+                marked,
+            ));
         }
-        Ok(())
+        Ok(page)
     }
 
     /// The pending dual-control votes for a machine.
