@@ -724,7 +724,9 @@ fn copy_registry(read: &redb::ReadTransaction, to: &Path) -> Result<BackupSummar
     }
     let partial = to.with_extension("partial");
     let _ = std::fs::remove_file(&partial);
-    let copy = Database::create(&partial)?;
+    let copy = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(&partial)?;
     let write = copy.begin_write()?;
     fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
         read: &redb::ReadTransaction,
