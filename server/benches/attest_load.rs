@@ -25,7 +25,8 @@ use attest_common::wire::{
 };
 use attest_common::{EkSource, Fingerprint};
 use attest_server::record::MachineRecord;
-use attest_server::store::Store;
+use attest_server::store::RegistryTx as _;
+use attest_server::store::redb::RedbRegistry;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use sha2::{Digest as _, Sha384};
@@ -197,7 +198,7 @@ fn main() {
         .collect();
     let data = dir.path().join("data");
     {
-        let store = Store::open(&data.join("attestation.redb")).expect("store");
+        let store = RedbRegistry::open(&data.join("attestation.redb")).expect("store");
         store
             .write(|tx| {
                 for (i, m) in machines.iter().enumerate() {

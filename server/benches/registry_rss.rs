@@ -15,7 +15,8 @@ use attest_common::lifecycle::{State, Status};
 use attest_common::wire::{HashAlg, HexVec, PcrValue, Role};
 use attest_common::{EkSource, Fingerprint};
 use attest_server::record::MachineRecord;
-use attest_server::store::{Store, StoreError};
+use attest_server::store::redb::RedbRegistry;
+use attest_server::store::{RegistryTx as _, StoreError};
 use sha2::{Digest as _, Sha384};
 
 mod support;
@@ -61,7 +62,7 @@ fn main() {
         .collect();
     let started = Instant::now();
     {
-        let store = Store::open(&file).expect("store");
+        let store = RedbRegistry::open(&file).expect("store");
         for chunk in (0..machines).collect::<Vec<_>>().chunks(10_000) {
             store
                 .write(|tx| {

@@ -5,11 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use attest_server::store::{Store, StoreError};
+use attest_server::store::redb::RedbRegistry;
+use attest_server::store::{RegistryTx as _, StoreError};
 
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(&dir.path().join("bench.redb")).expect("store");
+    let store = RedbRegistry::open(&dir.path().join("bench.redb")).expect("store");
     let mut i = 0u64;
     let mut write = || {
         i += 1;

@@ -42,11 +42,9 @@ impl ChallengeKey {
         ChallengeKey(hmac::Key::new(hmac::HMAC_SHA384, secret))
     }
 
-    /// A fresh challenge expiring at `expires_at`: its id and nonce.
-    pub fn issue(&self, expires_at: u64) -> (String, [u8; 32]) {
-        let mut random = [0u8; 8];
-        getrandom::fill(&mut random)
-            .expect("the operating system's random number generator failed");
+    /// A fresh challenge expiring at `expires_at`, made unpredictable by `random`: its id
+    /// and nonce.
+    pub fn issue(&self, expires_at: u64, random: [u8; 8]) -> (String, [u8; 32]) {
         let body = format!("{expires_at:016x}{}", crate::audit::hex(&random));
         let id = format!("{body}{}", crate::audit::hex(&self.tag(&body)));
         let nonce = self.nonce(&id);
@@ -107,21 +105,21 @@ mod tests {
     #[test]
     fn issued_ids_open_to_their_nonce_until_they_expire() {
         let key = ChallengeKey::new(&[7; 48]);
-        let (id, nonce) = key.issue(1_000);
+        let (id, nonce) = key.issue(1_000, [1; 8]);
         assert_eq!(id.len(), ID_LEN);
         assert_eq!(key.open(&id, 999), Ok((nonce, 1_000)));
         assert_eq!(key.open(&id, 1_000), Ok((nonce, 1_000)));
         assert_eq!(key.open(&id, 1_001), Err(Unusable::Expired(1_000)));
-        let (other, other_nonce) = key.issue(1_000);
+        let (other, other_nonce) = key.issue(1_000, [2; 8]);
         assert_ne!((id.as_str(), nonce), (other.as_str(), other_nonce));
     }
 
     #[test]
     fn ids_are_authenticated() {
         let key = ChallengeKey::new(&[7; 48]);
-        let (id, _) = key.issue(1_000);
+        let (id, _) = key.issue(1_000, [1; 8]);
         // Another server's id, and ours with a later expiry or other random bits.
-        let (theirs, _) = ChallengeKey::new(&[8; 48]).issue(1_000);
+        let (theirs, _) = ChallengeKey::new(&[8; 48]).issue(1_000, [1; 8]);
         let later = format!("{:016x}{}", 2_000u64, &id[16..]);
         let mut flipped = id.clone().into_bytes();
         flipped[20] = if flipped[20] == b'0' { b'1' } else { b'0' };
@@ -133,7 +131,7 @@ mod tests {
     #[test]
     fn malformed_ids_are_refused() {
         let key = ChallengeKey::new(&[7; 48]);
-        let (id, _) = key.issue(1_000);
+        let (id, _) = key.issue(1_000, [1; 8]);
         for bad in [
             "",
             &id[1..],

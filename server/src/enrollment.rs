@@ -38,6 +38,8 @@ use x509_cert::spki::{SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
 use x509_cert::time::{Time, Validity};
 use zeroize::Zeroizing;
 
+use crate::service::platform::{OsRandom, Random};
+
 /// The CA certificate's file in `ITL_ENROLLMENT_CA_DIR`.
 pub const CERT_FILE: &str = "ca.pem";
 /// The CA key's file (PKCS#8 PEM, mode 0600).
@@ -108,19 +110,19 @@ fn time(t: u64) -> Result<Time, String> {
     Time::try_from(unix(t)).map_err(|e| format!("time {t} does not encode: {e}"))
 }
 
-fn random_serial() -> Result<(SerialNumber, String), String> {
+fn random_serial(random: &dyn Random) -> Result<(SerialNumber, String), String> {
     let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| format!("no entropy: {e}"))?;
+    random.fill(&mut bytes);
     bytes[0] &= 0x7f; // positive
     bytes[0] |= 0x01; // no leading zero byte to strip: exactly 16 bytes
     let serial = SerialNumber::new(&bytes).map_err(|e| e.to_string())?;
     Ok((serial, crate::audit::hex(&bytes)))
 }
 
-fn new_key() -> Result<SigningKey, String> {
+fn new_key(random: &dyn Random) -> Result<SigningKey, String> {
     loop {
         let mut scalar = [0u8; 48];
-        getrandom::fill(&mut scalar).map_err(|e| format!("no entropy: {e}"))?;
+        random.fill(&mut scalar);
         if let Ok(k) = SigningKey::from_slice(&scalar) {
             return Ok(k);
         }
@@ -307,13 +309,14 @@ impl EnrollmentCa {
 
     fn generate(dir: &Path) -> Result<EnrollmentCa, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let key = new_key()?;
+        // The CA is made once, at start-up, by the server itself.
+        let key = new_key(&OsRandom)?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let subject = Name::from_str("CN=ITL Enrollment CA,O=Talos TPM Attestation")
             .map_err(|e| e.to_string())?;
-        let (serial, _) = random_serial()?;
+        let (serial, _) = random_serial(&OsRandom)?;
         let validity = Validity::new(time(now - 60)?, time(now + CA_DAYS * 86_400)?);
         let builder = CertificateBuilder::new(
             CaProfile { subject },
@@ -382,6 +385,7 @@ impl EnrollmentCa {
         ek_fingerprint: &str,
         now: u64,
         days: u32,
+        random: &dyn Random,
     ) -> Result<Issued, String> {
         check_name_value("machine id", machine_id)?;
         check_name_value("role", role)?;
@@ -389,8 +393,8 @@ impl EnrollmentCa {
             .map_err(|e| format!("EK fingerprint does not fit a URI: {e}"))?;
         let subject =
             Name::from_str(&format!("CN={machine_id},OU={role}")).map_err(|e| e.to_string())?;
-        let key = new_key()?;
-        let (serial, serial_hex) = random_serial()?;
+        let key = new_key(random)?;
+        let (serial, serial_hex) = random_serial(random)?;
         let not_after = now + u64::from(days) * 86_400;
         let validity = Validity::new(time(now.saturating_sub(60))?, time(not_after)?);
         let builder = CertificateBuilder::new(
@@ -595,7 +599,9 @@ mod tests {
         assert!(!generated);
         assert_eq!(again.serial(), ca.serial());
 
-        let issued = ca.issue("m-1", "worker-app", FP, now(), 30).unwrap();
+        let issued = ca
+            .issue("m-1", "worker-app", FP, now(), 30, &OsRandom)
+            .unwrap();
         assert!(key_matches_cert(&issued.key_pem, &issued.cert_pem));
         let der = Certificate::from_pem(issued.cert_pem.as_bytes())
             .unwrap()
@@ -645,7 +651,9 @@ mod tests {
         // Garbage.
         assert!(ca.verify(b"\x30\x03\x02\x01\x01", now()).is_err());
         assert!(!key_matches_cert(
-            &ca.issue("m-2", "r", FP, now(), 1).unwrap().key_pem,
+            &ca.issue("m-2", "r", FP, now(), 1, &OsRandom)
+                .unwrap()
+                .key_pem,
             &issued.cert_pem
         ));
     }
@@ -676,7 +684,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (ca, _) = EnrollmentCa::load_or_generate(dir.path()).unwrap();
         for (id, role) in [("a,b", "r"), ("a", "r+x"), ("", "r"), ("a", "O=evil")] {
-            assert!(ca.issue(id, role, FP, now(), 1).is_err(), "{id} {role}");
+            assert!(
+                ca.issue(id, role, FP, now(), 1, &OsRandom).is_err(),
+                "{id} {role}"
+            );
         }
     }
 }

@@ -1,10 +1,10 @@
 //! The attestation control plane.
 //!
-//! The HTTP layer (`http`) is a thin tide adapter served from our own smol accept loop; the
-//! logic it will call lives in framework-free modules, so tide (unmaintained) can be replaced
-//! without touching it. Configuration comes from `ITL_*` environment variables (`config`).
+//! The HTTP layer (`http`) is a thin hyper adapter served from our own smol accept loop; the
+//! logic it calls lives in framework-free modules (`service` above all). Configuration comes from `ITL_*` environment variables (`config`).
 
 pub mod audit;
+pub mod audit_action;
 pub mod challenge;
 pub mod config;
 pub mod enrollment;

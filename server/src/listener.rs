@@ -11,9 +11,9 @@
 //! - an accept that fails for want of resources is logged and retried after a pause, and
 //!   only a listener that is itself broken ends the server;
 //! - a connection on which nothing moves for `ITL_IDLE_TIMEOUT_SECONDS` is closed (this
-//!   also ends idle keep-alive connections). async-h1 bounds only the
-//!   time to a request's head (60 s); a body or a response that stalls would otherwise hold
-//!   its connection, and its slot, for ever. A request whose body stalls is answered 408.
+//!   also ends idle keep-alive connections). hyper bounds only the time to a request's
+//!   head; a body or a response that stalls would otherwise hold its connection, and its
+//!   slot, for ever. A request whose body stalls is answered 408.
 //!
 //! The soft limit on open files is raised to the hard one at start, as servers commonly do
 //! (the soft default of 1,024 is for interactive shells), and the connection cap is kept
@@ -150,12 +150,44 @@ where
 }
 
 /// A TCP stream on which a read or a write that makes no progress for `idle` fails with
-/// `TimedOut`, and every later read or write of the same handle at once.
+/// `TimedOut`. A read that timed out fails every later read at once, but the connection can
+/// still be written: a request whose body stalled is answered (408) before it is closed.
 pub struct Watched {
     stream: TcpStream,
     idle: Duration,
+    read: Watch,
+    write: Watch,
+}
+
+/// The watch over one direction.
+#[derive(Default)]
+struct Watch {
     timer: Option<Timer>,
     expired: bool,
+}
+
+impl Watch {
+    /// Runs one I/O step: progress disarms the watch, waiting arms it.
+    fn step<T>(
+        &mut self,
+        idle: Duration,
+        stream: &mut TcpStream,
+        cx: &mut Context<'_>,
+        step: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if self.expired {
+            return Poll::Ready(Err(timed_out(idle)));
+        }
+        if let Poll::Ready(r) = step(Pin::new(stream), cx) {
+            self.timer = None;
+            return Poll::Ready(r);
+        }
+        let timer = self.timer.get_or_insert_with(|| Timer::after(idle));
+        ready!(Pin::new(timer).poll(cx));
+        self.timer = None;
+        self.expired = true;
+        Poll::Ready(Err(timed_out(idle)))
+    }
 }
 
 impl Watched {
@@ -163,30 +195,9 @@ impl Watched {
         Watched {
             stream,
             idle,
-            timer: None,
-            expired: false,
+            read: Watch::default(),
+            write: Watch::default(),
         }
-    }
-
-    /// Runs one I/O step: progress disarms the watch, waiting arms it.
-    fn watch<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        step: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
-    ) -> Poll<io::Result<T>> {
-        if self.expired {
-            return Poll::Ready(Err(timed_out(self.idle)));
-        }
-        if let Poll::Ready(r) = step(Pin::new(&mut self.stream), cx) {
-            self.timer = None;
-            return Poll::Ready(r);
-        }
-        let idle = self.idle;
-        let timer = self.timer.get_or_insert_with(|| Timer::after(idle));
-        ready!(Pin::new(timer).poll(cx));
-        self.timer = None;
-        self.expired = true;
-        Poll::Ready(Err(timed_out(idle)))
     }
 }
 
@@ -200,21 +211,16 @@ fn timed_out(idle: Duration) -> io::Error {
     )
 }
 
-impl Clone for Watched {
-    /// Another handle on the same connection, with its own watch (async-h1 reads and
-    /// writes through separate clones).
-    fn clone(&self) -> Watched {
-        Watched::new(self.stream.clone(), self.idle)
-    }
-}
-
 impl AsyncRead for Watched {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().watch(cx, |s, cx| s.poll_read(cx, buf))
+        let this = self.get_mut();
+        this.read.step(this.idle, &mut this.stream, cx, |s, cx| {
+            s.poll_read(cx, buf)
+        })
     }
 }
 
@@ -224,11 +230,16 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().watch(cx, |s, cx| s.poll_write(cx, buf))
+        let this = self.get_mut();
+        this.write.step(this.idle, &mut this.stream, cx, |s, cx| {
+            s.poll_write(cx, buf)
+        })
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().watch(cx, |s, cx| s.poll_flush(cx))
+        let this = self.get_mut();
+        this.write
+            .step(this.idle, &mut this.stream, cx, |s, cx| s.poll_flush(cx))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -237,10 +248,10 @@ impl AsyncWrite for Watched {
 }
 
 /// One request to ourselves before the server says it listens. It starts what the first
-/// request would start (smol's executor threads and their process driver, the reactor of
-/// async-h1's timers: async-io 1, not smol's), which open pipes and event descriptors when they
-/// start and panic when they cannot: a flood that exhausts file descriptors right after
-/// start must not catch them unstarted.
+/// request would start (smol's executor threads and their process driver, the timer
+/// reactor, the blocking pool), which open pipes and event descriptors when they start and
+/// panic when they cannot: a flood that exhausts file descriptors right after start must
+/// not catch them unstarted.
 pub async fn warm_up(addr: std::net::SocketAddr) -> io::Result<()> {
     use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut target = addr;
@@ -252,8 +263,8 @@ pub async fn warm_up(addr: std::net::SocketAddr) -> io::Result<()> {
     }
     let request = async {
         let mut stream = TcpStream::connect(target).await?;
-        // Quiet at first, so that the connection waits for its request head, as async-h1
-        // does with a timer (whose reactor starts with the first timer).
+        // Quiet at first, so that the connection waits for its request head with a timer
+        // (whose reactor starts with the first timer).
         Timer::after(Duration::from_millis(50)).await;
         stream
             .write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use attest_common::lifecycle::Status;
 
 use crate::service::{Service, ServiceError};
+use crate::store::Registry;
 
 /// Agent-facing events counted since start.
 #[derive(Debug, Default)]
@@ -28,19 +29,20 @@ impl Counters {
 type Family = (&'static str, &'static str, &'static str, Vec<(String, u64)>);
 
 /// The exposition text.
-pub fn render(service: &Service, counters: &Counters, now: u64) -> Result<String, ServiceError> {
+pub fn render<R: Registry>(service: &Service<R>, now: u64) -> Result<String, ServiceError> {
     let mut by_status = [0u64; Status::ALL.len()];
     let mut stale = 0u64;
-    service.store().each_machine(|m, _| {
+    service.registry().each_machine(|m, _| {
         if let Some(i) = Status::ALL.iter().position(|s| *s == m.state.status) {
             by_status[i] += 1;
         }
-        if service.is_stale(&m, now) {
+        if service.is_stale_at(&m, now) {
             stale += 1;
         }
         std::ops::ControlFlow::Continue(())
     })?;
-    let (batches, batched) = service.store().batch_counts();
+    let counters = service.counters();
+    let (batches, batched) = service.registry().batch_counts();
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let statuses: Vec<(String, u64)> = Status::ALL
         .iter()

@@ -405,12 +405,13 @@ fn reject_and_reapprove_over_http() {
 fn listing_a_large_registry_streams_one_document() {
     use attest_common::lifecycle::{State, Status};
     use attest_server::record::MachineRecord;
-    use attest_server::store::{Store, StoreError};
+    use attest_server::store::redb::RedbRegistry;
+    use attest_server::store::{RegistryTx as _, StoreError};
 
     let dir = tempfile::tempdir().unwrap();
     let machines = 3_000;
     {
-        let store = Store::open(&dir.path().join("attestation.redb")).unwrap();
+        let store = RedbRegistry::open(&dir.path().join("attestation.redb")).unwrap();
         store
             .write(|tx| {
                 for i in 0..machines {

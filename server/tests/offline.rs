@@ -309,16 +309,41 @@ fn enrollment_ca_offline_bundle_and_enroll() {
             SigningKey::from_pkcs8_pem(&issued.key_pem).unwrap(),
         )
     };
-    let other = with_own_key(&other_ca.issue(&id, "worker-app", &fp, now(), 7).unwrap());
+    let other = with_own_key(
+        &other_ca
+            .issue(
+                &id,
+                "worker-app",
+                &fp,
+                now(),
+                7,
+                &attest_server::service::platform::OsRandom,
+            )
+            .unwrap(),
+    );
     let expired = with_own_key(
         &real_ca
-            .issue(&id, "worker-app", &fp, now() - 40 * 86_400, 30)
+            .issue(
+                &id,
+                "worker-app",
+                &fp,
+                now() - 40 * 86_400,
+                30,
+                &attest_server::service::platform::OsRandom,
+            )
             .unwrap(),
     );
     let other_ek = "ab".repeat(48);
     let wrong_machine = with_own_key(
         &real_ca
-            .issue(&id, "worker-app", &other_ek, now(), 7)
+            .issue(
+                &id,
+                "worker-app",
+                &other_ek,
+                now(),
+                7,
+                &attest_server::service::platform::OsRandom,
+            )
             .unwrap(),
     );
     /// (what, cert PEM, enrollment key, nonce to sign instead of the server's, status, code)
@@ -708,9 +733,10 @@ fn backups_are_consistent_while_requests_write() {
 
     // The copy opens, its chain verifies, and it holds every registration acknowledged
     // before the backup began (and none that was never made).
-    let v = attest_server::store::Store::audit_verify_file(&copy).unwrap();
+    let v = attest_server::store::redb::RedbRegistry::audit_verify_file(&copy).unwrap();
     assert!(v.valid, "{v:?}");
-    let machines = attest_server::store::Store::machines_in_file(&copy).unwrap() as usize;
+    let machines =
+        attest_server::store::redb::RedbRegistry::machines_in_file(&copy).unwrap() as usize;
     assert!(
         machines >= before && machines <= after,
         "{before} <= {machines} <= {after}"
@@ -738,7 +764,7 @@ fn backups_are_consistent_while_requests_write() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let store = attest_server::store::Store::open(&offline).unwrap();
+    let store = attest_server::store::redb::RedbRegistry::open(&offline).unwrap();
     assert_eq!(store.audit_verify().unwrap().entries, total);
     let actions: Vec<String> = store
         .audit_page(None, 1, 1_000_000)
@@ -751,7 +777,8 @@ fn backups_are_consistent_while_requests_write() {
         actions.contains(&"backup".to_owned()),
         "the live backup is audited"
     );
-    let live = attest_server::store::Store::open(&data.join("attestation.redb")).unwrap();
+    let live =
+        attest_server::store::redb::RedbRegistry::open(&data.join("attestation.redb")).unwrap();
     assert_eq!(
         store.table_names().unwrap(),
         live.table_names().unwrap(),

@@ -9,8 +9,9 @@ use attest_common::lifecycle::Status;
 use attest_common::wire::{CertificateDer, RegisterRequest, Role};
 use attest_server::audit::AuditEntry;
 use attest_server::record::MachineRecord;
+use attest_server::service::platform::{Clock as _, ManualClock, Platform};
 use attest_server::service::{Actor, Approval, ApproveOutcome, DualControl, ErrorKind, Service};
-use attest_server::store::Store;
+use attest_server::store::redb::RedbRegistry;
 use redb::ReadableTable;
 
 const EK_P384: &str = include_str!("../../common/tests/fixtures/swtpm-ek-p384.pem");
@@ -56,16 +57,18 @@ fn approved(outcome: ApproveOutcome) -> MachineRecord {
     }
 }
 
-fn audit_len(svc: &Service) -> usize {
-    svc.store().audit_page(None, 1, 10_000).unwrap().1
+type Svc = Service<RedbRegistry>;
+
+fn audit_len(svc: &Svc) -> usize {
+    svc.registry().audit_page(None, 1, 10_000).unwrap().1
 }
 
-fn approved_record(svc: &Service, id: &str, a: &Approval) -> MachineRecord {
+fn approved_record(svc: &Svc, id: &str, a: &Approval) -> MachineRecord {
     approved(svc.approve(id, a, &alice()).unwrap())
 }
 
-fn open(path: &Path) -> Service {
-    Service::new(Store::open(path).unwrap())
+fn open(path: &Path) -> Svc {
+    Service::new(RedbRegistry::open(path).unwrap())
 }
 
 #[test]
@@ -146,7 +149,7 @@ fn lifecycle_rows_and_refusals_that_change_nothing() {
     );
     assert_eq!(audit_len(&svc), n);
 
-    let v = svc.store().audit_verify().unwrap();
+    let v = svc.registry().audit_verify().unwrap();
     assert!(v.valid, "{v:?}");
     assert_eq!(v.entries as usize, n);
 }
@@ -229,7 +232,7 @@ fn restart_keeps_everything_and_tampering_is_found() {
         let svc = open(&path);
         assert_eq!(svc.machine(&id).unwrap().state.status, Status::Registered);
         assert_eq!(svc.machines(None).unwrap().len(), 2);
-        let v = svc.store().audit_verify().unwrap();
+        let v = svc.registry().audit_verify().unwrap();
         assert!(v.valid && v.entries == 3, "{v:?}");
     }
 
@@ -249,7 +252,7 @@ fn restart_keeps_everything_and_tampering_is_found() {
         }
         txn.commit().unwrap();
     }
-    let v = open(&path).store().audit_verify().unwrap();
+    let v = open(&path).registry().audit_verify().unwrap();
     assert!(!v.valid);
     assert_eq!(v.first_invalid_id, Some(2), "{v:?}");
 
@@ -260,7 +263,7 @@ fn restart_keeps_everything_and_tampering_is_found() {
         txn.open_table(AUDIT).unwrap().remove(1).unwrap();
         txn.commit().unwrap();
     }
-    let v = open(&path).store().audit_verify().unwrap();
+    let v = open(&path).registry().audit_verify().unwrap();
     assert_eq!(v.first_invalid_id, Some(2), "{v:?}");
     assert!(v.error.unwrap().contains("entry 1 is missing"));
 }
@@ -272,22 +275,24 @@ fn operator(name: &str) -> Actor {
     }
 }
 
-fn dual(path: &Path, quorum: usize, window_seconds: u64) -> Service {
-    Service::with_dual_control(
-        Store::open(path).unwrap(),
-        DualControl {
+/// A service under dual control for controlplane, on a clock that moves when told.
+fn dual(path: &Path, quorum: usize, window_seconds: u64) -> (Svc, std::sync::Arc<ManualClock>) {
+    let clock = ManualClock::at(1_800_000_000);
+    let svc = Service::new(RedbRegistry::open(path).unwrap())
+        .with_platform(Platform::with_clock(clock.clone()))
+        .with_dual_control(DualControl {
             roles: vec![Role::Controlplane],
             quorum,
             window_seconds,
-        },
-    )
+        });
+    (svc, clock)
 }
 
 #[test]
 fn dual_control_with_quorum_two_and_three() {
     let dir = tempfile::tempdir().unwrap();
     for quorum in [2usize, 3] {
-        let svc = dual(&dir.path().join(format!("q{quorum}.redb")), quorum, 600);
+        let (svc, _) = dual(&dir.path().join(format!("q{quorum}.redb")), quorum, 600);
         let id = svc
             .register(&request(EK_P384), true, &Actor::agent(None))
             .unwrap()
@@ -349,14 +354,14 @@ fn dual_control_with_quorum_two_and_three() {
             approved(svc.approve(&id, &worker, &operator("alice")).unwrap()).role,
             Some(Role::WorkerApp)
         );
-        assert!(svc.store().audit_verify().unwrap().valid);
+        assert!(svc.registry().audit_verify().unwrap().valid);
     }
 }
 
 #[test]
 fn dual_control_window_expiry_restarts_the_count() {
     let dir = tempfile::tempdir().unwrap();
-    let svc = dual(&dir.path().join("w.redb"), 2, 1);
+    let (svc, clock) = dual(&dir.path().join("w.redb"), 2, 60);
     let id = svc
         .register(&request(EK_P384), true, &Actor::agent(None))
         .unwrap()
@@ -366,7 +371,13 @@ fn dual_control_window_expiry_restarts_the_count() {
         svc.approve(&id, &approval(), &operator("alice")).unwrap(),
         ApproveOutcome::Pending { .. }
     ));
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    clock.advance(60);
+    assert_eq!(
+        svc.approvals(&id).unwrap().pending.len(),
+        1,
+        "inside the window"
+    );
+    clock.advance(1);
     assert!(
         svc.approvals(&id).unwrap().pending.is_empty(),
         "expired votes are not shown"
@@ -395,29 +406,32 @@ fn challenge_nonces_are_single_use_expire_and_survive_restart() {
         lifetime_seconds: 1,
         ..Challenges::default()
     };
+    let clock = ManualClock::at(1_800_000_000);
+    let clocked = |path: &Path| {
+        open(path)
+            .with_challenges(short.clone())
+            .with_platform(Platform::with_clock(clock.clone()))
+    };
     let (used_id, expiring_id, unused) = {
-        let svc = open(&path).with_challenges(short.clone());
+        let svc = clocked(&path);
         let c = svc.challenge();
         assert_eq!(
             c.pcr_selection[0].pcrs.as_slice(),
             &[0, 1, 2, 3, 4, 5, 6, 7]
         );
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let now = clock.now();
         let nonce = svc
-            .store()
+            .registry()
             .write(|tx| svc.use_nonce(tx, &c.nonce_id, now))
             .unwrap();
         assert_eq!(nonce, c.nonce.0);
         let e = svc
-            .store()
+            .registry()
             .write(|tx| svc.use_nonce(tx, &c.nonce_id, now))
             .unwrap_err();
         assert_eq!((e.kind, e.code), (ErrorKind::Conflict, "nonce_replayed"));
         let unknown = svc
-            .store()
+            .registry()
             .write(|tx| svc.use_nonce(tx, "00000000deadbeef", now))
             .unwrap_err();
         assert_eq!(unknown.kind, ErrorKind::NotFound);
@@ -428,25 +442,22 @@ fn challenge_nonces_are_single_use_expire_and_survive_restart() {
         )
     };
     // A restart does not reopen a used nonce.
-    let svc = open(&path).with_challenges(short);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let svc = clocked(&path);
+    let now = clock.now();
     let e = svc
-        .store()
+        .registry()
         .write(|tx| svc.use_nonce(tx, &used_id, now))
         .unwrap_err();
     assert_eq!(e.code, "nonce_replayed");
     // A challenge issued before the restart still opens to its nonce, once.
     let nonce = svc
-        .store()
+        .registry()
         .write(|tx| svc.use_nonce(tx, &unused.nonce_id, now))
         .unwrap();
     assert_eq!(nonce, unused.nonce.0);
     // Past its lifetime: 410, and the attempt does not make it usable later.
     let e = svc
-        .store()
+        .registry()
         .write(|tx| svc.use_nonce(tx, &expiring_id, now + 5))
         .unwrap_err();
     assert_eq!((e.kind, e.code), (ErrorKind::Gone, "nonce_expired"));

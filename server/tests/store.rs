@@ -1,4 +1,4 @@
-//! The registry's batched writes (`Store::write_batched`, the attestation heartbeat): writes
+//! The registry's batched writes (`RedbRegistry::write_batched`, the attestation heartbeat): writes
 //! that arrive together share one durable commit, every acknowledged write survives a
 //! reopen, and a failed or panicking member takes its batch down without writing any of it
 //! and without leaving the others waiting. Audit pages are slices of the whole log; registry
@@ -10,7 +10,8 @@ use std::time::Duration;
 use attest_common::EkSource;
 use attest_common::lifecycle::{State, Status};
 use attest_server::record::MachineRecord;
-use attest_server::store::{Store, StoreError};
+use attest_server::store::redb::RedbRegistry;
+use attest_server::store::{RegistryTx as _, StoreError};
 
 fn record(id: &str) -> MachineRecord {
     MachineRecord::new(
@@ -26,7 +27,7 @@ fn record(id: &str) -> MachineRecord {
 fn concurrent_writes_share_commits_and_all_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("attestation.redb");
-    let store = Arc::new(Store::open(&path).unwrap());
+    let store = Arc::new(RedbRegistry::open(&path).unwrap());
     let threads = 32;
     let rounds = 20;
     let start = Arc::new(Barrier::new(threads));
@@ -59,7 +60,7 @@ fn concurrent_writes_share_commits_and_all_survive_a_reopen() {
         "{writes} concurrent writes took {batches} commits: nothing was batched"
     );
     drop(store);
-    let store = Store::open(&path).unwrap();
+    let store = RedbRegistry::open(&path).unwrap();
     for t in 0..threads {
         for r in 0..rounds {
             let id = format!("m-{t}-{r}");
@@ -71,7 +72,7 @@ fn concurrent_writes_share_commits_and_all_survive_a_reopen() {
 #[test]
 fn a_failed_member_aborts_its_batch_and_nothing_of_it_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("attestation.redb")).unwrap());
+    let store = Arc::new(RedbRegistry::open(&dir.path().join("attestation.redb")).unwrap());
     let (inside, entered) = mpsc::channel();
     let failing = {
         let store = store.clone();
@@ -119,7 +120,7 @@ fn a_failed_member_aborts_its_batch_and_nothing_of_it_is_written() {
 #[test]
 fn a_panicking_member_panics_alone_and_leaves_nobody_waiting() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("attestation.redb")).unwrap());
+    let store = Arc::new(RedbRegistry::open(&dir.path().join("attestation.redb")).unwrap());
     let panicking = {
         let store = store.clone();
         std::thread::spawn(move || {
@@ -145,7 +146,7 @@ fn a_panicking_member_panics_alone_and_leaves_nobody_waiting() {
 fn audit_pages_are_slices_of_the_whole_log() {
     use attest_server::audit::NewEntry;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("attestation.redb")).unwrap();
+    let store = RedbRegistry::open(&dir.path().join("attestation.redb")).unwrap();
     store
         .write(|tx| {
             for i in 0..250u64 {
@@ -193,7 +194,7 @@ fn audit_pages_are_slices_of_the_whole_log() {
 fn a_paused_scan_does_not_pin_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("attestation.redb");
-    let store = Arc::new(Store::open(&path).unwrap());
+    let store = Arc::new(RedbRegistry::open(&path).unwrap());
     let ids: Vec<String> = (0..2_000).map(|i| format!("m-{i:05}")).collect();
     store
         .write(|tx| {
@@ -242,9 +243,9 @@ fn a_paused_scan_does_not_pin_the_file() {
 /// mark, even while the machines it has already passed are rewritten.
 #[test]
 fn a_scan_sees_every_machine_once_across_pages() {
-    use attest_server::store::SCAN_PAGE;
+    use attest_server::store::redb::SCAN_PAGE;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("attestation.redb")).unwrap();
+    let store = RedbRegistry::open(&dir.path().join("attestation.redb")).unwrap();
     let ids: Vec<String> = (0..SCAN_PAGE * 5 / 2 + 1)
         .map(|i| format!("m-{i:05}"))
         .collect();

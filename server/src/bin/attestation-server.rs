@@ -3,13 +3,11 @@
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::process::ExitCode;
 
-use std::sync::Arc;
-
 use attest_server::enrollment::EnrollmentCa;
 use attest_server::machineconfig::BaseConfigs;
 use attest_server::policy::PcrPolicies;
 use attest_server::service::{Enrollment, Service};
-use attest_server::store::Store;
+use attest_server::store::redb::RedbRegistry;
 use attest_server::{config::Config, http, log, responsekey};
 
 fn main() -> ExitCode {
@@ -43,7 +41,7 @@ fn main() -> ExitCode {
     if let Some(to) = backup_to {
         return backup(&config, std::path::Path::new(&to));
     }
-    let store = match Store::open(&config.database_path()) {
+    let store = match RedbRegistry::open(&config.database_path()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!(
@@ -66,15 +64,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let response_signer = match responsekey::ResponseSigner::new(&response_key) {
-        Ok(s) => s,
+    let response_key_parts = match attest_server::service::ResponseKey::new(&response_key) {
+        Ok(k) => k,
         Err(e) => {
             eprintln!("attestation-server: response key: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let response_key_spki =
-        attest_common::nonce::verifying_key_to_spki(response_key.verifying_key()).to_vec();
     log::info(&format!(
         "Response key {} {}",
         if created {
@@ -84,8 +80,10 @@ fn main() -> ExitCode {
         },
         config.data_dir.join(responsekey::FILE_NAME).display()
     ));
-    let mut service = Service::with_dual_control(store, config.dual_control.clone())
-        .with_challenges(config.challenges.clone());
+    let mut service = Service::new(store)
+        .with_dual_control(config.dual_control.clone())
+        .with_challenges(config.challenges.clone())
+        .with_response_key(response_key_parts);
     match &config.config_dir {
         Some(dir) => match BaseConfigs::load(dir) {
             Ok(configs) => service = service.with_configs(configs),
@@ -162,17 +160,12 @@ fn main() -> ExitCode {
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
         let service = service.with_service_url(&service_url);
-        let state = Arc::new(http::AppState {
+        let state = http::AppState::new(
             service,
-            oidc: config.oidc.clone().map(attest_server::oidc::Oidc::new),
-            config: config.clone(),
-            service_url,
-            response_key: response_key.clone(),
-            response_signer,
-            response_key_spki,
-            counters: Default::default(),
-        });
-        http::spawn_liveness_sweeper(state.clone());
+            config.oidc.clone().map(attest_server::oidc::Oidc::new),
+            config.clone(),
+        );
+        spawn_liveness_sweeper(state.clone());
         let open_files = attest_server::listener::raise_open_files_limit();
         let max_connections =
             attest_server::listener::connection_cap(config.max_connections, open_files);
@@ -187,7 +180,7 @@ fn main() -> ExitCode {
         }
         let serving = smol::spawn(http::serve(
             listener,
-            http::app(state),
+            state,
             max_connections,
             config.idle_timeout,
         ));
@@ -224,7 +217,7 @@ fn backup(config: &Config, to: &std::path::Path) -> ExitCode {
     let from = config.database_path();
     let partial = to.with_extension("partial");
     let _ = std::fs::remove_file(&partial);
-    let source = match Store::backup_file(&from, &partial) {
+    let source = match RedbRegistry::backup_file(&from, &partial) {
         Ok(Some(_)) => from.display().to_string(),
         Ok(None) => match backup_from_service(config, &partial) {
             Ok(url) => url,
@@ -232,7 +225,7 @@ fn backup(config: &Config, to: &std::path::Path) -> ExitCode {
         },
         Err(e) => return fail(e.to_string()),
     };
-    let verified = match Store::audit_verify_file(&partial) {
+    let verified = match RedbRegistry::audit_verify_file(&partial) {
         Ok(v) if v.valid => v,
         Ok(v) => {
             return fail(format!(
@@ -244,7 +237,7 @@ fn backup(config: &Config, to: &std::path::Path) -> ExitCode {
         }
         Err(e) => return fail(format!("cannot read the copy {}: {e}", partial.display())),
     };
-    let machines = match Store::machines_in_file(&partial) {
+    let machines = match RedbRegistry::machines_in_file(&partial) {
         Ok(m) => m,
         Err(e) => return fail(format!("cannot read the copy {}: {e}", partial.display())),
     };
@@ -291,4 +284,20 @@ fn backup_from_service(config: &Config, partial: &std::path::Path) -> Result<Str
         .and_then(|_| file.sync_all())
         .map_err(|e| format!("{url}: {e}"))?;
     Ok(url)
+}
+
+/// Audits machines that turn stale, checking every `min(interval, 60 s)`.
+fn spawn_liveness_sweeper(state: std::sync::Arc<http::AppState<RedbRegistry>>) {
+    let period = state.service.sweep_period();
+    std::thread::Builder::new()
+        .name("liveness".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(period);
+                if let Err(e) = state.service.sweep_stale() {
+                    log::warn(&format!("liveness sweep failed: {e}"));
+                }
+            }
+        })
+        .expect("cannot start the liveness thread");
 }

@@ -1,0 +1,137 @@
+//! What an audit entry records: one closed list, so the log, the CLI and the README name
+//! the same actions. Stored as its text (`AuditEntry::action`), which older entries already
+//! carry; the chain hashes that text.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Every action the audit log records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    /// Pre-registration of a new EK (`POST /register`).
+    Register,
+    /// Zero-touch registration of a new EK (`POST /self-register`).
+    SelfRegister,
+    /// A known EK registered again (changes nothing without TPM proof).
+    ReRegister,
+    /// The first attestation of an unknown EK created a pending machine.
+    FirstAttest,
+    /// An attestation that changed something or carried an action.
+    Attest,
+    /// An attestation refused (bad nonce, quote, activation proof, PCR policy, state).
+    AttestFailed,
+    /// An attested machine silent for longer than interval × liveness factor.
+    Stale,
+    /// One operator's dual-control vote, short of the quorum.
+    ApproveVote,
+    Approve,
+    Reject,
+    Lock,
+    Unlock,
+    Revoke,
+    /// A revoked or rejected record deleted (its entries stay).
+    Delete,
+    /// An operator forgot a machine's PCR baseline.
+    PcrBaselineReset,
+    /// A machine's config fetched for the first time with its token.
+    ConfigConsumed,
+    /// The same config fetched again.
+    ConfigRefetch,
+    /// An offline bundle (and its enrollment certificate) issued.
+    OfflineBundle,
+    /// An enrollment certificate proven over a server nonce.
+    Enroll,
+    EnrollFailed,
+    /// A TPM receipt imported by an operator.
+    Import,
+    /// A live backup of the registry taken.
+    Backup,
+}
+
+impl AuditAction {
+    /// Every action, in the order the README lists them.
+    pub const ALL: [AuditAction; 22] = [
+        AuditAction::Register,
+        AuditAction::SelfRegister,
+        AuditAction::ReRegister,
+        AuditAction::FirstAttest,
+        AuditAction::Attest,
+        AuditAction::AttestFailed,
+        AuditAction::Stale,
+        AuditAction::ApproveVote,
+        AuditAction::Approve,
+        AuditAction::Reject,
+        AuditAction::Lock,
+        AuditAction::Unlock,
+        AuditAction::Revoke,
+        AuditAction::Delete,
+        AuditAction::PcrBaselineReset,
+        AuditAction::ConfigConsumed,
+        AuditAction::ConfigRefetch,
+        AuditAction::OfflineBundle,
+        AuditAction::Enroll,
+        AuditAction::EnrollFailed,
+        AuditAction::Import,
+        AuditAction::Backup,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Register => "register",
+            AuditAction::SelfRegister => "self-register",
+            AuditAction::ReRegister => "re-register",
+            AuditAction::FirstAttest => "first-attest",
+            AuditAction::Attest => "attest",
+            AuditAction::AttestFailed => "attest-failed",
+            AuditAction::Stale => "stale",
+            AuditAction::ApproveVote => "approve-vote",
+            AuditAction::Approve => "approve",
+            AuditAction::Reject => "reject",
+            AuditAction::Lock => "lock",
+            AuditAction::Unlock => "unlock",
+            AuditAction::Revoke => "revoke",
+            AuditAction::Delete => "delete",
+            AuditAction::PcrBaselineReset => "pcr-baseline-reset",
+            AuditAction::ConfigConsumed => "config-consumed",
+            AuditAction::ConfigRefetch => "config-refetch",
+            AuditAction::OfflineBundle => "offline-bundle",
+            AuditAction::Enroll => "enroll",
+            AuditAction::EnrollFailed => "enroll-failed",
+            AuditAction::Import => "import",
+            AuditAction::Backup => "backup",
+        }
+    }
+}
+
+impl fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AuditAction {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<AuditAction, String> {
+        AuditAction::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("unknown audit action '{s}'"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AuditAction;
+
+    #[test]
+    fn every_action_reads_back_from_its_text() {
+        for a in AuditAction::ALL {
+            assert_eq!(a.as_str().parse::<AuditAction>(), Ok(a));
+        }
+        let mut texts: Vec<_> = AuditAction::ALL.iter().map(|a| a.as_str()).collect();
+        texts.sort_unstable();
+        texts.dedup();
+        assert_eq!(texts.len(), AuditAction::ALL.len());
+    }
+}

@@ -1,0 +1,125 @@
+//! The HTTP adapter: hyper 1 (HTTP/1.1) on smol, over our own accept loop.
+//!
+//! Connections are accepted by `crate::listener` (connection cap, TCP_NODELAY — without it
+//! every keep-alive request waits ~44 ms for the peer's delayed ACK, DESIGN.md §10 — idle
+//! timeout, accept-error backoff) and served by hyper with smol's timer. Requests are
+//! routed through one table (`routes`); handlers only translate: read a bounded body,
+//! decode it with the field-naming decoders of `attest-common`, call the service on a
+//! blocking thread (registry commits are durable writes), encode the result. Everything a
+//! second transport would need (answers, signatures, audit and metrics queries) is the
+//! service's.
+
+mod agent;
+mod operator;
+pub mod request;
+pub mod response;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use smol::net::TcpListener;
+use smol_hyper::rt::{FuturesIo, SmolTimer};
+
+pub use operator::machine_json;
+
+use crate::config::Config;
+use crate::oidc::Oidc;
+use crate::service::Service;
+use crate::store::Registry;
+
+/// Largest request head (request line and headers) hyper buffers: room for a large OIDC
+/// token in `Authorization`.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Everything a handler needs.
+pub struct AppState<R: Registry> {
+    pub service: Service<R>,
+    /// OIDC bearer-token verification, when enabled.
+    pub oidc: Option<Oidc>,
+    pub config: Config,
+    routes: Vec<routes::Route<R>>,
+}
+
+impl<R: Registry> AppState<R> {
+    pub fn new(service: Service<R>, oidc: Option<Oidc>, config: Config) -> Arc<AppState<R>> {
+        Arc::new(AppState {
+            service,
+            oidc,
+            config,
+            routes: routes::table(),
+        })
+    }
+}
+
+/// Answers one request: routed, handled, a refusal turned into its JSON error.
+async fn respond<R: Registry>(
+    state: Arc<AppState<R>>,
+    request: hyper::Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+) -> response::Response {
+    let path = request.uri().path().to_owned();
+    let (handler, params) = match routes::find(&state.routes, request.method(), &path) {
+        Ok((route, params)) => (route.handler, params),
+        Err(miss) => return miss.response(request.method(), &path),
+    };
+    let req = request::Req::new(state.clone(), request, params, peer);
+    handler(req)
+        .await
+        .unwrap_or_else(response::Refusal::into_response)
+}
+
+/// Serves `state`'s routes on `listener` until the listener breaks, at most
+/// `max_connections` at once, closing connections idle for `idle` (crate::listener).
+pub async fn serve<R: Registry>(
+    listener: TcpListener,
+    state: Arc<AppState<R>>,
+    max_connections: usize,
+    idle: Duration,
+) -> std::io::Result<()> {
+    crate::listener::accept_loop(listener, max_connections, idle, move |stream, peer| {
+        let state = state.clone();
+        async move {
+            let service = hyper::service::service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(state, request, peer).await) }
+            });
+            let result = http1::Builder::new()
+                .timer(SmolTimer::new())
+                .header_read_timeout(idle)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .serve_connection(FuturesIo::new(stream), service)
+                .await;
+            if let Err(e) = result
+                && !routine_end(&e)
+            {
+                crate::log::warn(&format!("connection from {peer}: {e}"));
+            }
+        }
+    })
+    .await
+}
+
+/// Whether a connection ended the way connections end (the peer left or went quiet).
+fn routine_end(e: &hyper::Error) -> bool {
+    // Malformed requests are the client's; hyper has answered them (400, 431).
+    if e.is_incomplete_message()
+        || e.is_timeout()
+        || e.is_canceled()
+        || e.is_closed()
+        || e.is_parse()
+        || e.is_parse_too_large()
+    {
+        return true;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return crate::listener::is_routine_end(io);
+        }
+        cause = c.source();
+    }
+    false
+}

@@ -1,0 +1,152 @@
+//! The agent's answers, as the wire types of `attest-common` carry them: built, converted
+//! and signed here, so that the JSON API, the firmware link (postcard) and any later
+//! transport only decode requests and encode these.
+
+use attest_common::crypto::aws_lc::AwsLc;
+use attest_common::nonce::{Domain, NonceSignature};
+use attest_common::wire::{
+    AttestRequest, AttestResponse, Blob, CredentialChallenge, EnrollRequest, EnrollResponse,
+    RegisterRequest, RegisterResponse,
+};
+
+use super::{Actor, ErrorKind, Service, ServiceError};
+use crate::metrics::Counters;
+use crate::responsekey::ResponseSigner;
+use crate::store::Registry;
+
+/// The response key (DESIGN.md §3.7): signs agent answers; its public half is pinned by
+/// agents.
+pub struct ResponseKey {
+    pub signer: ResponseSigner,
+    /// DER SubjectPublicKeyInfo.
+    pub spki: Vec<u8>,
+}
+
+impl ResponseKey {
+    pub fn new(key: &p384::ecdsa::SigningKey) -> Result<ResponseKey, String> {
+        Ok(ResponseKey {
+            signer: ResponseSigner::new(key)?,
+            spki: attest_common::nonce::verifying_key_to_spki(key.verifying_key()).to_vec(),
+        })
+    }
+
+    /// The public half, PEM.
+    pub fn pem(&self) -> String {
+        let mut pem = vec![0u8; 400];
+        pem_rfc7468::encode(
+            "PUBLIC KEY",
+            pem_rfc7468::LineEnding::LF,
+            &self.spki,
+            &mut pem,
+        )
+        .unwrap_or_default()
+        .to_owned()
+    }
+}
+
+/// `GET /api/v1/server-key`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServerKey {
+    pub algorithm: &'static str,
+    pub public_key_der: String,
+    pub public_key_pem: String,
+}
+
+/// Copies a string into a bounded wire string; `None` when it does not fit.
+fn bounded<const N: usize>(s: &str) -> Option<heapless::String<N>> {
+    heapless::String::try_from(s).ok()
+}
+
+impl<R: Registry> Service<R> {
+    pub(super) fn response_key(&self) -> Result<&ResponseKey, ServiceError> {
+        self.response_key.as_ref().ok_or_else(|| {
+            ServiceError::new(
+                ErrorKind::Unavailable,
+                "no_response_key",
+                "the response key is not loaded",
+            )
+        })
+    }
+
+    /// The response key's public half, for agents to pin.
+    pub fn server_key(&self) -> Result<ServerKey, ServiceError> {
+        use base64ct::Encoding;
+        let key = self.response_key()?;
+        Ok(ServerKey {
+            algorithm: "ECDSA P-384 / SHA-384",
+            public_key_der: base64ct::Base64::encode_string(&key.spki),
+            public_key_pem: key.pem(),
+        })
+    }
+
+    /// Register or self-register, answered: whether the machine is new, and the answer.
+    pub fn register_answer(
+        &self,
+        req: &RegisterRequest,
+        self_register: bool,
+        actor: &Actor,
+    ) -> Result<(bool, RegisterResponse), ServiceError> {
+        let done = self.register(req, self_register, actor)?;
+        let m = &done.machine;
+        let config_url = m.config_token.as_ref().and_then(|t| self.config_url(t));
+        let answer = RegisterResponse {
+            machine_id: bounded(&m.id).unwrap_or_default(),
+            role: m.role.or(m.desired_role),
+            status: m.state.status,
+            iso_url: done.iso_url.as_deref().and_then(bounded),
+            config_token: m.config_token.as_deref().and_then(bounded),
+            config_url: config_url.as_deref().and_then(bounded),
+            credential: done.credential.as_ref().and_then(|c| {
+                Some(CredentialChallenge {
+                    credential_blob: Blob::from_slice(&c.credential_blob)?,
+                    encrypted_secret: Blob::from_slice(&c.encrypted_secret)?,
+                })
+            }),
+        };
+        Ok((done.created, answer))
+    }
+
+    /// An attestation, answered and signed over the agent's nonce; counted for `/metrics`.
+    pub fn attest_answer(
+        &self,
+        req: &AttestRequest,
+        actor: &Actor,
+    ) -> Result<AttestResponse, ServiceError> {
+        let key = self.response_key()?;
+        let outcome = self.attest(req, &AwsLc, actor);
+        Counters::count(match outcome {
+            Ok(_) => &self.counters.attest_accepted,
+            Err(_) => &self.counters.attest_refused,
+        });
+        let outcome = outcome?;
+        let config_url = outcome
+            .config_token
+            .as_ref()
+            .and_then(|t| self.config_url(t));
+        let mut answer = AttestResponse {
+            machine_id: bounded(&outcome.machine_id).unwrap_or_default(),
+            status: outcome.status,
+            action: outcome.action,
+            config_url: config_url.as_deref().and_then(bounded),
+            seconds_to_next_attestation: self.challenges.interval_seconds,
+            signature: NonceSignature([0; 96]),
+        };
+        answer.signature =
+            key.signer
+                .sign(Domain::Action, &req.agent_nonce.0, &answer.signed_context());
+        Ok(answer)
+    }
+
+    /// An enrolment, answered.
+    pub fn enroll_answer(
+        &self,
+        req: &EnrollRequest,
+        actor: &Actor,
+    ) -> Result<EnrollResponse, ServiceError> {
+        let done = self.enroll(req, actor)?;
+        Ok(EnrollResponse {
+            machine_id: bounded(&done.machine.id).unwrap_or_default(),
+            status: done.machine.state.status,
+        })
+    }
+}

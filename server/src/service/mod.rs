@@ -1,0 +1,148 @@
+//! The service layer: what the server does, with no HTTP, no storage engine, no clock and
+//! no randomness of its own in sight.
+//!
+//! One file per use case (register, attest and its batched heartbeat, approval, operator
+//! changes, config delivery, liveness, offline enrollment, queries), each an `impl` block of
+//! [`Service`]. Every operation validates its input first, then runs the lifecycle
+//! transition from `attest-common` inside one registry transaction together with its audit
+//! entry ([`Change`]); a refused transition or a bad input returns an error and writes
+//! nothing. The service works against the [`Registry`] trait and takes time and randomness
+//! from its [`Platform`], so its tests move a clock instead of sleeping. The answers agents
+//! receive are built and signed here (`answers`); the adapters only decode and encode.
+
+mod answers;
+mod approval;
+mod attest;
+mod audited;
+mod challenge;
+mod config_delivery;
+mod error;
+mod evidence;
+mod heartbeat;
+mod liveness;
+mod offline;
+mod operate;
+pub mod platform;
+mod queries;
+mod register;
+
+pub use answers::{ResponseKey, ServerKey};
+pub use approval::{Approval, Approvals, ApproveOutcome, DualControl, check_cidr, check_hostname};
+pub use attest::AttestOutcome;
+pub use audited::{Actor, Change};
+pub use challenge::{Challenges, parse_pcr_selection};
+pub use config_delivery::ConfigFetch;
+pub use error::{ErrorKind, ServiceError, not_found};
+pub use offline::{Admitted, Enrollment, OfflineBundle};
+pub use platform::Platform;
+pub use register::Registered;
+
+use crate::factory::IsoSource;
+use crate::machineconfig::BaseConfigs;
+use crate::metrics::Counters;
+use crate::policy::PcrPolicies;
+use crate::store::Registry;
+
+/// The control plane over registry `R`.
+pub struct Service<R: Registry> {
+    registry: R,
+    platform: Platform,
+    dual_control: DualControl,
+    configs: Option<BaseConfigs>,
+    challenges: Challenges,
+    policies: PcrPolicies,
+    enrollment: Option<Enrollment>,
+    iso: Option<IsoSource>,
+    service_url: Option<String>,
+    response_key: Option<ResponseKey>,
+    /// What `GET /metrics` counts.
+    counters: Counters,
+}
+
+impl<R: Registry> Service<R> {
+    /// A service on `registry` with the wall clock and the operating system's randomness,
+    /// single control, the default challenges and no optional parts.
+    pub fn new(registry: R) -> Service<R> {
+        Service {
+            registry,
+            platform: Platform::default(),
+            dual_control: DualControl::default(),
+            configs: None,
+            challenges: Challenges::default(),
+            policies: PcrPolicies::default(),
+            enrollment: None,
+            iso: None,
+            service_url: None,
+            response_key: None,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Takes time and randomness from `platform`.
+    pub fn with_platform(mut self, platform: Platform) -> Service<R> {
+        self.platform = platform;
+        self
+    }
+
+    pub fn with_dual_control(mut self, dual_control: DualControl) -> Service<R> {
+        self.dual_control = dual_control;
+        self
+    }
+
+    /// Issues challenges with this lifetime and PCR selection.
+    pub fn with_challenges(mut self, challenges: Challenges) -> Service<R> {
+        self.challenges = challenges;
+        self
+    }
+
+    /// Checks attestations against these PCR policies.
+    pub fn with_policies(mut self, policies: PcrPolicies) -> Service<R> {
+        self.policies = policies;
+        self
+    }
+
+    /// Serves configs rendered from these role base configs.
+    pub fn with_configs(mut self, configs: BaseConfigs) -> Service<R> {
+        self.configs = Some(configs);
+        self
+    }
+
+    /// Issues enrollment certificates (offline bundles) and checks them (`/enroll`).
+    pub fn with_enrollment(mut self, enrollment: Enrollment) -> Service<R> {
+        self.enrollment = Some(enrollment);
+        self
+    }
+
+    /// Gives `/register` and offline bundles ISO URLs from this source.
+    pub fn with_iso(mut self, iso: IsoSource) -> Service<R> {
+        self.iso = Some(iso);
+        self
+    }
+
+    /// The URL agents reach this server at (config URLs are built on it).
+    pub fn with_service_url(mut self, url: &str) -> Service<R> {
+        self.service_url = Some(url.trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// Signs agent answers with this key (DESIGN.md §3.7).
+    pub fn with_response_key(mut self, key: ResponseKey) -> Service<R> {
+        self.response_key = Some(key);
+        self
+    }
+
+    /// The registry (tests and the backup command read it directly).
+    pub fn registry(&self) -> &R {
+        &self.registry
+    }
+
+    /// The service's clock: seconds since the epoch.
+    pub fn now(&self) -> u64 {
+        self.platform.now()
+    }
+
+    /// Counters since start, for `/metrics`.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+}

@@ -1,0 +1,70 @@
+//! `POST /machines/import`: a TPM receipt made offline, brought in by an operator.
+
+use attest_common::lifecycle::{Event, State, Status, transition};
+use attest_common::wire::TpmReceipt;
+
+use super::Admitted;
+use crate::audit_action::AuditAction;
+use crate::record::MachineRecord;
+use crate::service::register::check_identity;
+use crate::service::{Actor, Change, ErrorKind, Service, ServiceError};
+use crate::store::{Registry, RegistryTx};
+
+impl<R: Registry> Service<R> {
+    /// `POST /machines/import` (operator): a TPM receipt made offline by `attest-agent
+    /// receipt`. The fingerprint must match the EK material (422 otherwise); a known EK
+    /// answers its machine unchanged; a new one is `registered`. An AK in the receipt is
+    /// kept; its credential is made when the agent first registers online.
+    pub fn import(&self, receipt: &TpmReceipt, actor: &Actor) -> Result<Admitted, ServiceError> {
+        if receipt.format != TpmReceipt::FORMAT {
+            return Err(ServiceError::new(
+                ErrorKind::BadRequest,
+                "unsupported_receipt",
+                format!(
+                    "receipt format {} (this server reads format {})",
+                    receipt.format,
+                    TpmReceipt::FORMAT
+                ),
+            ));
+        }
+        let req = &receipt.identity;
+        check_identity(req)?;
+        let fp = req.ek_fingerprint.to_string();
+        let now = self.platform.now();
+        self.registry.write(|tx| {
+            if let Some(existing) = tx.machine_by_ek(&fp)? {
+                return Ok(Admitted {
+                    machine: existing,
+                    created: false,
+                });
+            }
+            let t = transition(None, Event::Register)?;
+            let mut record = MachineRecord::new(
+                self.platform.machine_id(),
+                fp.clone(),
+                req.ek_source,
+                t.to.unwrap_or(State::new(Status::Registered)),
+                now,
+            );
+            record.ek_cert_der = req.ek_cert_pem.as_ref().map(|c| c.der().to_vec());
+            record.ek_public_der = req.ek_public.as_ref().map(|p| p.to_vec());
+            record.ak_public = req.ak_public.as_ref().map(|p| p.to_vec());
+            record.hw_uuid = req.hw_uuid.as_ref().map(|s| s.to_string());
+            record.hw_mac = req.hw_mac.as_ref().map(|s| s.to_string());
+            record.hw_serial = req.hw_serial.as_ref().map(|s| s.to_string());
+            record.hw_product = req.hw_product.as_ref().map(|s| s.to_string());
+            record.desired_role = req.desired_role;
+            record.cluster_id = req.cluster_id.to_string();
+            tx.put_machine(&record)?;
+            let detail = format!(
+                "New machine imported: id={} ek={fp} agent={} receipt_created_at={}",
+                record.id, receipt.agent_version, receipt.created_at
+            );
+            Change::of(AuditAction::Import, &record, None, detail).record(tx, actor, now)?;
+            Ok(Admitted {
+                machine: record,
+                created: true,
+            })
+        })
+    }
+}

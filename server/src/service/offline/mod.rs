@@ -1,0 +1,66 @@
+//! The air-gapped half (DESIGN.md §3.6): offline bundles with an enrollment certificate,
+//! `/enroll` with it, and TPM receipts imported by an operator.
+//!
+//! A machine that never reaches the server before it boots gets everything on a stick: its
+//! ISO URL, its full MachineConfig with an enrollment certificate and key as Talos
+//! `machine.files`, the Enrollment CA and the server's response key. When it does reach the
+//! server it proves it holds that key over a server nonce; the certificate names its id and
+//! its TPM, so a bundle copied elsewhere proves nothing for another machine.
+
+mod bundle;
+mod enroll;
+mod import;
+
+use attest_common::wire::Timestamp;
+
+use super::{ErrorKind, Service, ServiceError};
+use crate::enrollment::EnrollmentCa;
+use crate::record::MachineRecord;
+use crate::store::Registry;
+
+/// Where the bundle's files land on the node (Talos lets machine.files write under /var).
+pub const FILES_DIR: &str = "/var/lib/itl";
+
+/// What `GET /machines/{id}/offline-bundle` answers.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OfflineBundle {
+    pub machine_id: String,
+    pub role: String,
+    pub hostname: String,
+    pub iso_url: Option<String>,
+    pub config_token: String,
+    pub config_url: Option<String>,
+    /// The full MachineConfig (with secrets and the files below), YAML.
+    pub machineconfig: String,
+    pub enrollment_cert_pem: String,
+    pub enrollment_cert_serial: String,
+    pub enrollment_cert_not_after: Timestamp,
+    pub enrollment_ca_pem: String,
+    pub server_key_pem: String,
+}
+
+/// The answer to an enrolment or import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    pub machine: MachineRecord,
+    /// False when nothing new was created (an import of a known EK).
+    pub created: bool,
+}
+
+/// The Enrollment CA and how long its machine certificates last.
+pub struct Enrollment {
+    pub ca: EnrollmentCa,
+    pub cert_days: u32,
+}
+
+impl<R: Registry> Service<R> {
+    fn enrollment(&self) -> Result<&Enrollment, ServiceError> {
+        self.enrollment.as_ref().ok_or_else(|| {
+            ServiceError::new(
+                ErrorKind::Unavailable,
+                "enrollment_unavailable",
+                "the Enrollment CA is not loaded",
+            )
+        })
+    }
+}

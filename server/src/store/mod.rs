@@ -1,0 +1,49 @@
+//! Storage (DESIGN.md §7): the [`Registry`] traits the service works against, the types
+//! they carry, and the backends: `redb` (one embedded file, the default).
+
+pub mod redb;
+mod registry;
+
+pub use registry::{Registry, RegistryTx};
+
+/// One operator's vote toward a dual-control approval.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Vote {
+    pub identity: String,
+    pub role: attest_common::wire::Role,
+    pub hostname: String,
+    pub assigned_ip: String,
+    /// Seconds since the epoch.
+    pub at: u64,
+}
+
+/// A storage failure: the request cannot be served and nothing was written.
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "storage: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<crate::record::RecordError> for StoreError {
+    fn from(e: crate::record::RecordError) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// What a backup copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupSummary {
+    pub machines: u64,
+    pub audit_entries: u64,
+}
+
+/// How a config token is indexed: its SHA-256 (hex). The registry never stores a token.
+pub fn token_key(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    crate::audit::hex(&Sha256::digest(token.as_bytes()))
+}

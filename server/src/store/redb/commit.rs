@@ -1,0 +1,194 @@
+//! Group commit (DESIGN.md §7): each transaction commits without fsync, then waits until
+//! one durable commit covers it; and batches, where routine writes share one transaction
+//! and one durable commit. Nothing is answered before it is on disk.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Condvar, Mutex};
+
+use ::redb::Durability;
+
+use super::{RedbRegistry, RedbTx};
+use crate::store::StoreError;
+
+/// Most writes in one batch: a bound on how long the first of them waits under load.
+const BATCH_MAX: usize = 64;
+
+/// One open batch: a write transaction shared by several callers, committed once.
+pub(super) struct Batch {
+    txn: ::redb::WriteTransaction,
+    members: usize,
+    /// Why the batch will be aborted (a member's write failed), if it will.
+    failed: Option<String>,
+    outcome: Arc<BatchOutcome>,
+}
+
+/// How a batch ended, for its members to wait on.
+#[derive(Default)]
+struct BatchOutcome {
+    committed: Mutex<Option<Result<(), String>>>,
+    done: Condvar,
+}
+
+/// Group commit: how far the file is durable, and whether someone is making it so.
+#[derive(Default)]
+pub(super) struct Sync {
+    durable: u64,
+    syncing: bool,
+}
+
+impl RedbRegistry {
+    /// Runs `f` in one write transaction: committed durably when it returns `Ok`, rolled
+    /// back (nothing written) when it returns `Err`. Returns only once the change is on disk.
+    ///
+    /// Group commit (DESIGN.md §7): each transaction commits without fsync, then waits until
+    /// a durable commit covers it. One waiter at a time makes that durable commit (redb
+    /// persists every earlier non-durable commit with it) for everyone who committed before
+    /// it began, so concurrent requests share one fsync, and no answer is sent for a change
+    /// that a crash could still lose.
+    pub fn write<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&RedbTx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut txn = self.db.begin_write().map_err(StoreError::from)?;
+        txn.set_durability(Durability::None)
+            .map_err(|e| StoreError(e.to_string()))?;
+        let tx = RedbTx::new(&txn);
+        let out = f(&tx)?;
+        let logs = tx.logs.into_inner();
+        txn.commit().map_err(StoreError::from)?;
+        let mine = self.committed.fetch_add(1, Ordering::SeqCst) + 1;
+        self.wait_durable(mine)?;
+        for line in logs {
+            crate::log::info(&line);
+        }
+        Ok(out)
+    }
+
+    /// Runs `f` in a write transaction shared with the other routine writes that arrive
+    /// while it is open, and returns once that transaction has committed durably: one commit
+    /// and one fsync for a whole batch instead of one per write (the attestation heartbeat,
+    /// DESIGN.md §7).
+    ///
+    /// `f` must check before it writes: it cannot be rolled back alone, so it returns `Err`
+    /// only for a storage failure, which aborts the whole batch (every member gets the
+    /// error; nothing of the batch is written). A write that might have to be refused after
+    /// writing belongs in [`RedbRegistry::write`].
+    ///
+    /// The member that finds nobody else waiting to join commits; others wait for it. While
+    /// it commits, the next callers queue on the writer lock and form the next batch.
+    pub fn write_batched<T>(
+        &self,
+        f: impl FnOnce(&RedbTx<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let lock = || self.batch.lock().unwrap_or_else(|p| p.into_inner());
+        self.batch_waiting.fetch_add(1, Ordering::SeqCst);
+        let mut open = lock();
+        self.batch_waiting.fetch_sub(1, Ordering::SeqCst);
+        let batch = match &mut *open {
+            Some(batch) => batch,
+            empty => empty.insert(Batch {
+                txn: self.db.begin_write()?,
+                members: 0,
+                failed: None,
+                outcome: Arc::default(),
+            }),
+        };
+        let (mine, logs) = match &batch.failed {
+            Some(why) => (Ok(Err(StoreError(why.clone()))), Vec::new()),
+            None => {
+                let tx = RedbTx::new(&batch.txn);
+                // A member that panics must not leave the others waiting for a commit.
+                let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&tx)));
+                match &mine {
+                    Ok(Err(e)) => batch.failed = Some(e.0.clone()),
+                    Err(_) => batch.failed = Some("a write in the batch panicked".into()),
+                    Ok(Ok(_)) => {}
+                }
+                (mine, tx.logs.into_inner())
+            }
+        };
+        batch.members += 1;
+        let outcome = batch.outcome.clone();
+        let last = self.batch_waiting.load(Ordering::SeqCst) == 0 || batch.members >= BATCH_MAX;
+        if last && let Some(batch) = open.take() {
+            drop(open);
+            let committed = match batch.failed {
+                Some(why) => {
+                    let _ = batch.txn.abort();
+                    Err(why)
+                }
+                None => batch.txn.commit().map_err(|e| e.to_string()),
+            };
+            if committed.is_ok() {
+                self.batches.fetch_add(1, Ordering::Relaxed);
+                self.batched_writes
+                    .fetch_add(batch.members as u64, Ordering::Relaxed);
+            }
+            *outcome.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(committed);
+            outcome.done.notify_all();
+        } else {
+            drop(open);
+        }
+        let committed = {
+            let mut committed = outcome.committed.lock().unwrap_or_else(|p| p.into_inner());
+            while committed.is_none() {
+                committed = outcome
+                    .done
+                    .wait(committed)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            committed.clone().expect("set above")
+        };
+        let mine = mine.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        match committed {
+            Ok(()) => {
+                for line in logs {
+                    crate::log::info(&line);
+                }
+                mine
+            }
+            Err(why) => Err(StoreError(format!("batch not committed: {why}"))),
+        }
+    }
+
+    /// Batches committed by [`RedbRegistry::write_batched`] and the writes they held, since open.
+    pub fn batch_counts(&self) -> (u64, u64) {
+        (
+            self.batches.load(Ordering::Relaxed),
+            self.batched_writes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Blocks until transaction number `mine` is durable, making it so if nobody is.
+    fn wait_durable(&self, mine: u64) -> Result<(), StoreError> {
+        let lock = || self.sync.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = lock();
+        loop {
+            if state.durable >= mine {
+                return Ok(());
+            }
+            if state.syncing {
+                state = self.synced.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            state.syncing = true;
+            // Every transaction counted here has committed: the durable commit below
+            // begins after them and persists them.
+            let target = self.committed.load(Ordering::SeqCst);
+            drop(state);
+            let result = self
+                .db
+                .begin_write()
+                .map_err(StoreError::from)
+                .and_then(|t| t.commit().map_err(StoreError::from));
+            state = lock();
+            state.syncing = false;
+            if result.is_ok() {
+                state.durable = state.durable.max(target);
+            }
+            self.synced.notify_all();
+            result?;
+        }
+    }
+}

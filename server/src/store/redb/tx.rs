@@ -1,0 +1,225 @@
+//! The write side of one redb transaction: every read and write the service makes inside
+//! a change, and the audit append that links the chain in the same transaction.
+
+use ::redb::ReadableTable;
+
+use super::{APPROVALS, AUDIT, BY_EK, BY_TOKEN, MACHINES, STALE, USED_NONCES};
+use crate::audit::{self, AuditEntry, NewEntry};
+use crate::record::MachineRecord;
+use crate::store::{RegistryTx, StoreError, Vote, token_key};
+
+/// The write side of one redb write transaction.
+pub struct RedbTx<'a> {
+    pub(super) txn: &'a ::redb::WriteTransaction,
+    pub(super) logs: std::cell::RefCell<Vec<String>>,
+}
+
+impl<'a> RedbTx<'a> {
+    pub(super) fn new(txn: &'a ::redb::WriteTransaction) -> RedbTx<'a> {
+        RedbTx {
+            txn,
+            logs: Default::default(),
+        }
+    }
+}
+
+impl RegistryTx for RedbTx<'_> {
+    /// A log line to emit once (and only if) the transaction commits.
+    fn log(&self, line: String) {
+        self.logs.borrow_mut().push(line);
+    }
+
+    fn machine(&self, id: &str) -> Result<Option<MachineRecord>, StoreError> {
+        let table = self.txn.open_table(MACHINES)?;
+        let found = table.get(id)?;
+        Ok(match found {
+            Some(v) => Some(MachineRecord::decode(v.value())?),
+            None => None,
+        })
+    }
+
+    fn machine_by_ek(&self, fingerprint: &str) -> Result<Option<MachineRecord>, StoreError> {
+        let id = {
+            let table = self.txn.open_table(BY_EK)?;
+            let found = table.get(fingerprint)?;
+            found.map(|v| v.value().to_owned())
+        };
+        match id {
+            Some(id) => self.machine(&id),
+            None => Ok(None),
+        }
+    }
+
+    fn put_machine(&self, record: &MachineRecord) -> Result<(), StoreError> {
+        self.txn
+            .open_table(MACHINES)?
+            .insert(record.id.as_str(), record.encode().as_slice())?;
+        self.txn
+            .open_table(BY_EK)?
+            .insert(record.ek_fingerprint.as_str(), record.id.as_str())?;
+        if let Some(token) = &record.config_token {
+            self.txn
+                .open_table(BY_TOKEN)?
+                .insert(token_key(token).as_str(), record.id.as_str())?;
+        }
+        Ok(())
+    }
+
+    /// Stores a record whose indexed fields (EK fingerprint, config token) are unchanged.
+    fn update_machine(&self, record: &MachineRecord) -> Result<(), StoreError> {
+        self.txn
+            .open_table(MACHINES)?
+            .insert(record.id.as_str(), record.encode().as_slice())?;
+        Ok(())
+    }
+
+    /// Whether a challenge nonce has been used.
+    fn nonce_used(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.txn.open_table(USED_NONCES)?.get(id)?.is_some())
+    }
+
+    /// Whether a machine is marked stale.
+    fn is_stale(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.txn.open_table(STALE)?.get(id)?.is_some())
+    }
+
+    fn delete_machine(&self, record: &MachineRecord) -> Result<(), StoreError> {
+        self.txn.open_table(MACHINES)?.remove(record.id.as_str())?;
+        self.txn.open_table(STALE)?.remove(record.id.as_str())?;
+        self.txn
+            .open_table(BY_EK)?
+            .remove(record.ek_fingerprint.as_str())?;
+        if let Some(token) = &record.config_token {
+            self.txn
+                .open_table(BY_TOKEN)?
+                .remove(token_key(token).as_str())?;
+        }
+        self.put_votes_under(&record.id, &[])?;
+        self.put_votes_under(&approved_key(&record.id), &[])?;
+        Ok(())
+    }
+
+    /// Records a challenge nonce as used; false when it already was.
+    fn use_nonce(&self, id: &str, now: u64) -> Result<bool, StoreError> {
+        let mut table = self.txn.open_table(USED_NONCES)?;
+        let was = table.insert(id, now)?.is_some();
+        Ok(!was)
+    }
+
+    /// Forgets used nonces whose id says they expired before `before` (ids sort by expiry):
+    /// an expired nonce is refused for its expiry alone.
+    fn purge_nonces(&self, before: u64) -> Result<usize, StoreError> {
+        let mut table = self.txn.open_table(USED_NONCES)?;
+        let bound = format!("{before:016x}");
+        let stale: Vec<String> = table
+            .range::<&str>(..bound.as_str())?
+            .map(|item| item.map(|(k, _)| k.value().to_owned()))
+            .collect::<Result<_, _>>()?;
+        for id in &stale {
+            table.remove(id.as_str())?;
+        }
+        Ok(stale.len())
+    }
+
+    /// Marks a machine stale; false when it already was.
+    fn mark_stale(&self, id: &str, now: u64) -> Result<bool, StoreError> {
+        let mut table = self.txn.open_table(STALE)?;
+        let was = table.insert(id, now)?.is_some();
+        Ok(!was)
+    }
+
+    /// Clears a machine's stale mark; true when it had one.
+    fn clear_stale(&self, id: &str) -> Result<bool, StoreError> {
+        let mut table = self.txn.open_table(STALE)?;
+        let had = table.remove(id)?.is_some();
+        Ok(had)
+    }
+
+    /// The machine a config token belongs to.
+    fn machine_by_token(&self, token: &str) -> Result<Option<MachineRecord>, StoreError> {
+        let id = {
+            let table = self.txn.open_table(BY_TOKEN)?;
+            let found = table.get(token_key(token).as_str())?;
+            found.map(|v| v.value().to_owned())
+        };
+        match id {
+            Some(id) => self.machine(&id),
+            None => Ok(None),
+        }
+    }
+
+    fn pending_votes(&self, id: &str) -> Result<Vec<Vote>, StoreError> {
+        self.votes_under(id)
+    }
+
+    fn put_pending_votes(&self, id: &str, votes: &[Vote]) -> Result<(), StoreError> {
+        self.put_votes_under(id, votes)
+    }
+
+    fn approving_votes(&self, id: &str) -> Result<Vec<Vote>, StoreError> {
+        self.votes_under(&approved_key(id))
+    }
+
+    fn put_approving_votes(&self, id: &str, votes: &[Vote]) -> Result<(), StoreError> {
+        self.put_votes_under(&approved_key(id), votes)
+    }
+
+    /// Appends an audit entry, linked to the last one.
+    fn audit(&self, entry: NewEntry, now: u64) -> Result<AuditEntry, StoreError> {
+        let mut table = self.txn.open_table(AUDIT)?;
+        let (seq, prev) = match table.last()? {
+            Some((k, v)) => {
+                let last = AuditEntry::decode(v.value()).ok_or_else(|| {
+                    StoreError(format!("audit entry {} does not decode", k.value()))
+                })?;
+                (k.value() + 1, last.entry_hash.0)
+            }
+            None => (1, audit::GENESIS),
+        };
+        let sealed = AuditEntry::seal(entry, seq, now, prev);
+        table.insert(seq, sealed.encode().as_slice())?;
+        Ok(sealed)
+    }
+}
+
+impl RedbTx<'_> {
+    fn votes_under(&self, key: &str) -> Result<Vec<Vote>, StoreError> {
+        let table = self.txn.open_table(APPROVALS)?;
+        let found = table.get(key)?;
+        match found {
+            Some(v) => decode_votes(v.value()),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn put_votes_under(&self, key: &str, votes: &[Vote]) -> Result<(), StoreError> {
+        let mut table = self.txn.open_table(APPROVALS)?;
+        if votes.is_empty() {
+            table.remove(key)?;
+        } else {
+            table.insert(key, encode_votes(votes).as_slice())?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the votes that approved a machine are kept (beside its pending votes, which are
+/// under the plain id).
+pub(super) fn approved_key(id: &str) -> String {
+    format!("{id}#approved")
+}
+
+fn encode_votes(votes: &[Vote]) -> Vec<u8> {
+    let mut out = vec![1u8];
+    out.extend(postcard::to_allocvec(votes).unwrap_or_default());
+    out
+}
+
+pub(super) fn decode_votes(bytes: &[u8]) -> Result<Vec<Vote>, StoreError> {
+    match bytes.split_first() {
+        Some((&1, body)) => {
+            postcard::from_bytes(body).map_err(|e| StoreError(format!("approval votes: {e}")))
+        }
+        _ => Err(StoreError("approval votes: unknown record version".into())),
+    }
+}
