@@ -45,6 +45,16 @@ for component in clippy rustfmt; do
   }
 done
 
+# cargo-deny for ci/deny.sh (supply-chain checks), pinned: built from crates.io with the pinned
+# toolchain. 0.20.2 is the newest release and needs rustc 1.88.
+deny_version=0.20.2
+if [ "$(cargo deny --version 2>/dev/null)" = "cargo-deny $deny_version" ]; then
+  echo "ci/setup.sh: cargo-deny $deny_version present"
+else
+  echo "ci/setup.sh: cargo install cargo-deny $deny_version (builds for a few minutes)"
+  (cd "$(dirname "$0")/.." && cargo install cargo-deny --locked --version "$deny_version" --quiet)
+fi
+
 # The OpenID provider for server/tests/cli.rs, exactly as package-lock.json pins it.
 oidc="$(dirname "$0")/../server/tests/oidc"
 if [ ! -f "$oidc/node_modules/oidc-provider/package.json" ] || [ "$oidc/package-lock.json" -nt "$oidc/node_modules/.package-lock.json" ]; then

@@ -17,6 +17,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The bare-metal image is its own workspace (no std may be unified into it).
 firmware/image/cargo.sh clippy -- -D warnings
 
+step "supply chain (cargo deny: advisories from ../shared/advisory-db, bans, licenses, sources)"
+./ci/deny.sh
+
 step "common without std (no allocator) and with defmt"
 cargo build -p attest-common --no-default-features --locked
 cargo check -p attest-common --no-default-features --features defmt --locked
