@@ -134,4 +134,19 @@ mod tests {
         texts.dedup();
         assert_eq!(texts.len(), AuditAction::ALL.len());
     }
+
+    #[test]
+    fn the_readme_lists_every_action_and_no_other() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("Audit actions (").expect("the README's list");
+        let list = &readme[start..start + readme[start..].find("\n\n").unwrap()];
+        let named: Vec<&str> = list
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|n| !n.contains('/'))
+            .collect();
+        let all: Vec<&str> = AuditAction::ALL.iter().map(|a| a.as_str()).collect();
+        assert_eq!(named, all);
+    }
 }

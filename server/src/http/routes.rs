@@ -193,4 +193,32 @@ mod tests {
             StatusCode::NOT_FOUND
         );
     }
+
+    #[test]
+    fn the_openapi_document_and_the_table_name_the_same_endpoints() {
+        let table = table::<crate::store::redb::RedbRegistry>();
+        let doc = crate::openapi::document();
+        let mut reached = vec![false; table.len()];
+        for (path, methods) in doc["paths"].as_object().unwrap() {
+            // A concrete path: each `{name}` replaced by a segment.
+            let concrete: Vec<&str> = path
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+                .collect();
+            let concrete = concrete.join("/");
+            for method in methods.as_object().unwrap().keys() {
+                let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+                let (route, _) = find(&table, &m, &concrete)
+                    .unwrap_or_else(|_| panic!("{method} {path} is documented but not routed"));
+                let i = table
+                    .iter()
+                    .position(|r| std::ptr::eq(r, route))
+                    .unwrap();
+                reached[i] = true;
+            }
+        }
+        for (route, reached) in table.iter().zip(reached) {
+            assert!(reached, "{route:?} is routed but not documented");
+        }
+    }
 }
