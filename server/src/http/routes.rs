@@ -210,10 +210,7 @@ mod tests {
                 let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
                 let (route, _) = find(&table, &m, &concrete)
                     .unwrap_or_else(|_| panic!("{method} {path} is documented but not routed"));
-                let i = table
-                    .iter()
-                    .position(|r| std::ptr::eq(r, route))
-                    .unwrap();
+                let i = table.iter().position(|r| std::ptr::eq(r, route)).unwrap();
                 reached[i] = true;
             }
         }
