@@ -66,6 +66,18 @@ pub(super) fn check_identity(req: &RegisterRequest) -> Result<Option<TpmPublic>,
     Ok(Some(ak))
 }
 
+/// What a machine says about itself (hardware identity, wanted role, cluster), onto its
+/// record.
+pub(super) fn describe(record: &mut MachineRecord, req: &RegisterRequest) {
+    let text = |s: &Option<heapless::String<_>>| s.as_ref().map(|s| s.to_string());
+    record.hw_uuid = text(&req.hw_uuid);
+    record.hw_mac = text(&req.hw_mac);
+    record.hw_serial = text(&req.hw_serial);
+    record.hw_product = text(&req.hw_product);
+    record.desired_role = req.desired_role;
+    record.cluster_id = req.cluster_id.to_string();
+}
+
 impl<R: Registry> Service<R> {
     /// The credential (and its secret) binding the (checked) AK to the request's EK.
     fn make_ak_credential(
@@ -157,12 +169,7 @@ impl<R: Registry> Service<R> {
                     record.activation_secret = Some(secret.clone());
                     record.ak_activated = false;
                 }
-                record.hw_uuid = req.hw_uuid.as_ref().map(|s| s.to_string());
-                record.hw_mac = req.hw_mac.as_ref().map(|s| s.to_string());
-                record.hw_serial = req.hw_serial.as_ref().map(|s| s.to_string());
-                record.hw_product = req.hw_product.as_ref().map(|s| s.to_string());
-                record.desired_role = req.desired_role;
-                record.cluster_id = req.cluster_id.to_string();
+                describe(&mut record, req);
                 record.updated_at = now;
                 if let Some(to) = t.to {
                     record.state = to;

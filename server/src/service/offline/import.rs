@@ -6,7 +6,7 @@ use attest_common::wire::TpmReceipt;
 use super::Admitted;
 use crate::audit_action::AuditAction;
 use crate::record::MachineRecord;
-use crate::service::register::check_identity;
+use crate::service::register::{check_identity, describe};
 use crate::service::{Actor, Change, ErrorKind, Service, ServiceError};
 use crate::store::{Registry, RegistryTx};
 
@@ -49,12 +49,7 @@ impl<R: Registry> Service<R> {
             record.ek_cert_der = req.ek_cert_pem.as_ref().map(|c| c.der().to_vec());
             record.ek_public_der = req.ek_public.as_ref().map(|p| p.to_vec());
             record.ak_public = req.ak_public.as_ref().map(|p| p.to_vec());
-            record.hw_uuid = req.hw_uuid.as_ref().map(|s| s.to_string());
-            record.hw_mac = req.hw_mac.as_ref().map(|s| s.to_string());
-            record.hw_serial = req.hw_serial.as_ref().map(|s| s.to_string());
-            record.hw_product = req.hw_product.as_ref().map(|s| s.to_string());
-            record.desired_role = req.desired_role;
-            record.cluster_id = req.cluster_id.to_string();
+            describe(&mut record, req);
             tx.put_machine(&record)?;
             let detail = format!(
                 "New machine imported: id={} ek={fp} agent={} receipt_created_at={}",
