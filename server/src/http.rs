@@ -22,8 +22,6 @@ use tide::{Request, Response, StatusCode};
 use crate::config::Config;
 use crate::record::MachineRecord;
 use crate::service::{Actor, Approval, ApproveOutcome, ErrorKind, Service, ServiceError};
-use crate::store::Vote;
-use attest_common::wire::Timestamp;
 
 /// Everything a handler needs.
 pub struct AppState {
@@ -230,28 +228,8 @@ async fn blocking<T: Send + 'static>(
 
 /// The machine detail as the API shows it.
 /// `stale`: attested but silent for longer than interval × ITL_LIVENESS_FACTOR.
-pub fn machine_json(m: &MachineRecord, stale: bool) -> serde_json::Value {
-    json!({
-        "machine_id": m.id,
-        "ek_fingerprint": m.ek_fingerprint,
-        "ek_source": m.ek_source,
-        "status": m.state.status,
-        "wipe_pending": m.state.wipe_pending,
-        "role": m.role,
-        "hostname": m.hostname,
-        "assigned_ip": m.assigned_ip,
-        "desired_role": m.desired_role,
-        "cluster_id": m.cluster_id,
-        "hw_uuid": m.hw_uuid,
-        "hw_mac": m.hw_mac,
-        "hw_serial": m.hw_serial,
-        "hw_product": m.hw_product,
-        "created_at": Timestamp(m.created_at).to_string(),
-        "updated_at": Timestamp(m.updated_at).to_string(),
-        "last_attested_at": m.last_attested_at.map(|t| Timestamp(t).to_string()),
-        "stale": stale,
-        "pcr_baseline_pinned": m.pcr_baseline.is_some(),
-    })
+pub fn machine_json(m: &MachineRecord, stale: bool) -> attest_api::Machine {
+    crate::views::machine(m, stale)
 }
 
 macro_rules! attempt {
@@ -365,12 +343,11 @@ async fn operate(mut req: Request<State>) -> tide::Result {
                 } => {
                     return Ok(json_response(
                         StatusCode::Accepted,
-                        &json!({
-                            "status": "pending_second_approval",
-                            "approvals_received": approvals_received,
-                            "approvals_required": approvals_required,
-                            "expires_at": Timestamp(expires_at).to_string(),
-                        }),
+                        &crate::views::approve_pending(
+                            approvals_received,
+                            approvals_required,
+                            expires_at,
+                        ),
                     ));
                 }
             }
@@ -521,24 +498,8 @@ async fn list(req: Request<State>) -> tide::Result {
 }
 
 /// Approved votes first, then pending ones, each saying which it is.
-fn votes_json(a: &crate::service::Approvals) -> serde_json::Value {
-    let tagged = a
-        .approved
-        .iter()
-        .map(|v| ("approved", v))
-        .chain(a.pending.iter().map(|v| ("pending", v)));
-    tagged
-        .map(|(state, v): (&str, &Vote)| {
-            json!({
-                "state": state,
-                "operator": v.identity,
-                "role": v.role,
-                "hostname": v.hostname,
-                "assigned_ip": v.assigned_ip,
-                "at": Timestamp(v.at).to_string(),
-            })
-        })
-        .collect()
+fn votes_json(a: &crate::service::Approvals) -> Vec<attest_api::Approval> {
+    crate::views::approvals(a)
 }
 
 async fn get(req: Request<State>) -> tide::Result {
@@ -551,8 +512,10 @@ async fn get(req: Request<State>) -> tide::Result {
         )))
         .await
     );
-    let mut detail = machine_json(&m, req.state().service.is_stale(&m, unix_now()));
-    detail["approvals"] = votes_json(&votes);
+    let detail = crate::views::detail(
+        machine_json(&m, req.state().service.is_stale(&m, unix_now())),
+        votes_json(&votes),
+    );
     Ok(json_response(StatusCode::Ok, &detail))
 }
 
@@ -562,7 +525,7 @@ async fn approvals(req: Request<State>) -> tide::Result {
     let votes = attempt!(blocking(req.state(), move |s| s.approvals(&id)).await);
     Ok(json_response(
         StatusCode::Ok,
-        &json!({ "approvals": votes_json(&votes) }),
+        &crate::views::approval_list(votes_json(&votes)),
     ))
 }
 
@@ -612,7 +575,7 @@ async fn audit_list(req: Request<State>) -> tide::Result {
     );
     Ok(json_response(
         StatusCode::Ok,
-        &json!({ "entries": entries, "total": total, "page": page, "per_page": per_page }),
+        &crate::views::audit_page(entries, total, page, per_page),
     ))
 }
 
@@ -621,14 +584,17 @@ async fn whoami(req: Request<State>) -> tide::Result {
     let actor = attempt!(operator(&req).await);
     Ok(json_response(
         StatusCode::Ok,
-        &json!({ "identity": actor.identity, "break_glass": actor.identity == "SYSTEM" }),
+        &crate::views::whoami(&actor.identity),
     ))
 }
 
 async fn audit_verify(req: Request<State>) -> tide::Result {
     attempt!(operator(&req).await);
     let v = attempt!(blocking(req.state(), |s| Ok(s.store().audit_verify()?)).await);
-    Ok(json_response(StatusCode::Ok, &v))
+    Ok(json_response(
+        StatusCode::Ok,
+        &crate::views::verification(v),
+    ))
 }
 
 fn yaml_response(yaml: String) -> Response {
@@ -872,10 +838,7 @@ async fn server_key(req: Request<State>) -> tide::Result {
 pub fn app(state: State) -> tide::Server<State> {
     let mut app = tide::with_state(state);
     app.at("/healthz").get(|_req: Request<State>| async {
-        Ok(json_response(
-            StatusCode::Ok,
-            &json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }),
-        ))
+        Ok(json_response(StatusCode::Ok, &crate::views::health()))
     });
     app.at("/api/v1/openapi.json")
         .get(|_req: Request<State>| async {

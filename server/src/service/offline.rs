@@ -21,23 +21,8 @@ use crate::record::MachineRecord;
 /// Where the bundle's files land on the node (Talos lets machine.files write under /var).
 pub const FILES_DIR: &str = "/var/lib/itl";
 
-/// What `GET /machines/{id}/offline-bundle` answers.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct OfflineBundle {
-    pub machine_id: String,
-    pub role: String,
-    pub hostname: String,
-    pub iso_url: Option<String>,
-    pub config_token: String,
-    pub config_url: Option<String>,
-    /// The full MachineConfig (with secrets and the files below), YAML.
-    pub machineconfig: String,
-    pub enrollment_cert_pem: String,
-    pub enrollment_cert_serial: String,
-    pub enrollment_cert_not_after: Timestamp,
-    pub enrollment_ca_pem: String,
-    pub server_key_pem: String,
-}
+/// What `GET /machines/{id}/offline-bundle` answers (the API's view, `attest-api`).
+pub use attest_api::OfflineBundle;
 
 /// The answer to an enrolment or import.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,7 +137,7 @@ impl Service {
         })?;
         Ok(OfflineBundle {
             machine_id: id.to_owned(),
-            role: role.to_string(),
+            role,
             hostname,
             iso_url,
             config_url: self.config_url(&token),
