@@ -149,7 +149,7 @@ pub struct AuditEntry {
     pub entry_hash: Hex<48>,
 }
 
-/// `GET /api/v1/audit?page&per_page&machine_id`: one page, newest entries on page 1.
+/// `GET /api/v1/audit?page&per_page&machine_id`: one page of entries, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditPage {
     pub entries: Vec<AuditEntry>,
