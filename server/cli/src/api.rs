@@ -46,8 +46,8 @@ pub fn view<T: DeserializeOwned>(body: &Value) -> Outcome<T> {
 
 /// The CLI's HTTP client: error statuses are answers (their JSON is shown), bounded time
 /// (connecting: at most 5 s of it), HTTPS through rustls with the ring provider and the Web
-/// PKI roots. The server uses aws-lc-rs; the CLI does not, so an operator's build needs no
-/// CMake or C++ toolchain and does not compile it.
+/// PKI roots. The server uses aws-lc-rs; the CLI does not, so an operator's build does not
+/// compile aws-lc (a large C library) for the few TLS connections a CLI makes.
 pub fn http(timeout: Duration) -> ureq::Agent {
     use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
     let tls = TlsConfig::builder()

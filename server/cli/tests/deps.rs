@@ -1,5 +1,5 @@
 //! What an operator's `cargo install --path server/cli` compiles: never the server, its
-//! database or aws-lc-rs (CMake, a C++ toolchain and minutes of build for nothing the CLI
+//! database or aws-lc-rs (aws-lc is a large C library: minutes of build for nothing the CLI
 //! uses). `cargo tree` resolves attest-cli's dependencies and features alone, as `cargo
 //! install` and `cargo build -p attest-cli` do (the workspace's other members, which
 //! select aws-lc-rs for rustls, are not unified into them), for every target platform and
