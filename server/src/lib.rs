@@ -23,3 +23,4 @@ pub mod responsekey;
 pub mod service;
 pub mod store;
 pub mod streamed;
+pub mod views;

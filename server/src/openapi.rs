@@ -1,10 +1,157 @@
 //! `GET /api/v1/openapi.json`: the API as it is served, for clients and for schemathesis.
-//! A test walks the routes and requires each to be described here.
+//! A test walks the routes and requires each to be described here; another
+//! (`tests/views.rs`) validates `attest-api`'s views, and the server's real answers, against
+//! the component schemas below.
 
 use serde_json::{Value, json};
 
 fn error_ref() -> Value {
-    json!({"$ref": "#/components/schemas/Error"})
+    schema_ref("Error")
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+/// A JSON answer of the component schema `name`.
+fn content(name: &str) -> Value {
+    json!({"application/json": {"schema": schema_ref(name)}})
+}
+
+/// Sets the body of the `code` answer of `op` to the component schema `name`.
+fn answers(op: &mut Value, code: &str, name: &str) {
+    if op["responses"][code].is_null() {
+        op["responses"][code] = json!({"description": "success"});
+    }
+    op["responses"][code]["content"] = content(name);
+}
+
+/// OpenAPI 3.0's way of allowing `null` (an enum lists it as well).
+fn nullable(mut schema: Value) -> Value {
+    schema["nullable"] = json!(true);
+    if let Some(values) = schema.get_mut("enum").and_then(Value::as_array_mut) {
+        values.push(Value::Null);
+    }
+    schema
+}
+
+/// An object whose every property the server always sends (`null` when absent).
+fn object(properties: Value) -> Value {
+    let required: Vec<&String> = properties
+        .as_object()
+        .map_or(vec![], |p| p.keys().collect());
+    json!({"type": "object", "required": required, "properties": properties})
+}
+
+fn string() -> Value {
+    json!({"type": "string"})
+}
+
+fn integer() -> Value {
+    json!({"type": "integer", "minimum": 0})
+}
+
+fn time() -> Value {
+    json!({"type": "string", "format": "date-time", "description": "RFC 3339, UTC"})
+}
+
+fn role() -> Value {
+    json!({"type": "string", "enum": ["controlplane", "worker-infra", "worker-app"]})
+}
+
+fn status() -> Value {
+    json!({"type": "string",
+        "enum": ["pending_approval", "registered", "attested", "locked", "revoked", "rejected"]})
+}
+
+/// The answers' schemas: `attest-api`'s views.
+fn schemas() -> Value {
+    let machine = object(json!({
+        "machine_id": string(),
+        "ek_fingerprint": {"type": "string", "pattern": "^[0-9a-f]{96}$"},
+        "ek_source": {"type": "string", "enum": ["cert", "pub"]},
+        "status": status(),
+        "wipe_pending": {"type": "boolean"},
+        "role": nullable(role()),
+        "hostname": nullable(string()),
+        "assigned_ip": nullable(string()),
+        "desired_role": nullable(role()),
+        "cluster_id": string(),
+        "hw_uuid": nullable(string()),
+        "hw_mac": nullable(string()),
+        "hw_serial": nullable(string()),
+        "hw_product": nullable(string()),
+        "created_at": time(),
+        "updated_at": time(),
+        "last_attested_at": nullable(time()),
+        "stale": {"type": "boolean", "description": "attested, but silent for longer than the interval × ITL_LIVENESS_FACTOR"},
+        "pcr_baseline_pinned": {"type": "boolean"}
+    }));
+    let approval = object(json!({
+        "state": {"type": "string", "enum": ["approved", "pending"]},
+        "operator": string(),
+        "role": role(),
+        "hostname": string(),
+        "assigned_ip": string(),
+        "at": time()
+    }));
+    let hash = json!({"type": "string", "pattern": "^[0-9a-f]{96}$"});
+    let audit_entry = object(json!({
+        "seq": integer(),
+        "timestamp": {"type": "integer", "minimum": 0, "description": "seconds since the epoch"},
+        "operator_cn": string(),
+        "action": string(),
+        "machine_id": nullable(string()),
+        "prev_state": nullable(string()),
+        "new_state": nullable(string()),
+        "detail": string(),
+        "source_ip": nullable(string()),
+        "prev_hash": hash,
+        "entry_hash": hash
+    }));
+    json!({
+        "Error": object(json!({"error": string(), "message": string()})),
+        "Machine": machine,
+        "MachineDetail": {"allOf": [schema_ref("Machine"), {"type": "object", "required": ["approvals"],
+            "properties": {"approvals": {"type": "array", "items": schema_ref("Approval")}}}]},
+        "MachineList": object(json!({"machines": {"type": "array", "items": schema_ref("Machine")},
+            "total": integer()})),
+        "Approval": approval,
+        "ApprovalList": object(json!({"approvals": {"type": "array", "items": schema_ref("Approval")}})),
+        "ApprovePending": object(json!({
+            "status": {"type": "string", "enum": ["pending_second_approval"]},
+            "approvals_received": integer(),
+            "approvals_required": integer(),
+            "expires_at": time()
+        })),
+        "AuditEntry": audit_entry,
+        "AuditPage": object(json!({"entries": {"type": "array", "items": schema_ref("AuditEntry")},
+            "total": integer(), "page": {"type": "integer", "minimum": 1},
+            "per_page": {"type": "integer", "minimum": 1, "maximum": 200}})),
+        "AuditVerification": object(json!({
+            "valid": {"type": "boolean"},
+            "entries": integer(),
+            "root_hash": hash,
+            "first_invalid_id": nullable(integer()),
+            "error": nullable(string())
+        })),
+        "Whoami": object(json!({"identity": string(), "break_glass": {"type": "boolean"}})),
+        "Health": object(json!({"status": {"type": "string", "enum": ["ok"]}, "version": string()})),
+        "OfflineBundle": object(json!({
+            "machine_id": string(),
+            "role": role(),
+            "hostname": string(),
+            "iso_url": nullable(string()),
+            "config_token": string(),
+            "config_url": nullable(string()),
+            "machineconfig": {"type": "string", "description": "the full MachineConfig (YAML) with the enrollment key"},
+            "enrollment_cert_pem": string(),
+            "enrollment_cert_serial": string(),
+            "enrollment_cert_not_after": time(),
+            "enrollment_ca_pem": string(),
+            "server_key_pem": string()
+        }))
+    })
 }
 
 fn responses(ok: &str, codes: &[u16]) -> Value {
@@ -69,6 +216,7 @@ pub fn document() -> Value {
     reset_baseline["parameters"] = id_param();
     for op in [&mut reject, &mut lock, &mut unlock, &mut reset_baseline] {
         op["requestBody"] = json!({"content": {"application/json": {"schema": reason}}});
+        answers(op, "200", "Machine");
     }
     let mut approve = operator(
         "Approve (a vote under dual control: 202 until the quorum)",
@@ -76,7 +224,9 @@ pub fn document() -> Value {
         &[400, 404, 409],
     );
     approve["parameters"] = id_param();
-    approve["responses"]["202"] = json!({"description": "pending_second_approval"});
+    answers(&mut approve, "200", "Machine");
+    approve["responses"]["202"] = json!({"description": "pending_second_approval",
+        "content": content("ApprovePending")});
     approve["requestBody"] = body(json!({
         "type": "object", "required": ["role", "hostname", "assigned_ip"],
         "properties": {
@@ -91,12 +241,18 @@ pub fn document() -> Value {
         &[400, 404, 409],
     );
     revoke["parameters"] = id_param();
+    answers(&mut revoke, "200", "Machine");
     revoke["requestBody"] = body(json!({
         "type": "object", "required": ["reason"],
         "properties": {"wipe": {"type": "boolean"}, "reason": {"type": "string"}}
     }));
-    let mut get = operator("Machine detail with pending approvals", "200", &[404]);
+    let mut get = operator(
+        "Machine detail with its approval votes (approved and pending)",
+        "200",
+        &[404],
+    );
     get["parameters"] = id_param();
+    answers(&mut get, "200", "MachineDetail");
     let mut delete = operator(
         "Delete a revoked or rejected record (audit stays)",
         "204",
@@ -109,36 +265,56 @@ pub fn document() -> Value {
         &[403, 404, 409, 503],
     );
     bundle["parameters"] = id_param();
+    answers(&mut bundle, "200", "OfflineBundle");
     let mut import = operator(
         "Import a TPM receipt (attest-agent receipt): registered, idempotent on the EK",
         "201",
         &[400, 413, 422],
     );
+    answers(&mut import, "201", "Machine");
+    import["responses"]["200"] = json!({"description": "already known (the same EK)",
+        "content": content("Machine")});
     import["requestBody"] = body(
         json!({"type": "object", "required": ["format", "identity", "agent_version", "created_at"]}),
     );
-    let mut approvals = operator("Pending dual-control votes", "200", &[404]);
+    let mut approvals = operator(
+        "Approval votes: those that approved the machine, then pending dual-control votes",
+        "200",
+        &[404],
+    );
     approvals["parameters"] = id_param();
+    answers(&mut approvals, "200", "ApprovalList");
     let mut list = operator("List machines", "200", &[400]);
+    answers(&mut list, "200", "MachineList");
     list["parameters"] = json!([{"name": "status", "in": "query", "schema": {"type": "string",
         "enum": ["pending_approval", "registered", "attested", "locked", "revoked", "rejected"]}}]);
     let mut audit = operator("Audit entries, oldest first", "200", &[400]);
+    answers(&mut audit, "200", "AuditPage");
     audit["parameters"] = json!([
         {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
         {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
         {"name": "machine_id", "in": "query", "schema": {"type": "string"}}
     ]);
+    let mut whoami = operator(
+        "The operator identity the server sees in the bearer token",
+        "200",
+        &[],
+    );
+    answers(&mut whoami, "200", "Whoami");
+    let mut verify = operator("Recompute the audit chain", "200", &[]);
+    answers(&mut verify, "200", "AuditVerification");
+    let mut health = json!({"summary": "Liveness", "responses": responses("200", &[])});
+    answers(&mut health, "200", "Health");
     json!({
         "openapi": "3.0.3",
         "info": {"title": "ITL attestation server", "version": env!("CARGO_PKG_VERSION")},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                 "description": "OIDC access token, or the break-glass ITL_ADMIN_TOKEN"}},
-            "schemas": {"Error": {"type": "object", "required": ["error", "message"],
-                "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}}
+            "schemas": schemas()
         },
         "paths": {
-            "/healthz": {"get": {"summary": "Liveness", "responses": responses("200", &[])}},
+            "/healthz": {"get": health},
             "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": responses("200", &[])}},
             "/api/v1/register": {"post": {"summary": "Pre-register a machine (USB agent); answers the ISO URL when an ISO source is configured",
                 "requestBody": body(register.clone()), "responses": responses("201", &[400, 409, 413, 422, 503])}},
@@ -175,9 +351,9 @@ pub fn document() -> Value {
                 "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
                 "responses": responses("200", &[400, 413])}},
             "/api/v1/backup": {"get": operator("A consistent copy of the registry (redb file)", "200", &[])},
-            "/api/v1/whoami": {"get": operator("The operator identity the server sees in the bearer token", "200", &[])},
+            "/api/v1/whoami": {"get": whoami},
             "/api/v1/audit": {"get": audit},
-            "/api/v1/audit/verify": {"get": operator("Recompute the audit chain", "200", &[])},
+            "/api/v1/audit/verify": {"get": verify},
             "/metrics": {"get": operator("Prometheus metrics (text format): machines by status, stale machines, challenges, attestations by result, heartbeat commits", "200", &[])}
         }
     })

@@ -24,13 +24,3 @@ fn config(timeout: Duration) -> ureq::config::ConfigBuilder<ureq::typestate::Age
         .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
         .tls_config(tls)
 }
-
-/// Like [`agent`], but an HTTP error status is an answer, not an `Err`: for clients that
-/// show the server's own error body (the operator CLI).
-pub fn agent_keeping_status(timeout: Duration, user_agent: &str) -> ureq::Agent {
-    config(timeout)
-        .http_status_as_error(false)
-        .user_agent(user_agent)
-        .build()
-        .new_agent()
-}

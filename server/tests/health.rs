@@ -1,4 +1,4 @@
-//! The real server binary on a loopback port, and the CLI against it.
+//! The real server binary on a loopback port (the CLI against it: `server/cli/tests/health.rs`).
 
 mod support;
 
@@ -50,33 +50,6 @@ fn bad_configuration_names_the_variable() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(var), "{err}");
     }
-}
-
-#[test]
-fn cli_health_up_and_down() {
-    let server = Server::start();
-    let out = Command::new(env!("CARGO_BIN_EXE_attestation"))
-        .args(["--api-url", &server.url, "health"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: "));
-
-    let url = server.url.clone();
-    drop(server);
-    let out = Command::new(env!("CARGO_BIN_EXE_attestation"))
-        .env("ATTESTATION_API_URL", &url)
-        .arg("health")
-        .output()
-        .unwrap();
-    // 4: the server cannot be reached (the CLI's exit statuses, README).
-    assert_eq!(out.status.code(), Some(4));
-    assert!(out.stdout.is_empty());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
 }
 
 #[test]

@@ -7,17 +7,13 @@ use attest_common::wire::{
     LinkResponseBody as A, RegisterRequest, Role, from_postcard,
 };
 use hyper::StatusCode;
-use serde_json::json;
 
 use super::request::Req;
 use super::response::{self, Refusal, Reply};
 use crate::store::Registry;
 
 pub async fn healthz<R: Registry>(_req: Req<R>) -> Reply {
-    Ok(response::json(
-        StatusCode::OK,
-        &json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }),
-    ))
+    Ok(response::json(StatusCode::OK, &crate::views::health()))
 }
 
 pub async fn openapi<R: Registry>(_req: Req<R>) -> Reply {

@@ -2,63 +2,20 @@
 //! detail, lifecycle actions, approvals, audit, metrics, offline bundles, import, backup.
 
 use attest_common::lifecycle::Status;
-use attest_common::wire::{Role, Timestamp, TpmReceipt};
+use attest_common::wire::{Role, TpmReceipt};
 use hyper::StatusCode;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::request::Req;
 use super::response::{self, Refusal, Reply};
 use crate::record::MachineRecord;
 use crate::service::{Approval, ApproveOutcome};
 use crate::store::Registry;
-use crate::store::Vote;
+use crate::views;
 
-/// The machine detail as the API shows it.
-/// `stale`: attested but silent for longer than interval × ITL_LIVENESS_FACTOR.
-pub fn machine_json(m: &MachineRecord, stale: bool) -> serde_json::Value {
-    json!({
-        "machine_id": m.id,
-        "ek_fingerprint": m.ek_fingerprint,
-        "ek_source": m.ek_source,
-        "status": m.state.status,
-        "wipe_pending": m.state.wipe_pending,
-        "role": m.role,
-        "hostname": m.hostname,
-        "assigned_ip": m.assigned_ip,
-        "desired_role": m.desired_role,
-        "cluster_id": m.cluster_id,
-        "hw_uuid": m.hw_uuid,
-        "hw_mac": m.hw_mac,
-        "hw_serial": m.hw_serial,
-        "hw_product": m.hw_product,
-        "created_at": Timestamp(m.created_at).to_string(),
-        "updated_at": Timestamp(m.updated_at).to_string(),
-        "last_attested_at": m.last_attested_at.map(|t| Timestamp(t).to_string()),
-        "stale": stale,
-        "pcr_baseline_pinned": m.pcr_baseline.is_some(),
-    })
-}
-
-/// Approved votes first, then pending ones, each saying which it is.
-fn votes_json(a: &crate::service::Approvals) -> serde_json::Value {
-    let tagged = a
-        .approved
-        .iter()
-        .map(|v| ("approved", v))
-        .chain(a.pending.iter().map(|v| ("pending", v)));
-    tagged
-        .map(|(state, v): (&str, &Vote)| {
-            json!({
-                "state": state,
-                "operator": v.identity,
-                "role": v.role,
-                "hostname": v.hostname,
-                "assigned_ip": v.assigned_ip,
-                "at": Timestamp(v.at).to_string(),
-            })
-        })
-        .collect()
+/// The machine as the API shows it (`attest-api`'s view).
+pub fn machine_json(m: &MachineRecord, stale: bool) -> attest_api::Machine {
+    views::machine(m, stale)
 }
 
 /// A machine as the operator endpoints answer it, staleness judged now.
@@ -145,8 +102,7 @@ pub async fn get<R: Registry>(req: Req<R>) -> Reply {
         .service(move |s| Ok((s.machine(&id)?, s.approvals(&id)?)))
         .await?;
     let stale = req.state.service.is_stale(&m);
-    let mut detail = machine_json(&m, stale);
-    detail["approvals"] = votes_json(&votes);
+    let detail = views::detail(machine_json(&m, stale), views::approvals(&votes));
     Ok(response::json(StatusCode::OK, &detail))
 }
 
@@ -156,7 +112,7 @@ pub async fn approvals<R: Registry>(req: Req<R>) -> Reply {
     let votes = req.service(move |s| s.approvals(&id)).await?;
     Ok(response::json(
         StatusCode::OK,
-        &json!({ "approvals": votes_json(&votes) }),
+        &views::approval_list(views::approvals(&votes)),
     ))
 }
 
@@ -211,12 +167,7 @@ pub async fn operate<R: Registry>(mut req: Req<R>) -> Reply {
                 } => {
                     return Ok(response::json(
                         StatusCode::ACCEPTED,
-                        &json!({
-                            "status": "pending_second_approval",
-                            "approvals_received": approvals_received,
-                            "approvals_required": approvals_required,
-                            "expires_at": Timestamp(expires_at).to_string(),
-                        }),
+                        &views::approve_pending(approvals_received, approvals_required, expires_at),
                     ));
                 }
             }
@@ -267,7 +218,7 @@ pub async fn audit_list<R: Registry>(req: Req<R>) -> Reply {
         .await?;
     Ok(response::json(
         StatusCode::OK,
-        &json!({ "entries": entries, "total": total, "page": page, "per_page": per_page }),
+        &views::audit_page(entries, total, page, per_page),
     ))
 }
 
@@ -276,14 +227,14 @@ pub async fn whoami<R: Registry>(req: Req<R>) -> Reply {
     let actor = req.operator().await?;
     Ok(response::json(
         StatusCode::OK,
-        &json!({ "identity": actor.identity, "break_glass": actor.identity == "SYSTEM" }),
+        &views::whoami(&actor.identity),
     ))
 }
 
 pub async fn audit_verify<R: Registry>(req: Req<R>) -> Reply {
     req.operator().await?;
     let v = req.service(|s| s.audit_verify()).await?;
-    Ok(response::json(StatusCode::OK, &v))
+    Ok(response::json(StatusCode::OK, &views::verification(v)))
 }
 
 pub async fn metrics<R: Registry>(req: Req<R>) -> Reply {

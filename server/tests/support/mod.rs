@@ -1,4 +1,6 @@
 //! A real `attestation-server` process on 127.0.0.1 with its own data directory.
+//! Shared by the server's tests and the operator CLI's (`server/cli/tests`, through
+//! `#[path]`), so nothing here may assume which package's tests it is in.
 
 #![allow(dead_code)]
 
@@ -33,20 +35,41 @@ pub fn register_request(
     }
 }
 
-/// The `attest-agent` binary next to this test's (cargo test --workspace builds it).
-pub fn agent_bin() -> PathBuf {
+/// A binary of another package, in the target directory next to this test's executable
+/// (`target/<profile>/deps/<test>`); `cargo test --workspace` builds every member's binaries
+/// before it runs a test.
+fn beside_tests(name: &str, package: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("attest-agent");
+    let bin = exe.parent().and_then(Path::parent).unwrap().join(name);
     assert!(
         bin.exists(),
-        "{} is missing: build it with `cargo build -p attest-host-agent` (cargo test --workspace does)",
+        "{} is missing: build it with `cargo build -p {package}` (cargo test --workspace does)",
         bin.display()
     );
     bin
+}
+
+/// The `attest-agent` binary (cargo test --workspace builds it).
+pub fn agent_bin() -> PathBuf {
+    beside_tests("attest-agent", "attest-host-agent")
+}
+
+/// The `attestation-server` binary: cargo names it to the server's own tests; the CLI's
+/// tests find it in the target directory.
+pub fn server_bin() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_attestation-server") {
+        Some(bin) => PathBuf::from(bin),
+        None => beside_tests("attestation-server", "attest-server"),
+    }
+}
+
+/// The repository (the directory with `rust-toolchain.toml`), whichever package's tests run.
+pub fn repo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|d| d.join("rust-toolchain.toml").is_file())
+        .expect("the repository holds the package")
+        .to_owned()
 }
 
 pub struct Server {
@@ -72,7 +95,7 @@ impl Server {
 
     /// Starts a server on `data_dir` with extra environment.
     pub fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_attestation-server"));
+        let mut cmd = Command::new(server_bin());
         cmd.env_clear()
             .env("ITL_LISTEN", "127.0.0.1:0")
             .env("ITL_DATA_DIR", data_dir)
@@ -223,7 +246,7 @@ impl Drop for Server {
 }
 
 pub fn talos_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/talos");
+    let dir = repo_dir().join("../shared/talos");
     assert!(
         dir.join("config.schema.json").is_file(),
         "../shared/talos (the Talos schema and samples) must sit beside the repository"

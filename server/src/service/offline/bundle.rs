@@ -93,7 +93,7 @@ impl<R: Registry> Service<R> {
         })?;
         Ok(OfflineBundle {
             machine_id: id.to_owned(),
-            role: role.to_string(),
+            role,
             hostname,
             iso_url,
             config_url: self.config_url(&token),

@@ -11,8 +11,6 @@ mod bundle;
 mod enroll;
 mod import;
 
-use attest_common::wire::Timestamp;
-
 use super::{ErrorKind, Service, ServiceError};
 use crate::enrollment::EnrollmentCa;
 use crate::record::MachineRecord;
@@ -21,23 +19,8 @@ use crate::store::Registry;
 /// Where the bundle's files land on the node (Talos lets machine.files write under /var).
 pub const FILES_DIR: &str = "/var/lib/itl";
 
-/// What `GET /machines/{id}/offline-bundle` answers.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct OfflineBundle {
-    pub machine_id: String,
-    pub role: String,
-    pub hostname: String,
-    pub iso_url: Option<String>,
-    pub config_token: String,
-    pub config_url: Option<String>,
-    /// The full MachineConfig (with secrets and the files below), YAML.
-    pub machineconfig: String,
-    pub enrollment_cert_pem: String,
-    pub enrollment_cert_serial: String,
-    pub enrollment_cert_not_after: Timestamp,
-    pub enrollment_ca_pem: String,
-    pub server_key_pem: String,
-}
+/// What `GET /machines/{id}/offline-bundle` answers (the API's view, `attest-api`).
+pub use attest_api::OfflineBundle;
 
 /// The answer to an enrolment or import.
 #[derive(Debug, Clone, PartialEq, Eq)]

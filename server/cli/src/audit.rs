@@ -1,5 +1,7 @@
 //! `audit list | verify`.
 
+use attest_api::{AuditPage, AuditVerification};
+
 use crate::AuditCommand;
 use crate::api::Api;
 use crate::failure::{Failure, Outcome};
@@ -23,24 +25,24 @@ pub fn run(settings: &Settings, command: AuditCommand, format: Format) -> Outcom
                 output::json(&a.body);
                 return Ok(());
             }
-            let entries = a.body["entries"].as_array().cloned().unwrap_or_default();
-            let rows = entries
+            let audit: AuditPage = a.view()?;
+            let rows = audit
+                .entries
                 .iter()
                 .map(|e| {
-                    let at = e["timestamp"].as_u64().unwrap_or(0);
-                    let transition = match (e["prev_state"].as_str(), e["new_state"].as_str()) {
+                    let transition = match (e.prev_state.as_deref(), e.new_state.as_deref()) {
                         (Some(a), Some(b)) if a != b => format!("{a} → {b}"),
                         (_, Some(b)) => b.to_owned(),
                         _ => "-".into(),
                     };
                     vec![
-                        Cell::from(text(&e["seq"])),
-                        output::relative_secs(at, crate::session::now()).into(),
-                        text(&e["operator_cn"]).into(),
-                        text(&e["action"]).into(),
-                        text(&e["machine_id"]).into(),
+                        Cell::from(e.seq.to_string()),
+                        output::relative_secs(e.timestamp, crate::session::now()).into(),
+                        text(Some(&e.operator_cn)).into(),
+                        text(Some(&e.action)).into(),
+                        text(e.machine_id.as_ref()).into(),
                         transition.into(),
-                        text(&e["detail"]).into(),
+                        text(Some(&e.detail)).into(),
                     ]
                 })
                 .collect();
@@ -48,31 +50,31 @@ pub fn run(settings: &Settings, command: AuditCommand, format: Format) -> Outcom
                 &["SEQ", "WHEN", "WHO", "ACTION", "MACHINE", "STATE", "DETAIL"],
                 rows,
             );
-            let total = a.body["total"].as_u64().unwrap_or(0);
+            let total = audit.total;
             let pages = total.div_ceil(per_page.max(1) as u64).max(1);
             println!("page {page} of {pages} ({total} entries)");
             Ok(())
         }
         AuditCommand::Verify => {
             let a = api.call("GET", "/api/v1/audit/verify", None)?;
-            let v = &a.body;
+            let v: AuditVerification = a.view()?;
             if format == Format::Json {
-                output::json(v);
+                output::json(&a.body);
             }
-            if v["valid"] == true {
+            if v.valid {
                 if format == Format::Table {
                     println!(
                         "valid: {} entries, chain head {}",
-                        text(&v["entries"]),
-                        text(&v["root_hash"])
+                        v.entries,
+                        text(Some(&v.root_hash))
                     );
                 }
                 Ok(())
             } else {
                 Err(Failure::AuditInvalid(format!(
                     "first bad entry {}: {}",
-                    text(&v["first_invalid_id"]),
-                    text(&v["error"])
+                    text(v.first_invalid_id),
+                    text(v.error.as_ref())
                 )))
             }
         }

@@ -2,6 +2,10 @@
 //! OIDC login (PKCE with a loopback redirect, device flow), machines (list, detail, approve
 //! with role, hostname and address, reject, lock, unlock, revoke with wipe, offline bundles,
 //! receipt import) and the audit log. Exit statuses: see `failure.rs` and the README.
+//!
+//! Its own crate, apart from the server: it reads the server's answers into `attest-api`'s
+//! views and never links the server, redb or aws-lc-rs (`tests/deps.rs`), so an operator
+//! installs it with `cargo install --path server/cli`.
 
 mod api;
 mod audit;
@@ -185,13 +189,15 @@ fn health(settings: &Settings) -> Outcome {
         .body_mut()
         .read_json()
         .map_err(|e| Failure::Other(format!("{url} answered {status} without JSON: {e}")))?;
-    if status != 200 || body["status"] != "ok" {
+    let health = api::view::<attest_api::Health>(&body)
+        .ok()
+        .filter(|h| status == 200 && h.status == "ok");
+    let Some(health) = health else {
         return Err(Failure::Other(format!("{url} answered {status}: {body}")));
-    }
+    };
     println!(
         "ok: {} (server version {})",
-        settings.api_url,
-        body["version"].as_str().unwrap_or("unknown")
+        settings.api_url, health.version
     );
     Ok(())
 }

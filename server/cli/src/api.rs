@@ -1,9 +1,14 @@
 //! Calls to the server's operator API with the right bearer token: `ITL_ADMIN_TOKEN` when
 //! set (break-glass), else the cached login, refreshed before it expires and once more when
 //! the server answers 401 (clocks differ). Every error answer becomes one [`Failure`].
+//! Answers are read into `attest-api`'s views, the types the server writes them from.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use attest_api::ErrorBody;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::failure::{Failure, Outcome};
@@ -17,17 +22,47 @@ pub struct Api<'a> {
     session: Option<Session>,
 }
 
+/// A 2xx answer: its status and JSON, as the server sent it (`--output json` prints it).
 pub struct Answer {
     pub status: u16,
     pub body: Value,
 }
 
-/// The CLI's HTTP client: error statuses are answers (their JSON is shown), bounded time.
+impl Answer {
+    /// The answer as one of the API's views.
+    pub fn view<T: DeserializeOwned>(&self) -> Outcome<T> {
+        view(&self.body)
+    }
+}
+
+/// A JSON value read as one of the API's views; a server whose answer does not fit is named.
+pub fn view<T: DeserializeOwned>(body: &Value) -> Outcome<T> {
+    T::deserialize(body).map_err(|e| {
+        Failure::Other(format!(
+            "the server's answer is not what this CLI understands ({e}); is it another version?"
+        ))
+    })
+}
+
+/// The CLI's HTTP client: error statuses are answers (their JSON is shown), bounded time
+/// (connecting: at most 5 s of it), HTTPS through rustls with the ring provider and the Web
+/// PKI roots. The server uses aws-lc-rs; the CLI does not, so an operator's build does not
+/// compile aws-lc (a large C library) for the few TLS connections a CLI makes.
 pub fn http(timeout: Duration) -> ureq::Agent {
-    attest_server::outbound::agent_keeping_status(
-        timeout,
-        concat!("attestation-cli/", env!("CARGO_PKG_VERSION")),
-    )
+    use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
+    let tls = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .root_certs(RootCerts::WebPki)
+        .build();
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .user_agent(concat!("attestation-cli/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .new_agent()
 }
 
 impl<'a> Api<'a> {
@@ -103,7 +138,11 @@ impl<'a> Api<'a> {
             .read_to_string()
             .map_err(|e| Failure::Unreachable(format!("{url}: reading the answer: {e}")))?;
         let body = serde_json::from_str(&text).unwrap_or_else(|_| {
-            serde_json::json!({ "error": "not_json", "message": text.chars().take(200).collect::<String>() })
+            let not_json = ErrorBody {
+                error: "not_json".into(),
+                message: text.chars().take(200).collect(),
+            };
+            serde_json::to_value(not_json).unwrap_or_default()
         });
         Ok(Answer { status, body })
     }
@@ -119,11 +158,10 @@ impl<'a> Api<'a> {
         if answer.status < 300 {
             return Ok(answer);
         }
-        let code = answer.body["error"].as_str().unwrap_or("error").to_owned();
-        let message = answer.body["message"]
-            .as_str()
-            .unwrap_or("no message")
-            .to_owned();
+        let (code, message) = match ErrorBody::deserialize(&answer.body) {
+            Ok(e) => (e.error, e.message),
+            Err(_) => ("error".to_owned(), "no message".to_owned()),
+        };
         Err(match answer.status {
             401 | 403 => Failure::Auth(format!(
                 "server answered {} {code}: {message}",

@@ -2,12 +2,14 @@
 //! 0700 directory), written whole to a temporary file and renamed, so a crash never leaves
 //! half a file. The tokens are secrets: they are never printed.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::failure::{Failure, Outcome};
@@ -54,17 +56,51 @@ impl Session {
 
     /// The access token's claims, decoded without verification: for display only; the
     /// server is what verifies the token.
-    pub fn claims(&self) -> Value {
+    pub fn claims(&self) -> Claims {
         claims(&self.access_token)
     }
 }
 
-pub fn claims(jwt: &str) -> Value {
+/// The claims of an access token the CLI shows or uses (its expiry). Providers lay tokens
+/// out as they like: other claims are ignored, and a claim of another type than expected
+/// counts as absent.
+#[derive(Debug, Default, Deserialize)]
+pub struct Claims {
+    #[serde(default, deserialize_with = "lenient")]
+    pub sub: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub preferred_username: Option<String>,
+    /// Seconds since the epoch.
+    #[serde(default, deserialize_with = "lenient")]
+    pub exp: Option<u64>,
+    /// Keycloak's realm roles (where the server looks for the operator role).
+    #[serde(default, deserialize_with = "lenient")]
+    pub realm_access: Option<Access>,
+    /// Keycloak's client roles, by client.
+    #[serde(default, deserialize_with = "lenient")]
+    pub resource_access: Option<BTreeMap<String, Access>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Access {
+    #[serde(default, deserialize_with = "lenient")]
+    pub roles: Option<Vec<String>>,
+}
+
+/// Any JSON, kept as `T` when it is one, else absent (for fields a third party fills in).
+pub fn lenient<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Ok(T::deserialize(Value::deserialize(d)?).ok())
+}
+
+/// The claims of a JWT, unverified; none for anything that is not one.
+pub fn claims(jwt: &str) -> Claims {
     jwt.split('.')
         .nth(1)
         .and_then(|p| Base64UrlUnpadded::decode_vec(p).ok())
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Value::Null)
+        .unwrap_or_default()
 }
 
 pub fn load(path: &Path) -> Outcome<Option<Session>> {

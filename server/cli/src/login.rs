@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use serde::Deserialize;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::failure::{Failure, Outcome};
-use crate::session::{Session, claims, now};
+use crate::session::{Session, claims, lenient, now};
 use crate::settings::Settings;
 
 #[derive(Debug, Deserialize)]
@@ -25,6 +24,49 @@ pub struct Provider {
     pub device_authorization_endpoint: Option<String>,
     #[serde(default)]
     pub revocation_endpoint: Option<String>,
+}
+
+/// A token endpoint's answer: tokens (RFC 6749 §5.1) or an error (§5.2). Every field is
+/// optional and one of another type counts as absent; what is missing is said where it is
+/// needed.
+#[derive(Debug, Default, Deserialize)]
+struct TokenAnswer {
+    #[serde(default, deserialize_with = "lenient")]
+    access_token: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    refresh_token: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    id_token: Option<String>,
+    /// Seconds.
+    #[serde(default, deserialize_with = "lenient")]
+    expires_in: Option<u64>,
+    #[serde(default, deserialize_with = "lenient")]
+    error: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    error_description: Option<String>,
+}
+
+/// The device-authorization endpoint's answer (RFC 8628 §3.2), or an error.
+#[derive(Debug, Default, Deserialize)]
+struct DeviceStart {
+    #[serde(default, deserialize_with = "lenient")]
+    device_code: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    user_code: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    verification_uri: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    verification_uri_complete: Option<String>,
+    /// Seconds between polls.
+    #[serde(default, deserialize_with = "lenient")]
+    interval: Option<u64>,
+    /// Seconds.
+    #[serde(default, deserialize_with = "lenient")]
+    expires_in: Option<u64>,
+    #[serde(default, deserialize_with = "lenient")]
+    error: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    error_description: Option<String>,
 }
 
 fn http() -> ureq::Agent {
@@ -102,13 +144,13 @@ fn random_b64(n: usize) -> String {
 }
 
 /// POSTs a form to the token endpoint; an OAuth error becomes [`Failure::Auth`].
-fn token_request(provider_token_endpoint: &str, form: &[(&str, &str)]) -> Outcome<Value> {
+fn token_request(provider_token_endpoint: &str, form: &[(&str, &str)]) -> Outcome<TokenAnswer> {
     let mut res = http()
         .post(provider_token_endpoint)
         .send_form(form.iter().copied())
         .map_err(|e| unreachable(provider_token_endpoint, e))?;
     let status = res.status().as_u16();
-    let body: Value = res.body_mut().read_json().map_err(|e| {
+    let body: TokenAnswer = res.body_mut().read_json().map_err(|e| {
         Failure::Other(format!(
             "{provider_token_endpoint} answered {status} without JSON: {e}"
         ))
@@ -116,9 +158,9 @@ fn token_request(provider_token_endpoint: &str, form: &[(&str, &str)]) -> Outcom
     if status != 200 {
         return Err(Failure::Auth(format!(
             "the OpenID provider refused ({status} {}): {}",
-            body["error"].as_str().unwrap_or("error"),
-            body["error_description"]
-                .as_str()
+            body.error.as_deref().unwrap_or("error"),
+            body.error_description
+                .as_deref()
                 .unwrap_or("no description")
         )));
     }
@@ -128,17 +170,16 @@ fn token_request(provider_token_endpoint: &str, form: &[(&str, &str)]) -> Outcom
 fn session_from(
     settings: &Settings,
     provider: &Provider,
-    body: &Value,
+    body: TokenAnswer,
     old_refresh: Option<&str>,
 ) -> Outcome<Session> {
-    let access_token = body["access_token"]
-        .as_str()
-        .ok_or_else(|| Failure::Other("the token response has no access_token".into()))?
-        .to_owned();
+    let access_token = body
+        .access_token
+        .ok_or_else(|| Failure::Other("the token response has no access_token".into()))?;
     // The token's own exp when it is a JWT; else expires_in; else five minutes.
-    let expires_at = claims(&access_token)["exp"]
-        .as_u64()
-        .or_else(|| body["expires_in"].as_u64().map(|s| now() + s))
+    let expires_at = claims(&access_token)
+        .exp
+        .or_else(|| body.expires_in.map(|s| now() + s))
         .unwrap_or(now() + 300);
     Ok(Session {
         issuer: provider.issuer.trim_end_matches('/').to_owned(),
@@ -146,11 +187,8 @@ fn session_from(
         token_endpoint: provider.token_endpoint.clone(),
         revocation_endpoint: provider.revocation_endpoint.clone(),
         access_token,
-        refresh_token: body["refresh_token"]
-            .as_str()
-            .or(old_refresh)
-            .map(str::to_owned),
-        id_token: body["id_token"].as_str().map(str::to_owned),
+        refresh_token: body.refresh_token.or(old_refresh.map(str::to_owned)),
+        id_token: body.id_token,
         expires_at,
     })
 }
@@ -193,7 +231,7 @@ pub fn pkce(settings: &Settings, open_browser: bool, timeout: Duration) -> Outco
             ("code_verifier", &verifier),
         ],
     )?;
-    session_from(settings, &provider, &body, None)
+    session_from(settings, &provider, body, None)
 }
 
 /// Opens the URL when there is a desktop to open it on; the URL is printed either way.
@@ -311,33 +349,30 @@ pub fn device(settings: &Settings, timeout: Duration) -> Outcome<Session> {
         ])
         .map_err(|e| unreachable(&endpoint, e))?;
     let status = res.status().as_u16();
-    let start: Value = res
+    let start: DeviceStart = res
         .body_mut()
         .read_json()
         .map_err(|e| Failure::Other(format!("{endpoint} answered {status} without JSON: {e}")))?;
     if status != 200 {
         return Err(Failure::Auth(format!(
             "the OpenID provider refused ({status} {}): {}",
-            start["error"].as_str().unwrap_or("error"),
-            start["error_description"].as_str().unwrap_or("")
+            start.error.as_deref().unwrap_or("error"),
+            start.error_description.as_deref().unwrap_or("")
         )));
     }
-    let field = |k: &str| {
-        start[k]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| Failure::Other(format!("{endpoint}: the answer has no {k}")))
+    let field = |v: Option<String>, k: &str| {
+        v.ok_or_else(|| Failure::Other(format!("{endpoint}: the answer has no {k}")))
     };
-    let device_code = field("device_code")?;
-    let user_code = field("user_code")?;
-    let verification_uri = field("verification_uri")?;
+    let device_code = field(start.device_code, "device_code")?;
+    let user_code = field(start.user_code, "user_code")?;
+    let verification_uri = field(start.verification_uri, "verification_uri")?;
     eprintln!("To sign in, open {verification_uri} and enter the code {user_code}");
-    if let Some(complete) = start["verification_uri_complete"].as_str() {
+    if let Some(complete) = &start.verification_uri_complete {
         eprintln!("or open {complete}");
     }
-    let mut interval = start["interval"].as_u64().unwrap_or(5).max(1);
-    let expires = start["expires_in"]
-        .as_u64()
+    let mut interval = start.interval.unwrap_or(5).max(1);
+    let expires = start
+        .expires_in
         .map(Duration::from_secs)
         .unwrap_or(timeout)
         .min(timeout);
@@ -357,7 +392,7 @@ pub fn device(settings: &Settings, timeout: Duration) -> Outcome<Session> {
                 ("client_id", &settings.client_id),
             ],
         ) {
-            Ok(body) => return session_from(settings, &provider, &body, None),
+            Ok(body) => return session_from(settings, &provider, body, None),
             Err(Failure::Auth(m)) if m.contains("authorization_pending") => {}
             Err(Failure::Auth(m)) if m.contains("slow_down") => interval += 5,
             Err(e) => return Err(e),
@@ -379,7 +414,7 @@ pub fn password(settings: &Settings, username: &str, password: &str) -> Outcome<
             ("scope", &settings.scope),
         ],
     )?;
-    session_from(settings, &provider, &body, None)
+    session_from(settings, &provider, body, None)
 }
 
 /// A new access token from the refresh token.
@@ -410,7 +445,7 @@ pub fn refresh(settings: &Settings, old: &Session) -> Outcome<Session> {
         device_authorization_endpoint: None,
         revocation_endpoint: old.revocation_endpoint.clone(),
     };
-    session_from(settings, &provider, &body, Some(refresh_token))
+    session_from(settings, &provider, body, Some(refresh_token))
 }
 
 /// Best effort: tells the provider the refresh token is no longer wanted.

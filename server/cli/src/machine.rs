@@ -4,10 +4,13 @@ use std::io::{BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use attest_api::{
+    Approval, ApprovalList, ApprovePending, Machine, MachineDetail, MachineList, OfflineBundle,
+};
 use serde_json::{Value, json};
 
 use crate::MachineCommand;
-use crate::api::Api;
+use crate::api::{Answer, Api};
 use crate::failure::{Failure, Outcome};
 use crate::output::{self, Cell, Format, relative, status_cell, text};
 use crate::settings::Settings;
@@ -28,67 +31,53 @@ fn checked(id: &str) -> Outcome<&str> {
     Ok(id)
 }
 
-fn show_machine(m: &Value) {
+fn show_machine(m: &Machine) {
     let mut pairs = vec![
-        ("machine", text(&m["machine_id"])),
+        ("machine", text(Some(&m.machine_id))),
         (
             "status",
             format!(
                 "{}{}{}",
-                text(&m["status"]),
-                if m["stale"] == true { " (stale)" } else { "" },
-                if m["wipe_pending"] == true {
-                    ", wipe pending"
-                } else {
-                    ""
-                }
+                m.status,
+                if m.stale { " (stale)" } else { "" },
+                if m.wipe_pending { ", wipe pending" } else { "" }
             ),
         ),
-        ("role", text(&m["role"])),
-        ("hostname", text(&m["hostname"])),
-        ("assigned ip", text(&m["assigned_ip"])),
-        ("desired role", text(&m["desired_role"])),
-        ("ek fingerprint", text(&m["ek_fingerprint"])),
-        ("ek source", text(&m["ek_source"])),
-        ("hw serial", text(&m["hw_serial"])),
-        ("hw uuid", text(&m["hw_uuid"])),
+        ("role", text(m.role)),
+        ("hostname", text(m.hostname.as_ref())),
+        ("assigned ip", text(m.assigned_ip.as_ref())),
+        ("desired role", text(m.desired_role)),
+        ("ek fingerprint", text(Some(&m.ek_fingerprint))),
+        ("ek source", text(Some(m.ek_source))),
+        ("hw serial", text(m.hw_serial.as_ref())),
+        ("hw uuid", text(m.hw_uuid.as_ref())),
         (
             "created",
-            format!(
-                "{} ({})",
-                relative(&m["created_at"]),
-                text(&m["created_at"])
-            ),
+            format!("{} ({})", relative(Some(m.created_at)), m.created_at),
         ),
         (
             "updated",
-            format!(
-                "{} ({})",
-                relative(&m["updated_at"]),
-                text(&m["updated_at"])
-            ),
+            format!("{} ({})", relative(Some(m.updated_at)), m.updated_at),
         ),
-        ("last attested", relative(&m["last_attested_at"])),
+        ("last attested", relative(m.last_attested_at)),
     ];
-    if m["pcr_baseline_pinned"] == true {
+    if m.pcr_baseline_pinned {
         pairs.push(("pcr baseline", "pinned".into()));
     }
     output::fields(&pairs);
 }
 
-fn approvals_table(votes: &Value) {
+fn approvals_table(votes: &[Approval]) {
     let rows = votes
-        .as_array()
-        .into_iter()
-        .flatten()
+        .iter()
         .map(|v| {
             vec![
-                Cell::from(text(&v["operator"])),
-                text(&v["state"]).into(),
-                text(&v["role"]).into(),
-                text(&v["hostname"]).into(),
-                text(&v["assigned_ip"]).into(),
-                relative(&v["at"]).into(),
+                Cell::from(text(Some(&v.operator))),
+                text(Some(v.state)).into(),
+                text(Some(v.role)).into(),
+                text(Some(&v.hostname)).into(),
+                text(Some(&v.assigned_ip)).into(),
+                relative(Some(v.at)).into(),
             ]
         })
         .collect();
@@ -124,14 +113,14 @@ fn write_secret(path: &Path, content: &str) -> Outcome {
 
 pub fn run(settings: &Settings, command: MachineCommand, format: Format) -> Outcome {
     let mut api = Api::new(settings);
-    let done = |a: &Value, verb: &str| {
+    // A command that answers the machine: its new status, or the server's JSON.
+    let done = |a: &Answer, verb: &str| {
         match format {
-            Format::Json => output::json(a),
-            Format::Table => println!(
-                "machine {} {verb}: status {}",
-                text(&a["machine_id"]),
-                text(&a["status"])
-            ),
+            Format::Json => output::json(&a.body),
+            Format::Table => {
+                let m: Machine = a.view()?;
+                println!("machine {} {verb}: status {}", m.machine_id, m.status)
+            }
         };
         Ok(())
     };
@@ -146,7 +135,7 @@ pub fn run(settings: &Settings, command: MachineCommand, format: Format) -> Outc
                 output::json(&a.body);
                 return Ok(());
             }
-            let machines = a.body["machines"].as_array().cloned().unwrap_or_default();
+            let machines = a.view::<MachineList>()?.machines;
             if machines.is_empty() {
                 println!(
                     "no machines{}",
@@ -160,13 +149,13 @@ pub fn run(settings: &Settings, command: MachineCommand, format: Format) -> Outc
                 .iter()
                 .map(|m| {
                     vec![
-                        Cell::from(text(&m["machine_id"])),
-                        status_cell(m["status"].as_str().unwrap_or("?"), m["stale"] == true),
-                        text(&m["role"]).into(),
-                        text(&m["hostname"]).into(),
-                        text(&m["assigned_ip"]).into(),
-                        relative(&m["last_attested_at"]).into(),
-                        relative(&m["created_at"]).into(),
+                        Cell::from(text(Some(&m.machine_id))),
+                        status_cell(m.status, m.stale),
+                        text(m.role).into(),
+                        text(m.hostname.as_ref()).into(),
+                        text(m.assigned_ip.as_ref()).into(),
+                        relative(m.last_attested_at).into(),
+                        relative(Some(m.created_at)).into(),
                     ]
                 })
                 .collect();
@@ -185,11 +174,11 @@ pub fn run(settings: &Settings, command: MachineCommand, format: Format) -> Outc
                 output::json(&a.body);
                 return Ok(());
             }
-            show_machine(&a.body);
-            let votes = &a.body["approvals"];
-            if votes.as_array().is_some_and(|v| !v.is_empty()) {
+            let detail: MachineDetail = a.view()?;
+            show_machine(&detail.machine);
+            if !detail.approvals.is_empty() {
                 println!();
-                approvals_table(votes);
+                approvals_table(&detail.approvals);
             }
             Ok(())
         }
@@ -205,47 +194,47 @@ pub fn run(settings: &Settings, command: MachineCommand, format: Format) -> Outc
             match (format, a.status) {
                 (Format::Json, _) => output::json(&a.body),
                 (Format::Table, 202) => {
-                    let received = a.body["approvals_received"].as_u64().unwrap_or(0);
-                    let required = a.body["approvals_required"].as_u64().unwrap_or(0);
+                    let p: ApprovePending = a.view()?;
+                    let (received, required) = (p.approvals_received, p.approvals_required);
                     let more = required.saturating_sub(received);
                     println!(
                         "approval recorded for {id}: {received} of {required}; {more} more approval{} \
                          from another operator needed before {}",
                         if more == 1 { "" } else { "s" },
-                        text(&a.body["expires_at"])
+                        p.expires_at
                     );
                 }
-                (Format::Table, _) => println!(
-                    "machine {id} approved as {} {} {}: status {}",
-                    text(&a.body["role"]),
-                    text(&a.body["hostname"]),
-                    text(&a.body["assigned_ip"]),
-                    text(&a.body["status"])
-                ),
+                (Format::Table, _) => {
+                    let m: Machine = a.view()?;
+                    println!(
+                        "machine {id} approved as {} {} {}: status {}",
+                        text(m.role),
+                        text(m.hostname.as_ref()),
+                        text(m.assigned_ip.as_ref()),
+                        m.status
+                    )
+                }
             }
             Ok(())
         }
         MachineCommand::Reject { id, reason } => {
             let path = format!("/api/v1/machines/{}/reject", checked(&id)?);
             done(
-                &api.call("POST", &path, Some(&json!({ "reason": reason })))?
-                    .body,
+                &api.call("POST", &path, Some(&json!({ "reason": reason })))?,
                 "rejected",
             )
         }
         MachineCommand::Lock { id, reason } => {
             let path = format!("/api/v1/machines/{}/lock", checked(&id)?);
             done(
-                &api.call("POST", &path, Some(&json!({ "reason": reason })))?
-                    .body,
+                &api.call("POST", &path, Some(&json!({ "reason": reason })))?,
                 "locked",
             )
         }
         MachineCommand::Unlock { id, reason } => {
             let path = format!("/api/v1/machines/{}/unlock", checked(&id)?);
             done(
-                &api.call("POST", &path, Some(&json!({ "reason": reason })))?
-                    .body,
+                &api.call("POST", &path, Some(&json!({ "reason": reason })))?,
                 "unlocked",
             )
         }
@@ -276,7 +265,7 @@ pub fn run(settings: &Settings, command: MachineCommand, format: Format) -> Outc
                 Some(&json!({ "reason": reason, "wipe": wipe })),
             )?;
             done(
-                &a.body,
+                &a,
                 if wipe {
                     "revoked (wipe pending)"
                 } else {
@@ -289,10 +278,13 @@ pub fn run(settings: &Settings, command: MachineCommand, format: Format) -> Outc
             let a = api.call("GET", &path, None)?;
             if format == Format::Json {
                 output::json(&a.body);
-            } else if a.body["approvals"].as_array().is_none_or(|v| v.is_empty()) {
+                return Ok(());
+            }
+            let votes = a.view::<ApprovalList>()?.approvals;
+            if votes.is_empty() {
                 println!("no approvals recorded for {id}");
             } else {
-                approvals_table(&a.body["approvals"]);
+                approvals_table(&votes);
             }
             Ok(())
         }
@@ -310,23 +302,20 @@ pub fn run(settings: &Settings, command: MachineCommand, format: Format) -> Outc
             }
             let path = format!("/api/v1/machines/{}/offline-bundle", checked(&id)?);
             let a = api.call("GET", &path, None)?;
-            let b = &a.body;
+            let b: OfflineBundle = a.view()?;
             if let Some(p) = &machineconfig_out {
-                let yaml = b["machineconfig"]
-                    .as_str()
-                    .ok_or_else(|| Failure::Other("the bundle has no machineconfig".into()))?;
-                write_secret(p, yaml)?;
+                write_secret(p, &b.machineconfig)?;
             }
             match format {
-                Format::Json => output::json(b),
+                Format::Json => output::json(&a.body),
                 Format::Table => {
                     output::fields(&[
-                        ("machine", text(&b["machine_id"])),
-                        ("role", text(&b["role"])),
-                        ("hostname", text(&b["hostname"])),
-                        ("iso url", text(&b["iso_url"])),
-                        ("certificate", text(&b["enrollment_cert_serial"])),
-                        ("valid until", text(&b["enrollment_cert_not_after"])),
+                        ("machine", text(Some(&b.machine_id))),
+                        ("role", text(Some(b.role))),
+                        ("hostname", text(Some(&b.hostname))),
+                        ("iso url", text(b.iso_url.as_ref())),
+                        ("certificate", text(Some(&b.enrollment_cert_serial))),
+                        ("valid until", text(Some(b.enrollment_cert_not_after))),
                         (
                             "machineconfig",
                             match &machineconfig_out {
@@ -347,7 +336,7 @@ pub fn run(settings: &Settings, command: MachineCommand, format: Format) -> Outc
             })?;
             let a = api.call("POST", "/api/v1/machines/import", Some(&receipt))?;
             done(
-                &a.body,
+                &a,
                 if a.status == 201 {
                     "imported (new)"
                 } else {

@@ -1,9 +1,10 @@
 //! Human output: aligned tables, times relative to now, colour only on a terminal (and never
 //! with `NO_COLOR`). `--output json` bypasses all of it and prints the server's JSON.
 
+use std::fmt::Display;
 use std::io::IsTerminal;
 
-use attest_common::wire::Timestamp;
+use attest_api::{Status, Timestamp};
 use serde_json::Value;
 
 use crate::session::now;
@@ -37,19 +38,18 @@ impl From<&str> for Cell {
 }
 
 /// A machine status, coloured by how much attention it needs.
-pub fn status_cell(status: &str, stale: bool) -> Cell {
+pub fn status_cell(status: Status, stale: bool) -> Cell {
     let colour = match status {
-        "attested" if stale => "33",
-        "attested" => "32",
-        "registered" => "36",
-        "pending_approval" => "33",
-        "locked" | "revoked" | "rejected" => "31",
-        _ => "0",
+        Status::Attested if stale => "33",
+        Status::Attested => "32",
+        Status::Registered => "36",
+        Status::PendingApproval => "33",
+        Status::Locked | Status::Revoked | Status::Rejected => "31",
     };
     let text = if stale {
         format!("{status} (stale)")
     } else {
-        status.to_owned()
+        status.to_string()
     };
     Cell {
         text,
@@ -98,8 +98,8 @@ pub fn fields(pairs: &[(&str, String)]) {
 }
 
 /// "3m ago", "in 2h", "just now"; `-` for none.
-pub fn relative(value: &Value) -> String {
-    match value.as_str().and_then(|s| s.parse::<Timestamp>().ok()) {
+pub fn relative(time: Option<Timestamp>) -> String {
+    match time {
         Some(t) => relative_secs(t.0, now()),
         None => "-".into(),
     }
@@ -127,13 +127,11 @@ pub fn relative_secs(then: u64, now: u64) -> String {
     }
 }
 
-/// A JSON string field, or `-`.
-pub fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) if !s.is_empty() => s.clone(),
-        Value::Null => "-".into(),
-        Value::String(_) => "-".into(),
-        other => other.to_string(),
+/// A field as text, or `-` when it is absent or empty.
+pub fn text(v: Option<impl Display>) -> String {
+    match v.map(|v| v.to_string()) {
+        Some(s) if !s.is_empty() => s,
+        _ => "-".into(),
     }
 }
 
@@ -157,7 +155,16 @@ mod tests {
         assert_eq!(relative_secs(0, 7200), "2h ago");
         assert_eq!(relative_secs(0, 3 * 86_400), "3d ago");
         assert_eq!(relative_secs(400, 100), "in 5m");
-        assert_eq!(relative(&Value::Null), "-");
-        assert_eq!(relative(&Value::String("nonsense".into())), "-");
+        assert_eq!(relative(None), "-");
+        assert_eq!(relative(Some(Timestamp(now() - 120))), "2m ago");
+    }
+
+    #[test]
+    fn absent_and_empty_fields_are_a_dash() {
+        assert_eq!(text(None::<&str>), "-");
+        assert_eq!(text(Some("")), "-");
+        assert_eq!(text(Some("edge-1")), "edge-1");
+        assert_eq!(text(Some(7u64)), "7");
+        assert_eq!(text(Some(attest_api::Role::WorkerApp)), "worker-app");
     }
 }

@@ -3,11 +3,13 @@
 use std::io::{BufRead, IsTerminal};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use attest_api::Whoami;
+use serde_json::json;
 
 use crate::api::Api;
 use crate::failure::{Failure, Outcome};
 use crate::output::{self, Format};
+use crate::session::Claims;
 use crate::settings::Settings;
 use crate::{AuthCommand, LoginArgs, login, session};
 
@@ -21,29 +23,25 @@ pub fn run(settings: &Settings, command: AuthCommand, format: Format) -> Outcome
 
 /// Roles from the places Keycloak and the server look: `realm_access.roles` and
 /// `resource_access.*.roles`.
-fn roles(claims: &Value) -> Vec<String> {
-    let mut out: Vec<String> = claims["realm_access"]["roles"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r.as_str().map(str::to_owned))
+fn roles(claims: &Claims) -> Vec<String> {
+    let mut out: Vec<String> = claims
+        .realm_access
+        .iter()
+        .flat_map(|a| a.roles.iter().flatten().cloned())
         .collect();
-    if let Some(clients) = claims["resource_access"].as_object() {
-        for (client, v) in clients {
-            for r in v["roles"].as_array().into_iter().flatten() {
-                if let Some(r) = r.as_str() {
-                    out.push(format!("{client}:{r}"));
-                }
-            }
+    for (client, access) in claims.resource_access.iter().flatten() {
+        for r in access.roles.iter().flatten() {
+            out.push(format!("{client}:{r}"));
         }
     }
     out
 }
 
-fn identity(claims: &Value) -> String {
-    claims["preferred_username"]
-        .as_str()
-        .or(claims["sub"].as_str())
+fn identity(claims: &Claims) -> String {
+    claims
+        .preferred_username
+        .as_deref()
+        .or(claims.sub.as_deref())
         .unwrap_or("unknown")
         .to_owned()
 }
@@ -120,12 +118,13 @@ fn whoami(settings: &Settings, format: Format) -> Outcome {
     let mut api = Api::new(settings);
     if settings.admin_token.is_some() {
         let server = api.call("GET", "/api/v1/whoami", None)?;
+        let seen: Whoami = server.view()?;
         match format {
             Format::Json => output::json(&json!({
-                "identity": server.body["identity"], "break_glass": true, "server": server.body,
+                "identity": seen.identity, "break_glass": true, "server": server.body,
             })),
             Format::Table => output::fields(&[
-                ("identity", output::text(&server.body["identity"])),
+                ("identity", output::text(Some(&seen.identity))),
                 ("via", "ITL_ADMIN_TOKEN (break-glass)".into()),
             ]),
         }
@@ -134,28 +133,30 @@ fn whoami(settings: &Settings, format: Format) -> Outcome {
     // Not logged in: said here, before asking the server.
     api.session(false)?;
     // What the server makes of the token: its identity, or the reason it refuses it.
-    let server = api.call("GET", "/api/v1/whoami", None);
+    let server = api
+        .call("GET", "/api/v1/whoami", None)
+        .and_then(|a| a.view::<Whoami>());
     // The session the call used (refreshed by it, if it had to be).
     let session = api.session(false)?.clone();
     let claims = session.claims();
     let server_view = match &server {
-        Ok(a) => output::text(&a.body["identity"]),
+        Ok(seen) => output::text(Some(&seen.identity)),
         Err(e) => format!("refused: {e}"),
     };
     match format {
         Format::Json => output::json(&json!({
             "identity": identity(&claims),
-            "subject": claims["sub"],
+            "subject": claims.sub,
             "roles": roles(&claims),
             "issuer": session.issuer,
             "client_id": session.client_id,
             "expires_at": session.expires_at,
             "refresh_token": session.refresh_token.is_some(),
-            "server_identity": server.as_ref().ok().map(|a| a.body["identity"].clone()),
+            "server_identity": server.as_ref().ok().map(|seen| &seen.identity),
         })),
         Format::Table => output::fields(&[
             ("identity", identity(&claims)),
-            ("subject", output::text(&claims["sub"])),
+            ("subject", output::text(claims.sub.as_ref())),
             ("roles", {
                 let r = roles(&claims);
                 if r.is_empty() {

@@ -1,8 +1,11 @@
 //! The operator CLI `attestation` against a real server and a real OpenID provider
-//! (npm's oidc-provider, `tests/oidc/provider.mjs`, on 127.0.0.1). The test plays the
+//! (npm's oidc-provider, `server/tests/oidc/provider.mjs`, on 127.0.0.1). The test plays the
 //! browser with an HTTP client: it follows the provider's redirects, keeps its cookies,
-//! fills in its forms, and lands on the CLI's loopback redirect.
+//! fills in its forms, and lands on the CLI's loopback redirect. The server binary comes
+//! from the target directory (`cargo build -p attest-server`; `cargo test --workspace`
+//! builds it).
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::collections::HashMap;
@@ -15,8 +18,8 @@ use attest_swtpm::Swtpm;
 use serde_json::{Value, json};
 use support::{ADMIN, Server, agent_bin};
 
-const EK_P384: &str = include_str!("../../common/tests/fixtures/swtpm-ek-p384.pem");
-const EK_RSA: &str = include_str!("../../common/tests/fixtures/swtpm-ek-rsa2048.pem");
+const EK_P384: &str = include_str!("../../../common/tests/fixtures/swtpm-ek-p384.pem");
+const EK_RSA: &str = include_str!("../../../common/tests/fixtures/swtpm-ek-rsa2048.pem");
 
 // ---------------------------------------------------------------------------------------
 // The OpenID provider
@@ -37,7 +40,7 @@ fn free_port() -> u16 {
 
 impl Provider {
     fn start(access_token_ttl: u64) -> Provider {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
+        let dir = support::repo_dir().join("server/tests/oidc");
         assert!(
             Command::new("node").arg("--version").output().is_ok(),
             "node is missing: run ./ci/setup.sh (installs nodejs and npm)"
