@@ -4,7 +4,10 @@
 //! logic it calls lives in framework-free modules (`service` above all). Configuration comes from `ITL_*` environment variables (`config`).
 
 pub mod audit;
-pub mod audit_action;
+/// The closed list of audit actions (defined with the API's types, `attest-api`).
+pub mod audit_action {
+    pub use attest_api::AuditAction;
+}
 pub mod challenge;
 pub mod config;
 pub mod enrollment;

@@ -21,6 +21,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod audit_action;
+pub use audit_action::AuditAction;
+
 pub use attest_common::fingerprint::EkSource;
 pub use attest_common::lifecycle::Status;
 pub use attest_common::wire::{Hex, Role, Timestamp};

@@ -1,4 +1,4 @@
-//! `audit list | verify`.
+//! `audit list | verify | actions`.
 
 use attest_api::{AuditPage, AuditVerification};
 
@@ -9,8 +9,12 @@ use crate::output::{self, Cell, Format, text};
 use crate::settings::Settings;
 
 pub fn run(settings: &Settings, command: AuditCommand, format: Format) -> Outcome {
+    if let AuditCommand::Actions = command {
+        return actions(format);
+    }
     let mut api = Api::new(settings);
     match command {
+        AuditCommand::Actions => actions(format),
         AuditCommand::List {
             page,
             per_page,
@@ -79,4 +83,23 @@ pub fn run(settings: &Settings, command: AuditCommand, format: Format) -> Outcom
             }
         }
     }
+}
+
+/// The actions the audit log records (no server needed).
+fn actions(format: Format) -> Outcome {
+    use attest_api::AuditAction;
+    if format == Format::Json {
+        let list: Vec<_> = AuditAction::ALL
+            .iter()
+            .map(|a| serde_json::json!({ "action": a.as_str(), "description": a.description() }))
+            .collect();
+        output::json(&serde_json::Value::Array(list));
+        return Ok(());
+    }
+    let rows = AuditAction::ALL
+        .iter()
+        .map(|a| vec![Cell::from(a.as_str().to_owned()), a.description().into()])
+        .collect();
+    output::table(&["ACTION", "MEANING"], rows);
+    Ok(())
 }

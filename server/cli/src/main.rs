@@ -176,6 +176,8 @@ pub enum AuditCommand {
     },
     /// Recompute the hash chain; exit 0 only when it is valid.
     Verify,
+    /// The actions audit entries record, and what each means.
+    Actions,
 }
 
 fn health(settings: &Settings) -> Outcome {
@@ -218,6 +220,11 @@ fn run(cli: Cli) -> Outcome {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` or `less` that closes early ends the process quietly, as
+    // command-line tools do, instead of a panic on the next print.
+    // SAFETY: nothing else runs yet; restoring a signal's default disposition has no
+    // other effect.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

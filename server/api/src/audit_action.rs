@@ -1,50 +1,34 @@
-//! What an audit entry records: one closed list, so the log, the CLI and the README name
-//! the same actions. Stored as its text (`AuditEntry::action`), which older entries already
-//! carry; the chain hashes that text.
+//! What an audit entry records: one closed list, so the server's log, the CLI (`attestation
+//! audit actions`) and the README name the same actions. Stored as its text
+//! (`AuditEntry::action`), which older entries already carry; the chain hashes that text.
 
 use std::fmt;
 use std::str::FromStr;
 
-/// Every action the audit log records.
+/// Every action the audit log records (what each means: [`AuditAction::description`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuditAction {
-    /// Pre-registration of a new EK (`POST /register`).
     Register,
-    /// Zero-touch registration of a new EK (`POST /self-register`).
     SelfRegister,
-    /// A known EK registered again (changes nothing without TPM proof).
     ReRegister,
-    /// The first attestation of an unknown EK created a pending machine.
     FirstAttest,
-    /// An attestation that changed something or carried an action.
     Attest,
-    /// An attestation refused (bad nonce, quote, activation proof, PCR policy, state).
     AttestFailed,
-    /// An attested machine silent for longer than interval × liveness factor.
     Stale,
-    /// One operator's dual-control vote, short of the quorum.
     ApproveVote,
     Approve,
     Reject,
     Lock,
     Unlock,
     Revoke,
-    /// A revoked or rejected record deleted (its entries stay).
     Delete,
-    /// An operator forgot a machine's PCR baseline.
     PcrBaselineReset,
-    /// A machine's config fetched for the first time with its token.
     ConfigConsumed,
-    /// The same config fetched again.
     ConfigRefetch,
-    /// An offline bundle (and its enrollment certificate) issued.
     OfflineBundle,
-    /// An enrollment certificate proven over a server nonce.
     Enroll,
     EnrollFailed,
-    /// A TPM receipt imported by an operator.
     Import,
-    /// A live backup of the registry taken.
     Backup,
 }
 
@@ -103,6 +87,52 @@ impl AuditAction {
     }
 }
 
+impl AuditAction {
+    /// What it records, in a sentence.
+    pub fn description(self) -> &'static str {
+        match self {
+            AuditAction::Register => "Pre-registration of a new EK (`POST /register`).",
+            AuditAction::SelfRegister => {
+                "Zero-touch registration of a new EK (`POST /self-register`)."
+            }
+            AuditAction::ReRegister => {
+                "A known EK registered again (changes nothing without TPM proof)."
+            }
+            AuditAction::FirstAttest => {
+                "The first attestation of an unknown EK created a pending machine."
+            }
+            AuditAction::Attest => "An attestation that changed something or carried an action.",
+            AuditAction::AttestFailed => {
+                "An attestation refused (bad nonce, quote, activation proof, PCR policy, state)."
+            }
+            AuditAction::Stale => {
+                "An attested machine silent for longer than interval × liveness factor."
+            }
+            AuditAction::ApproveVote => "One operator's dual-control vote, short of the quorum.",
+            AuditAction::Approve => "An operator's approval took effect (role, hostname, address).",
+            AuditAction::Reject => "A pending machine rejected.",
+            AuditAction::Lock => "A machine locked: its next contact is told to lock.",
+            AuditAction::Unlock => "A locked machine unlocked.",
+            AuditAction::Revoke => "A machine revoked (with or without a wipe).",
+            AuditAction::Delete => "A revoked or rejected record deleted (its entries stay).",
+            AuditAction::PcrBaselineReset => "An operator forgot a machine's PCR baseline.",
+            AuditAction::ConfigConsumed => {
+                "A machine's config fetched for the first time with its token."
+            }
+            AuditAction::ConfigRefetch => "The same config fetched again.",
+            AuditAction::OfflineBundle => {
+                "An offline bundle (and its enrollment certificate) issued."
+            }
+            AuditAction::Enroll => "An enrollment certificate proven over a server nonce.",
+            AuditAction::EnrollFailed => {
+                "An enrollment refused (nonce, certificate, signature or state)."
+            }
+            AuditAction::Import => "A TPM receipt imported by an operator.",
+            AuditAction::Backup => "A live backup of the registry taken.",
+        }
+    }
+}
+
 impl fmt::Display for AuditAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -137,7 +167,7 @@ mod tests {
 
     #[test]
     fn the_readme_lists_every_action_and_no_other() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../../README.md");
         let start = readme.find("Audit actions (").expect("the README's list");
         let list = &readme[start..start + readme[start..].find("\n\n").unwrap()];
         let named: Vec<&str> = list
