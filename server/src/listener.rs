@@ -15,6 +15,10 @@
 //!   head; a body or a response that stalls would otherwise hold its connection, and its
 //!   slot, for ever. A request whose body stalls is answered 408.
 //!
+//! On shutdown (`Shutdown`) the listener is closed at once, each connection ends after the
+//! request it is serving (idle keep-alive connections at once), and connections still open
+//! after the grace period (`ITL_SHUTDOWN_TIMEOUT_SECONDS`) are dropped.
+//!
 //! The soft limit on open files is raised to the hard one at start, as servers commonly do
 //! (the soft default of 1,024 is for interactive shells), and the connection cap is kept
 //! below it with room for the server's own files.
@@ -81,22 +85,80 @@ fn is_fatal(e: &io::Error) -> bool {
     )
 }
 
-/// Accepts on `listener` until it breaks, at most `max` connections at once, and hands
-/// each to `serve`, watched for `idle`.
+/// A signal that fires once and is seen by every holder, however many (a closed channel).
+#[derive(Clone)]
+pub struct Signal(smol::channel::Receiver<()>);
+
+/// Fires its [`Signal`]; dropping it fires it too.
+pub struct Trigger(smol::channel::Sender<()>);
+
+/// A trigger and the signal it fires.
+pub fn signal() -> (Trigger, Signal) {
+    let (tx, rx) = smol::channel::bounded(1);
+    (Trigger(tx), Signal(rx))
+}
+
+impl Trigger {
+    pub fn fire(&self) {
+        self.0.close();
+    }
+}
+
+impl Signal {
+    /// Waits until the signal fires (at once if it has).
+    pub async fn fired(&self) {
+        // Nothing is ever sent: this returns when the channel closes.
+        let _ = self.0.recv().await;
+    }
+
+    pub fn has_fired(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+/// How the accept loop ends: when `drain` fires it stops accepting and lets its connections
+/// finish (the `serve` function sees the same signal and ends each connection after its
+/// request in progress); connections still open `grace` later are dropped.
+#[derive(Clone)]
+pub struct Shutdown {
+    pub drain: Signal,
+    pub grace: Duration,
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Connections open when the drain began.
+    pub open: usize,
+    /// Connections still open after the grace period, dropped.
+    pub dropped: usize,
+}
+
+/// Accepts on `listener` until it breaks or `shutdown.drain` fires, at most `max`
+/// connections at once, and hands each to `serve` (with the drain signal), watched for
+/// `idle`. After a drain it returns once every connection has ended, or was dropped at the
+/// end of the grace period; the listener is closed as soon as the drain begins, so new
+/// connections are refused.
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     max: usize,
     idle: Duration,
+    shutdown: Shutdown,
     serve: F,
-) -> io::Result<()>
+) -> io::Result<Drained>
 where
-    F: Fn(Watched, std::net::SocketAddr) -> Fut,
+    F: Fn(Watched, std::net::SocketAddr, Signal) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(max));
+    // Every connection task holds a sender: the receiver sees the channel close when the
+    // last one has ended.
+    let (open_tx, open_rx) = smol::channel::bounded::<()>(1);
+    let (kill_trigger, kill) = signal();
+    let drain = shutdown.drain.clone();
     let mut failing: Option<(Instant, u64)> = None;
     let mut warned_full: Option<Instant> = None;
-    loop {
+    while !drain.has_fired() {
         let slot = match slots.try_acquire_arc() {
             Some(slot) => slot,
             None => {
@@ -107,13 +169,17 @@ where
                     ));
                     warned_full = Some(Instant::now());
                 }
-                slots.acquire_arc().await
+                match until(&drain, slots.acquire_arc()).await {
+                    Some(slot) => slot,
+                    None => break,
+                }
             }
         };
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) if is_fatal(&e) => return Err(e),
-            Err(e) => {
+        let (stream, peer) = match until(&drain, listener.accept()).await {
+            None => break,
+            Some(Ok(accepted)) => accepted,
+            Some(Err(e)) if is_fatal(&e) => return Err(e),
+            Some(Err(e)) => {
                 match &mut failing {
                     None => {
                         crate::log::warn(&format!(
@@ -140,13 +206,49 @@ where
             drop(e);
             continue;
         }
-        let work = serve(Watched::new(stream, idle), peer);
+        let work = serve(Watched::new(stream, idle), peer, drain.clone());
+        let (kill, open) = (kill.clone(), open_tx.clone());
         smol::spawn(async move {
-            work.await;
+            // Dropped unfinished when the grace period is over.
+            futures_lite::future::or(work, kill.fired()).await;
             drop(slot);
+            drop(open);
         })
         .detach();
     }
+    drop(listener);
+    drop(open_tx);
+    let open = max - slots.available_permits();
+    let ended = futures_lite::future::or(
+        async {
+            let _ = open_rx.recv().await;
+            true
+        },
+        async {
+            Timer::after(shutdown.grace).await;
+            false
+        },
+    )
+    .await;
+    let mut dropped = 0;
+    if !ended {
+        dropped = max - slots.available_permits();
+        kill_trigger.fire();
+        let _ = open_rx.recv().await;
+    }
+    Ok(Drained { open, dropped })
+}
+
+/// `work`'s output, or `None` once `signal` has fired.
+async fn until<T>(signal: &Signal, work: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(
+        async {
+            signal.fired().await;
+            None
+        },
+        async { Some(work.await) },
+    )
+    .await
 }
 
 /// A TCP stream on which a read or a write that makes no progress for `idle` fails with

@@ -315,6 +315,8 @@ pub fn document() -> Value {
         },
         "paths": {
             "/healthz": {"get": health},
+            "/readyz": {"get": {"summary": "Readiness: the registry answers a read and the server is not shutting down (503 not_ready otherwise)",
+                "responses": responses("200", &[503])}},
             "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": responses("200", &[])}},
             "/api/v1/register": {"post": {"summary": "Pre-register a machine (USB agent); answers the ISO URL when an ISO source is configured",
                 "requestBody": body(register.clone()), "responses": responses("201", &[400, 409, 413, 422, 503])}},

@@ -172,11 +172,7 @@ mod tests {
         let list = &readme[start..start + readme[start..].find("\n\n").unwrap()];
         // The names follow the parenthesis that says where the list comes from.
         let list = &list[list.find("): ").expect("the list after its source")..];
-        let named: Vec<&str> = list
-            .split('`')
-            .skip(1)
-            .step_by(2)
-            .collect();
+        let named: Vec<&str> = list.split('`').skip(1).step_by(2).collect();
         let all: Vec<&str> = AuditAction::ALL.iter().map(|a| a.as_str()).collect();
         assert_eq!(named, all);
     }

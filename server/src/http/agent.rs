@@ -7,6 +7,7 @@ use attest_common::wire::{
     LinkResponseBody as A, RegisterRequest, Role, from_postcard,
 };
 use hyper::StatusCode;
+use serde_json::json;
 
 use super::request::Req;
 use super::response::{self, Refusal, Reply};
@@ -14,6 +15,26 @@ use crate::store::Registry;
 
 pub async fn healthz<R: Registry>(_req: Req<R>) -> Reply {
     Ok(response::json(StatusCode::OK, &crate::views::health()))
+}
+
+/// Readiness: 200 only when the registry answers a read, 503 `not_ready` otherwise and
+/// while the server shuts down. `/healthz` (liveness) answers as long as the process serves.
+pub async fn readyz<R: Registry>(req: Req<R>) -> Reply {
+    let not_ready = |why: String| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why);
+    if req.state.shutting_down() {
+        return Err(not_ready("the server is shutting down".into()));
+    }
+    let state = req.state.clone();
+    match smol::unblock(move || state.service.ready()).await {
+        Ok(()) => Ok(response::json(
+            StatusCode::OK,
+            &json!({ "status": "ready" }),
+        )),
+        Err(e) => Err(not_ready(format!(
+            "the registry does not answer: {}",
+            e.message
+        ))),
+    }
 }
 
 pub async fn openapi<R: Registry>(_req: Req<R>) -> Reply {

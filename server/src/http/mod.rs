@@ -17,6 +17,7 @@ pub mod routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -41,6 +42,8 @@ pub struct AppState<R: Registry> {
     pub oidc: Option<Oidc>,
     pub config: Config,
     routes: Vec<routes::Route<R>>,
+    /// Set when the server begins to shut down (`/readyz` answers 503 from then on).
+    stopping: AtomicBool,
 }
 
 impl<R: Registry> AppState<R> {
@@ -50,7 +53,17 @@ impl<R: Registry> AppState<R> {
             oidc,
             config,
             routes: routes::table(),
+            stopping: AtomicBool::new(false),
         })
+    }
+
+    /// Marks the server as shutting down: `/readyz` answers 503 `not_ready` from now on.
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 }
 
@@ -71,35 +84,55 @@ async fn respond<R: Registry>(
         .unwrap_or_else(response::Refusal::into_response)
 }
 
-/// Serves `state`'s routes on `listener` until the listener breaks, at most
-/// `max_connections` at once, closing connections idle for `idle` (crate::listener).
+/// Serves `state`'s routes on `listener` until the listener breaks or `shutdown.drain`
+/// fires, at most `max_connections` at once, closing connections idle for `idle`
+/// (crate::listener). On a drain, each connection finishes the request it is serving and
+/// closes (hyper's graceful shutdown; an idle keep-alive connection closes at once);
+/// connections still open after `shutdown.grace` are dropped. Returns once every
+/// connection has ended: the handlers' registry calls have then returned, except those of
+/// dropped connections, which finish on the blocking pool (the caller waits for `state`
+/// to be free of them).
 pub async fn serve<R: Registry>(
     listener: TcpListener,
     state: Arc<AppState<R>>,
     max_connections: usize,
     idle: Duration,
-) -> std::io::Result<()> {
-    crate::listener::accept_loop(listener, max_connections, idle, move |stream, peer| {
+    shutdown: crate::listener::Shutdown,
+) -> std::io::Result<crate::listener::Drained> {
+    let serve_one = move |stream, peer, drain: crate::listener::Signal| {
         let state = state.clone();
         async move {
             let service = hyper::service::service_fn(move |request| {
                 let state = state.clone();
                 async move { Ok::<_, std::convert::Infallible>(respond(state, request, peer).await) }
             });
-            let result = http1::Builder::new()
+            let connection = http1::Builder::new()
                 .timer(SmolTimer::new())
                 .header_read_timeout(idle)
                 .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(FuturesIo::new(stream), service)
+                .serve_connection(FuturesIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            let served =
+                futures_lite::future::or(async { Some(connection.as_mut().await) }, async {
+                    drain.fired().await;
+                    None
+                })
                 .await;
+            let result = match served {
+                Some(result) => result,
+                None => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
             if let Err(e) = result
                 && !routine_end(&e)
             {
                 crate::log::warn(&format!("connection from {peer}: {e}"));
             }
         }
-    })
-    .await
+    };
+    crate::listener::accept_loop(listener, max_connections, idle, shutdown, serve_one).await
 }
 
 /// Whether a connection ended the way connections end (the peer left or went quiet).

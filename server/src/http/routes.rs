@@ -42,6 +42,7 @@ macro_rules! routes {
 pub fn table<R: Registry>() -> Vec<Route<R>> {
     routes! {
         GET "/healthz" => agent::healthz,
+        GET "/readyz" => agent::readyz,
         GET "/api/v1/openapi.json" => agent::openapi,
         POST "/api/v1/register" => agent::register,
         POST "/api/v1/self-register" => agent::self_register,

@@ -77,6 +77,8 @@ pub struct Server {
     pub url: String,
     /// Log lines written before the server listened.
     pub startup: Vec<String>,
+    /// The line that says it listens.
+    pub listening: String,
     pub data_dir: PathBuf,
     /// Log lines written after it listened, as they come.
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -107,7 +109,7 @@ impl Server {
         let stderr = child.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
         let mut startup = Vec::new();
-        let url = loop {
+        let (url, listening) = loop {
             let line = lines
                 .next()
                 .unwrap_or_else(|| panic!("server exited before listening: {startup:#?}"))
@@ -115,7 +117,7 @@ impl Server {
             if line.contains(" listening on ")
                 && let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://"))
             {
-                break url.to_owned();
+                break (url.to_owned(), line);
             }
             startup.push(line);
         };
@@ -130,6 +132,7 @@ impl Server {
             child,
             url,
             startup,
+            listening,
             data_dir: data_dir.to_owned(),
             log,
             _dir: None,
@@ -144,6 +147,43 @@ impl Server {
     /// Log lines written since it listened.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Sends `signal` (`libc::SIGTERM`, ...) to the process.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) on our own child, which has not been waited for yet.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// Waits for the process to exit, at most `within` (then kills it and panics).
+    pub fn wait_exit(&mut self, within: std::time::Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("still running after {within:?}: {:#?}", self.log());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until a log line contains `needle`, at most `within`; answers whether one did.
+    pub fn wait_log(&self, needle: &str, within: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if self.log().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     /// `host:port` it listens on.

@@ -95,13 +95,26 @@ pub struct RedbRegistry {
 }
 
 impl RedbRegistry {
-    /// Opens the store, creating the file (and its directory) on first use.
+    /// Opens the store, creating the file (and its directory) on first use. A file that was
+    /// not closed (the process was killed, or the machine lost power) is repaired by redb as
+    /// it opens, which reads the whole file; that is logged as a warning. A registry that is
+    /// dropped closes its file cleanly.
     pub fn open(path: &Path) -> Result<RedbRegistry, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let db = builder().create(path)?;
+        let repaired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = repaired.clone();
+        let db = builder()
+            .set_repair_callback(move |_| seen.store(true, std::sync::atomic::Ordering::Relaxed))
+            .create(path)?;
+        if repaired.load(std::sync::atomic::Ordering::Relaxed) {
+            crate::log::warn(&format!(
+                "registry was not closed cleanly; repaired ({})",
+                path.display()
+            ));
+        }
         let txn = db.begin_write()?;
         txn.open_table(MACHINES)?;
         txn.open_table(BY_EK)?;

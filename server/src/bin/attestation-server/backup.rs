@@ -1,0 +1,91 @@
+//! `attestation-server backup --to FILE` (DESIGN.md §7).
+
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::process::ExitCode;
+
+use attest_server::config::Config;
+use attest_server::store::redb::RedbRegistry;
+
+/// `attestation-server backup --to FILE`: a logical copy from one read transaction. With
+/// the service stopped the file is read directly; while it runs (it holds the file) the
+/// service makes the copy (`GET /api/v1/backup`, with `ITL_ADMIN_TOKEN`). Either way the
+/// copy's audit chain is verified before it is put at FILE.
+pub fn backup(config: &Config, to: &std::path::Path) -> ExitCode {
+    let fail = |what: String| {
+        eprintln!("attestation-server: backup: {what}");
+        ExitCode::FAILURE
+    };
+    if to.exists() {
+        return fail(format!("{} exists: choose a new file", to.display()));
+    }
+    let from = config.database_path();
+    let partial = to.with_extension("partial");
+    let _ = std::fs::remove_file(&partial);
+    let source = match RedbRegistry::backup_file(&from, &partial) {
+        Ok(Some(_)) => from.display().to_string(),
+        Ok(None) => match backup_from_service(config, &partial) {
+            Ok(url) => url,
+            Err(e) => return fail(e),
+        },
+        Err(e) => return fail(e.to_string()),
+    };
+    let verified = match RedbRegistry::audit_verify_file(&partial) {
+        Ok(v) if v.valid => v,
+        Ok(v) => {
+            return fail(format!(
+                "the copy's audit chain does not verify (first bad seq {:?}: {}); left at {}",
+                v.first_invalid_id,
+                v.error.unwrap_or_default(),
+                partial.display()
+            ));
+        }
+        Err(e) => return fail(format!("cannot read the copy {}: {e}", partial.display())),
+    };
+    let machines = match RedbRegistry::machines_in_file(&partial) {
+        Ok(m) => m,
+        Err(e) => return fail(format!("cannot read the copy {}: {e}", partial.display())),
+    };
+    if let Err(e) = std::fs::rename(&partial, to) {
+        return fail(format!("cannot put the copy at {}: {e}", to.display()));
+    }
+    println!(
+        "backup: {machines} machines, {} audit entries (chain valid, root {}) from {source} to {}",
+        verified.entries,
+        verified.root_hash,
+        to.display()
+    );
+    ExitCode::SUCCESS
+}
+
+/// Asks the running service for a copy and writes it to `partial`; answers the URL used.
+fn backup_from_service(config: &Config, partial: &std::path::Path) -> Result<String, String> {
+    let base = match &config.service_url {
+        Some(u) => u.clone(),
+        None if config.listen.ip().is_unspecified() => {
+            format!("http://127.0.0.1:{}", config.listen.port())
+        }
+        None => format!("http://{}", config.listen),
+    };
+    let Some(token) = &config.admin_token else {
+        return Err(format!(
+            "{} is held by the running service; set ITL_ADMIN_TOKEN so that the service makes the copy",
+            config.database_path().display()
+        ));
+    };
+    let url = format!("{base}/api/v1/backup");
+    let mut res = attest_server::outbound::agent(std::time::Duration::from_secs(600))
+        .get(&url)
+        .header("authorization", format!("Bearer {token}"))
+        .call()
+        .map_err(|e| format!("{url}: {e}"))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(partial)
+        .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+    std::io::copy(&mut res.body_mut().as_reader(), &mut file)
+        .and_then(|_| file.sync_all())
+        .map_err(|e| format!("{url}: {e}"))?;
+    Ok(url)
+}
