@@ -177,7 +177,8 @@ pub struct Transition {
     pub to: Option<State>,
     /// What the agent is told, for agent-facing events (`Attest`); `None` for the others.
     pub action: Option<Action>,
-    /// `Register`/`SelfRegister` of an EK already known: same record, hardware refreshed.
+    /// `Register`/`SelfRegister` of an EK already known: same record, nothing changed
+    /// without TPM proof (a new AK only after it is activated, DESIGN.md §3.8).
     pub reregistration: bool,
 }
 
@@ -225,17 +226,16 @@ pub fn transition(from: Option<State>, event: Event) -> Result<Transition, Refus
     };
     let Some(state) = from else {
         return match event {
-            Event::SelfRegister | Event::Attest => Ok(Transition {
-                to: to(PendingApproval),
-                action: (event == Event::Attest).then_some(Action::Pending),
-                reregistration: false,
-            }),
+            Event::SelfRegister => Ok(plain(to(PendingApproval))),
             Event::Register => Ok(plain(to(Registered))),
             _ => Err(refuse()),
         };
     };
     match (state.status, event) {
-        (PendingApproval | Registered, Event::Register | Event::SelfRegister) => Ok(Transition {
+        (
+            PendingApproval | Registered | Attested | Locked,
+            Event::Register | Event::SelfRegister,
+        ) => Ok(Transition {
             to: Some(state),
             action: None,
             reregistration: true,

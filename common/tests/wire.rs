@@ -101,6 +101,7 @@ fn attest_request() -> AttestRequest {
         signature: blob(MAX_TPMT_SIGNATURE),
         pcr_values: (0..MAX_PCR_VALUES as u8).map(pcr_value).collect(),
         activation_proof: Some(Hex([9; 48])),
+        ak_public: Some(Blob::from_slice(&[0x5a; 640]).unwrap()),
     }
 }
 
@@ -125,6 +126,7 @@ fn attest_response() -> AttestResponse {
         status: Status::Attested,
         action: Action::ApplyConfig,
         config_url: Some(full('u')),
+        config_sha384: Some(Hex([0xc5; 48])),
         seconds_to_next_attestation: u32::MAX,
         signature: NonceSignature([0x42; 96]),
     }
@@ -489,6 +491,14 @@ fn signed_context_covers_every_field() {
         },
         AttestResponse {
             config_url: None,
+            ..base.clone()
+        },
+        AttestResponse {
+            config_sha384: Some(Hex([0xc6; 48])),
+            ..base.clone()
+        },
+        AttestResponse {
+            config_sha384: None,
             ..base.clone()
         },
         AttestResponse {

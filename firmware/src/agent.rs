@@ -129,6 +129,10 @@ pub enum Outcome {
         status: Status,
         action: Action,
         config_url: Option<String<URL_LEN>>,
+        /// With `apply-config`: the SHA-384 of the only config that may be applied (the
+        /// installer that fetches `config_url` checks it; the relay and the network cannot
+        /// change it: it is signed).
+        config_sha384: Option<[u8; 48]>,
         seconds_to_next_attestation: u32,
     },
     /// Receipt mode: the relay kept the receipt.
@@ -554,6 +558,7 @@ impl Agent {
                         status: a.status,
                         action: a.action,
                         config_url: a.config_url,
+                        config_sha384: a.config_sha384.map(|h| h.0),
                         seconds_to_next_attestation: a.seconds_to_next_attestation,
                     })
                 })
@@ -705,6 +710,7 @@ impl Agent {
             signature: Blob::from_slice(e.signature).ok_or(AgentError::TooLarge)?,
             pcr_values,
             activation_proof,
+            ak_public: None,
         })
     }
 }
@@ -780,6 +786,7 @@ mod tests {
             signature: Blob::from_slice(&[4, 5]).unwrap(),
             pcr_values: Vec::new(),
             activation_proof: Some(Hex([7; 48])),
+            ak_public: None,
         };
         let body = LinkRequestBody::Attest(req.clone());
         let owned = postcard::to_allocvec(&LinkRequest {

@@ -297,6 +297,7 @@ impl Agent {
             iso_url: response.iso_url.as_ref().map(|s| s.to_string()),
             config_url: response.config_url.as_ref().map(|s| s.to_string()),
             pending_apply_config: None,
+            pending_config_sha384: None,
             last_action: None,
         })?;
         Ok(response)
@@ -423,6 +424,9 @@ impl Agent {
             pcr_values: heapless::Vec::from_slice(&pcr_values)
                 .map_err(|_| anyhow!("too many PCR values selected"))?,
             activation_proof: proof,
+            // The AK this quote is made with: a new one (after a reset) is rotated to once
+            // the server sees it activated; the bound one changes nothing.
+            ak_public: Blob::from_slice(&ak_public),
         };
         let response = client.attest(&req)?;
         verify(
@@ -450,7 +454,11 @@ impl Agent {
                     .config_url
                     .as_ref()
                     .ok_or_else(|| anyhow!("apply-config without a config_url"))?;
+                let digest = response.config_sha384.as_ref().ok_or_else(|| {
+                    anyhow!("apply-config without the config's digest: refused (an older or altered server?)")
+                })?;
                 enrollment.pending_apply_config = Some(url.to_string());
+                enrollment.pending_config_sha384 = Some(hex(&digest.0));
                 enrollment.config_url = Some(url.to_string());
                 self.state.save_enrollment(&enrollment)?;
             }
@@ -475,7 +483,13 @@ impl Agent {
         {
             match &hooks.apply_config {
                 Some(cmd) => {
-                    let yaml = client.config(&url).context("fetching the machine config")?;
+                    let yaml = client.config(&url).context("fetching the machine config");
+                    let want = enrollment.pending_config_sha384.take();
+                    enrollment.pending_apply_config = None;
+                    // The URL works once: whatever happens now, it is spent.
+                    self.state.save_enrollment(&enrollment)?;
+                    let yaml = yaml?;
+                    check_config_digest(&yaml, want.as_deref())?;
                     run(cmd, &yaml, "apply-config", &url)?;
                     done.hooks_run.push("apply-config");
                 }
@@ -563,4 +577,25 @@ impl Agent {
             }
         }
     }
+}
+
+/// Refuses a config that is not the one the server's signed answer named (DESIGN.md §3.7):
+/// a man in the middle may change the body, never the digest.
+fn check_config_digest(yaml: &[u8], want_hex: Option<&str>) -> Result<()> {
+    let want = want_hex.ok_or_else(|| anyhow!("no signed digest for this config: not applied"))?;
+    let got = attest_common::tpm::hash::digest(HashAlg::Sha384, &[yaml])
+        .map_err(|_| anyhow!("SHA-384 failed"))?;
+    let got = hex(got.as_slice());
+    if got != want {
+        return Err(anyhow!(
+            "the config served is not the one the server signed (SHA-384 {got}, signed {want}): not applied"
+        ));
+    }
+    Ok(())
+}
+
+/// Lower-case hex of a digest.
+fn hex(bytes: &[u8]) -> String {
+    let mut buf = [0u8; 128];
+    attest_common::hex::encode(bytes, &mut buf[..bytes.len() * 2]).to_owned()
 }

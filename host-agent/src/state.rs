@@ -44,6 +44,9 @@ pub struct Enrollment {
     /// every run until it does, so an apply-config answer (sent once) is never lost.
     #[serde(default)]
     pub pending_apply_config: Option<String>,
+    /// The SHA-384 (hex) the signed answer named for that config: nothing else is applied.
+    #[serde(default)]
+    pub pending_config_sha384: Option<String>,
     /// The last action whose hook ran, so that lock runs once per lock, not per heartbeat.
     #[serde(default)]
     pub last_action: Option<String>,
@@ -194,6 +197,7 @@ mod tests {
             iso_url: None,
             config_url: None,
             pending_apply_config: Some("http://x/c".into()),
+            pending_config_sha384: Some("ab".repeat(48)),
             last_action: None,
         };
         state.save_enrollment(&e).unwrap();

@@ -313,6 +313,7 @@ fn main() {
                 signature: Blob::from_slice(&sig).unwrap(),
                 pcr_values: heapless::Vec::from_slice(&values).unwrap(),
                 activation_proof: None,
+                ak_public: None,
             })
             .unwrap()
         })

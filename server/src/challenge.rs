@@ -67,6 +67,22 @@ impl ChallengeKey {
         Ok((self.nonce(id), expires_at))
     }
 
+    /// The activation secret of an (EK, AK) pair: the secret MakeCredential seals for that
+    /// AK's Name to that EK (DESIGN.md §3.2). Derived, not stored: registering the same pair
+    /// again (an agent that lost its state, or anyone replaying its public parts) always
+    /// gets a credential for the same secret and writes nothing, and only the TPM holding
+    /// both keys can open it. Domain-separated from the nonces.
+    pub fn activation_secret(&self, ek_fingerprint: &str, ak_name: &[u8]) -> [u8; 32] {
+        let mut ctx = hmac::Context::with_key(&self.0);
+        ctx.update(b"activation");
+        ctx.update(&(ek_fingerprint.len() as u32).to_be_bytes());
+        ctx.update(ek_fingerprint.as_bytes());
+        ctx.update(ak_name);
+        let mut secret = [0u8; 32];
+        secret.copy_from_slice(&ctx.sign().as_ref()[..32]);
+        secret
+    }
+
     fn tag(&self, body: &str) -> [u8; 8] {
         let mut ctx = hmac::Context::with_key(&self.0);
         ctx.update(b"id");
@@ -112,6 +128,20 @@ mod tests {
         assert_eq!(key.open(&id, 1_001), Err(Unusable::Expired(1_000)));
         let (other, other_nonce) = key.issue(1_000, [2; 8]);
         assert_ne!((id.as_str(), nonce), (other.as_str(), other_nonce));
+    }
+
+    #[test]
+    fn activation_secrets_are_per_ek_and_ak_and_per_key() {
+        let key = ChallengeKey::new(&[7; 48]);
+        let s = key.activation_secret("ab", b"name-1");
+        assert_eq!(s, key.activation_secret("ab", b"name-1"));
+        assert_ne!(s, key.activation_secret("ab", b"name-2"));
+        assert_ne!(s, key.activation_secret("abn", b"ame-1"));
+        assert_ne!(
+            s,
+            ChallengeKey::new(&[8; 48]).activation_secret("ab", b"name-1")
+        );
+        assert_ne!(&s[..], &key.nonce("ab")[..]);
     }
 
     #[test]

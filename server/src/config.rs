@@ -44,6 +44,10 @@ pub struct Config {
     pub dual_control: DualControl,
     /// `ITL_CHALLENGE_LIFETIME_SECONDS`, `ITL_PCR_SELECTION`.
     pub challenges: Challenges,
+    /// `ITL_CONFIG_URL_SECONDS`: lifetime of a single-use config URL.
+    pub config_url_seconds: u64,
+    /// `ITL_EK_CHAIN`, `ITL_EK_CA_DIR`, `ITL_EK_AIA_FETCH`.
+    pub ek_chain: crate::ekchain::EkChainConfig,
     /// `ITL_OIDC_ENABLED` with `ITL_OIDC_ISSUER`, `ITL_OIDC_AUDIENCE`, `ITL_OIDC_OPERATOR_ROLE`.
     pub oidc: Option<OidcConfig>,
     /// `ITL_PCR_POLICY_FILE`: PCR policy per role (JSON); unset: every machine is held to
@@ -72,6 +76,8 @@ impl std::fmt::Debug for Config {
             .field("idle_timeout", &self.idle_timeout)
             .field("dual_control", &self.dual_control)
             .field("challenges", &self.challenges)
+            .field("config_url_seconds", &self.config_url_seconds)
+            .field("ek_chain", &self.ek_chain)
             .field("oidc", &self.oidc)
             .field("pcr_policy_file", &self.pcr_policy_file)
             .field("enrollment_ca_dir", &self.enrollment_ca_dir)
@@ -226,6 +232,14 @@ impl Config {
                     message: format!("'{v}' is not a whole number from 2 to 1000"),
                 })?,
         };
+        let config_url_seconds = number(
+            get("ITL_CONFIG_URL_SECONDS"),
+            "ITL_CONFIG_URL_SECONDS",
+            300,
+            10..=3600,
+            "a number of seconds",
+        )?;
+        let ek_chain = crate::ekchain::EkChainConfig::from_lookup(&get)?;
         let pcr_policy_file = get("ITL_PCR_POLICY_FILE").map(PathBuf::from);
         let enrollment_ca_dir = get("ITL_ENROLLMENT_CA_DIR")
             .map(PathBuf::from)
@@ -368,6 +382,8 @@ impl Config {
                 interval_seconds,
                 liveness_factor,
             },
+            config_url_seconds,
+            ek_chain,
             oidc,
             pcr_policy_file,
             enrollment_ca_dir,
@@ -384,6 +400,34 @@ impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
+}
+
+/// A whole number in `range` from a variable's value (`default` when unset).
+fn number<T>(
+    value: Option<String>,
+    variable: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+    what: &str,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    let Some(v) = value else {
+        return Ok(default);
+    };
+    v.trim()
+        .parse()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| ConfigError {
+            variable,
+            message: format!(
+                "'{v}' is not {what} from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        })
 }
 
 #[cfg(test)]

@@ -160,25 +160,8 @@ impl Visit for Fields {
     }
 }
 
-/// An untrusted string made safe for one log line or a terminal: control characters
-/// (newlines, escape sequences) and other non-printing characters are written as Rust
-/// escapes (`\n`, `\u{1b}`), so a client cannot forge lines or drive the terminal. Escaping
-/// an escaped string changes nothing.
-pub fn escape(untrusted: &str) -> std::borrow::Cow<'_, str> {
-    let clean = |c: char| !c.is_control() && c != '\u{2028}' && c != '\u{2029}';
-    if untrusted.chars().all(clean) {
-        return untrusted.into();
-    }
-    let mut out = String::with_capacity(untrusted.len() + 8);
-    for c in untrusted.chars() {
-        if clean(c) {
-            out.push(c);
-        } else {
-            out.extend(c.escape_default());
-        }
-    }
-    out.into()
-}
+/// Escaping of untrusted strings, shared with the CLI (`attest_api::escape`).
+pub use attest_api::escape;
 
 #[cfg(test)]
 mod tests {

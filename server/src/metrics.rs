@@ -49,7 +49,12 @@ pub fn render<R: Registry>(service: &Service<R>, now: u64) -> Result<String, Ser
         .zip(by_status)
         .map(|(s, n)| (format!("{{status=\"{s}\"}}"), n))
         .collect();
-    let families: [Family; 7] = [
+    let refused: Vec<(String, u64)> = service
+        .refusal_counts()
+        .into_iter()
+        .map(|(reason, n)| (format!("{{reason=\"{reason}\"}}"), n))
+        .collect();
+    let families: [Family; 8] = [
         (
             "itl_machines",
             "gauge",
@@ -82,6 +87,12 @@ pub fn render<R: Registry>(service: &Service<R>, now: u64) -> Result<String, Ser
                     load(&counters.attest_refused),
                 ),
             ],
+        ),
+        (
+            "itl_unauthenticated_total",
+            "counter",
+            "Contacts refused before they proved anything (nothing written for them), by reason.",
+            refused,
         ),
         (
             "itl_heartbeat_commits_total",

@@ -85,7 +85,13 @@ fn schemas() -> Value {
         "updated_at": time(),
         "last_attested_at": nullable(time()),
         "stale": {"type": "boolean", "description": "attested, but silent for longer than the interval × ITL_LIVENESS_FACTOR"},
-        "pcr_baseline_pinned": {"type": "boolean"}
+        "pcr_baseline_pinned": {"type": "boolean"},
+        "ek_chain": {"type": "object", "required": ["status"],
+            "description": "whether the EK certificate chains to a TPM vendor's CA (ITL_EK_CHAIN)",
+            "properties": {
+                "status": {"type": "string", "enum": ["verified", "unverified", "unchecked"]},
+                "by": {"type": "string", "description": "the trust anchor (verified)"},
+                "reason": {"type": "string", "description": "why not (unverified)"}}}
     }));
     let approval = object(json!({
         "state": {"type": "string", "enum": ["approved", "pending"]},

@@ -10,9 +10,10 @@ use attest_common::wire::Role;
 use serde::{Deserialize, Serialize};
 
 /// The version `encode` writes.
-pub const CURRENT_VERSION: u8 = 2;
+pub const CURRENT_VERSION: u8 = 3;
 
-/// A machine as the registry knows it (version 2: version 1 plus the config token).
+/// A machine as the registry knows it (version 3: the config token kept only as its hash,
+/// config delivery and the EK chain verdict recorded).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachineRecord {
     pub id: String,
@@ -38,18 +39,101 @@ pub struct MachineRecord {
     pub created_at: u64,
     pub updated_at: u64,
     pub last_attested_at: Option<u64>,
-    /// The machine's config token, made at its first approval. It is looked up through the
-    /// SHA-256 of the token (`by_token`), so a lookup's timing says nothing about it.
-    pub config_token: Option<String>,
+    /// SHA-256 (hex) of the machine's long-lived config token (`/register`, offline
+    /// bundles), which yields only its secret-free config; the token itself is never stored.
+    pub config_token_hash: Option<String>,
     /// Whether the config token has been used once ("Config token consumed").
     pub config_fetched: bool,
-    /// The secret of the last credential made for (EK, AK); the agent proves it recovered
-    /// it with `HMAC-SHA384(secret, challenge nonce)` on its next attestation.
+    /// When the machine last fetched its full config through a single-use URL of a verified
+    /// attestation; `None` until then and after an approval changes it (it is offered again).
+    pub config_delivered_at: Option<u64>,
+    /// A version-2 record's stored activation secret (never written since: the secret is
+    /// derived from the registry's key, `ChallengeKey::activation_secret`). An agent that
+    /// activated a credential of the old kind still proves itself with it.
     pub activation_secret: Option<Vec<u8>>,
     /// The AK has been proven to live next to the EK (credential activated).
     pub ak_activated: bool,
     /// PCR values pinned by the first verified attestation after approval.
     pub pcr_baseline: Option<Vec<attest_common::wire::PcrValue>>,
+    /// What the EK certificate chain check said at registration.
+    pub ek_chain: EkChainStatus,
+}
+
+/// The EK certificate chain check's verdict, kept with the machine (DESIGN.md §3.1).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum EkChainStatus {
+    /// Not checked (`ITL_EK_CHAIN=off`, or a record from before the check).
+    #[default]
+    Unchecked,
+    /// Chains to this trust anchor.
+    Verified { by: String },
+    /// Does not chain to any trusted CA, for this reason.
+    Unverified { reason: String },
+}
+
+/// Version 2 (the config token in clear): read and upgraded, never written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct MachineRecordV2 {
+    id: String,
+    ek_fingerprint: String,
+    ek_source: EkSource,
+    ek_cert_der: Option<Vec<u8>>,
+    ek_public_der: Option<Vec<u8>>,
+    ak_public: Option<Vec<u8>>,
+    hw_uuid: Option<String>,
+    hw_mac: Option<String>,
+    hw_serial: Option<String>,
+    hw_product: Option<String>,
+    desired_role: Option<Role>,
+    cluster_id: String,
+    state: State,
+    role: Option<Role>,
+    hostname: Option<String>,
+    assigned_ip: Option<String>,
+    created_at: u64,
+    updated_at: u64,
+    last_attested_at: Option<u64>,
+    config_token: Option<String>,
+    config_fetched: bool,
+    activation_secret: Option<Vec<u8>>,
+    ak_activated: bool,
+    pcr_baseline: Option<Vec<attest_common::wire::PcrValue>>,
+}
+
+impl From<MachineRecordV2> for MachineRecord {
+    fn from(v2: MachineRecordV2) -> MachineRecord {
+        MachineRecord {
+            id: v2.id,
+            ek_fingerprint: v2.ek_fingerprint,
+            ek_source: v2.ek_source,
+            ek_cert_der: v2.ek_cert_der,
+            ek_public_der: v2.ek_public_der,
+            ak_public: v2.ak_public,
+            hw_uuid: v2.hw_uuid,
+            hw_mac: v2.hw_mac,
+            hw_serial: v2.hw_serial,
+            hw_product: v2.hw_product,
+            desired_role: v2.desired_role,
+            cluster_id: v2.cluster_id,
+            state: v2.state,
+            role: v2.role,
+            hostname: v2.hostname,
+            assigned_ip: v2.assigned_ip,
+            created_at: v2.created_at,
+            updated_at: v2.updated_at,
+            last_attested_at: v2.last_attested_at,
+            config_token_hash: v2.config_token.as_deref().map(crate::store::token_key),
+            config_fetched: v2.config_fetched,
+            // An attested machine of version 2 got its config through the old token.
+            config_delivered_at: v2
+                .last_attested_at
+                .filter(|_| v2.state.status != attest_common::lifecycle::Status::PendingApproval),
+            activation_secret: v2.activation_secret,
+            ak_activated: v2.ak_activated,
+            pcr_baseline: v2.pcr_baseline,
+            ek_chain: EkChainStatus::Unchecked,
+        }
+    }
 }
 
 /// Version 1 (before config tokens): read and upgraded, never written.
@@ -78,7 +162,7 @@ struct MachineRecordV1 {
 
 impl From<MachineRecordV1> for MachineRecord {
     fn from(v1: MachineRecordV1) -> MachineRecord {
-        MachineRecord {
+        MachineRecordV2 {
             id: v1.id,
             ek_fingerprint: v1.ek_fingerprint,
             ek_source: v1.ek_source,
@@ -104,6 +188,7 @@ impl From<MachineRecordV1> for MachineRecord {
             ak_activated: false,
             pcr_baseline: None,
         }
+        .into()
     }
 }
 
@@ -160,12 +245,19 @@ impl MachineRecord {
             created_at: now,
             updated_at: now,
             last_attested_at: None,
-            config_token: None,
+            config_token_hash: None,
             config_fetched: false,
+            config_delivered_at: None,
             activation_secret: None,
             ak_activated: false,
             pcr_baseline: None,
+            ek_chain: EkChainStatus::Unchecked,
         }
+    }
+
+    /// Whether an operator has approved it (role, hostname and address assigned).
+    pub fn approved(&self) -> bool {
+        self.role.is_some() && self.hostname.is_some() && self.assigned_ip.is_some()
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -181,7 +273,10 @@ impl MachineRecord {
             Some((&1, body)) => postcard::from_bytes::<MachineRecordV1>(body)
                 .map(MachineRecord::from)
                 .map_err(|e| RecordError::Corrupt(e.to_string())),
-            Some((&2, body)) => {
+            Some((&2, body)) => postcard::from_bytes::<MachineRecordV2>(body)
+                .map(MachineRecord::from)
+                .map_err(|e| RecordError::Corrupt(e.to_string())),
+            Some((&3, body)) => {
                 postcard::from_bytes(body).map_err(|e| RecordError::Corrupt(e.to_string()))
             }
             Some((&v, _)) => Err(RecordError::UnknownVersion(v)),
@@ -215,11 +310,13 @@ mod tests {
             created_at: 1,
             updated_at: 2,
             last_attested_at: None,
-            config_token: None,
+            config_token_hash: None,
             config_fetched: false,
+            config_delivered_at: None,
             activation_secret: None,
             ak_activated: false,
             pcr_baseline: None,
+            ek_chain: EkChainStatus::Unchecked,
         }
     }
 

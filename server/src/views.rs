@@ -10,7 +10,7 @@ use attest_api::{
 };
 
 use crate::audit::{AuditEntry, Verification};
-use crate::record::MachineRecord;
+use crate::record::{EkChainStatus, MachineRecord};
 use crate::service::Approvals;
 use crate::store::Vote;
 
@@ -37,6 +37,13 @@ pub fn machine(m: &MachineRecord, stale: bool) -> Machine {
         last_attested_at: m.last_attested_at.map(Timestamp),
         stale,
         pcr_baseline_pinned: m.pcr_baseline.is_some(),
+        ek_chain: match &m.ek_chain {
+            EkChainStatus::Unchecked => attest_api::EkChain::Unchecked,
+            EkChainStatus::Verified { by } => attest_api::EkChain::Verified { by: by.clone() },
+            EkChainStatus::Unverified { reason } => attest_api::EkChain::Unverified {
+                reason: reason.clone(),
+            },
+        },
     }
 }
 

@@ -35,7 +35,7 @@ fn zero_touch_registration_and_operator_actions() {
     assert_eq!(status, 201, "{reg}");
     assert_eq!(reg["status"], "pending_approval");
     let id = reg["machine_id"].as_str().unwrap().to_owned();
-    // Idempotent: same id, 200.
+    // Idempotent: same id, 200, and nothing written (it proves nothing, DESIGN.md §3.8).
     let (status, again) = server.call(
         "POST",
         "/api/v1/self-register",
@@ -106,7 +106,6 @@ fn zero_touch_registration_and_operator_actions() {
         who,
         [
             ("agent".into(), "self-register".into()),
-            ("agent".into(), "re-register".into()),
             ("SYSTEM".into(), "approve".into()),
             ("SYSTEM".into(), "revoke".into())
         ]
@@ -115,7 +114,7 @@ fn zero_touch_registration_and_operator_actions() {
     assert_eq!(status, 200);
     assert_eq!(
         (v["valid"].as_bool(), v["entries"].as_u64()),
-        (Some(true), Some(4))
+        (Some(true), Some(3))
     );
     assert_eq!(v["root_hash"].as_str().unwrap().len(), 96);
 

@@ -61,6 +61,7 @@ impl Agent {
                 let mac = hmac(HashAlg::Sha384, s, &[&c.nonce.0]).unwrap();
                 Hex(mac.as_slice().try_into().unwrap())
             }),
+            ak_public: None,
         };
         let body = serde_json::to_string(&req).unwrap();
         let (status, value) = server.call("POST", "/api/v1/attest", None, Some(&body));
@@ -152,9 +153,30 @@ fn zero_touch_attestation_end_to_end() {
         server_key,
     };
 
-    // Pending approval: told to wait.
-    let (_, _, r) = agent.attest(&server, None, false);
+    // Without the activation proof nothing is trusted, and nothing is written.
+    let (_, before) = server.call("GET", "/api/v1/audit", Some(ADMIN), None);
+    let (status, err, _) = agent.attest(&server, None, false);
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (403, Some("activation_failed")),
+        "{err}"
+    );
+    let (status, err, _) = agent.attest(&server, Some(&[0u8; 32]), false);
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (403, Some("activation_failed"))
+    );
+    let (_, after) = server.call("GET", "/api/v1/audit", Some(ADMIN), None);
+    assert_eq!(before["total"], after["total"], "refusals write nothing");
+    // Pending approval, with the proof: told to wait (the AK is bound now).
+    let (_, _, r) = agent.attest(&server, Some(&secret), false);
     assert_eq!(r.unwrap().action, Action::Pending);
+    let (_, _, r) = agent.attest(&server, None, false);
+    assert_eq!(
+        r.unwrap().action,
+        Action::Pending,
+        "activated once is enough"
+    );
 
     let approve = r#"{"role":"worker-app","hostname":"node-1","assigned_ip":"10.0.0.21/24"}"#;
     assert_eq!(
@@ -169,20 +191,8 @@ fn zero_touch_attestation_end_to_end() {
         200
     );
 
-    // Registered: without the activation proof nothing is trusted.
-    let (status, err, _) = agent.attest(&server, None, false);
-    assert_eq!(
-        (status, err["error"].as_str()),
-        (403, Some("activation_failed")),
-        "{err}"
-    );
-    let (status, err, _) = agent.attest(&server, Some(&[0u8; 32]), false);
-    assert_eq!(
-        (status, err["error"].as_str()),
-        (403, Some("activation_failed"))
-    );
-    // With it: attested, and told to apply its config.
-    let (status, body, r) = agent.attest(&server, Some(&secret), false);
+    // Approved: attested, and told to apply its config, with the config's digest.
+    let (status, body, r) = agent.attest(&server, None, false);
     assert_eq!(status, 200, "{body}");
     let r = r.unwrap();
     assert_eq!(
@@ -194,13 +204,21 @@ fn zero_touch_attestation_end_to_end() {
         .http_status_as_error(false)
         .build()
         .new_agent();
-    let yaml = agent_http
-        .get(&url)
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let fetch = |url: &str| {
+        let mut res = agent_http.get(url).call().unwrap();
+        (
+            res.status().as_u16(),
+            res.body_mut().read_to_string().unwrap(),
+        )
+    };
+    let (status, yaml) = fetch(&url);
+    assert_eq!(status, 200, "{yaml}");
+    let digest = attest_common::tpm::hash::digest(HashAlg::Sha384, &[yaml.as_bytes()]).unwrap();
+    assert_eq!(
+        r.config_sha384.map(|h| h.0.to_vec()),
+        Some(digest.to_vec()),
+        "the signed answer names the config's SHA-384"
+    );
     let config: Value = serde_norway::from_str(&yaml).unwrap();
     assert!(
         config.pointer("/machine/token").is_some(),
@@ -212,6 +230,9 @@ fn zero_touch_attestation_end_to_end() {
             .and_then(Value::as_str),
         Some("node-1")
     );
+    // The URL works once.
+    let (status, again) = fetch(&url);
+    assert_eq!(status, 404, "{again}");
 
     // Attested: plain heartbeat.
     let (_, _, r) = agent.attest(&server, None, false);
@@ -286,7 +307,8 @@ fn zero_touch_attestation_end_to_end() {
         "wipe is sent once"
     );
 
-    // Failures are audited with their reason; the chain verifies.
+    // Only what proved itself is in the audit log: the two verified attestations the PCR
+    // policy refused. Bad proofs, the forged PCR value and the six replays wrote nothing.
     let (_, audit) = server.call(
         "GET",
         &format!("/api/v1/audit?machine_id={id}&per_page=200"),
@@ -300,24 +322,19 @@ fn zero_touch_attestation_end_to_end() {
         .filter(|e| e["action"] == "attest-failed")
         .map(|e| e["detail"].as_str().unwrap().to_owned())
         .collect();
-    // Six refused attestations, and the five replays of the accepted ones.
-    let replays = failures
-        .iter()
-        .filter(|d| d.contains("was already used"))
-        .count();
-    assert_eq!((failures.len(), replays), (11, 5), "{failures:#?}");
-    assert!(failures.iter().any(|d| d.contains("PCR policy violated")));
+    assert_eq!(failures.len(), 2, "{failures:#?}");
+    assert!(failures.iter().all(|d| d.contains("PCR policy violated")));
     let (_, v) = server.call("GET", "/api/v1/audit/verify", Some(ADMIN), None);
     assert_eq!(v["valid"], true);
 
-    // An EK the server never saw: its first attestation creates a pending machine.
+    // An EK the server never saw proves nothing: refused, and no record is made.
     let mut stranger = agent;
     stranger.fingerprint = attest_common::Fingerprint(random::<48>());
-    let (_, _, r) = stranger.attest(&server, None, false);
-    let r = r.unwrap();
+    let (status, err, _) = stranger.attest(&server, None, false);
     assert_eq!(
-        (r.action, r.status),
-        (Action::Pending, attest_common::Status::PendingApproval)
+        (status, err["error"].as_str()),
+        (404, Some("unknown_machine")),
+        "{err}"
     );
 
     // What an operator's Prometheus sees of all that.
@@ -331,16 +348,29 @@ fn zero_touch_attestation_end_to_end() {
             .unwrap_or_else(|| panic!("no {name} in\n{text}"))
     };
     assert_eq!(sample("itl_machines{status=\"revoked\"}"), 1);
-    assert_eq!(sample("itl_machines{status=\"pending_approval\"}"), 1);
+    assert_eq!(sample("itl_machines{status=\"pending_approval\"}"), 0);
     assert_eq!(sample("itl_machines{status=\"attested\"}"), 0);
-    // Accepted: pending, apply-config, the heartbeat, lock, wipe, the stranger's first
-    // attestation; refused: this machine's 11 audited failures and the replay of the
-    // stranger's (6 replays, without a challenge of their own).
+    // Accepted: pending twice, apply-config, the heartbeat, lock, wipe. Refused: two bad
+    // activation proofs, the forged PCR value, two policy violations, the revoked machine's
+    // last contact, the stranger, and the six replays (without a challenge of their own).
     assert_eq!(sample("itl_attestations_total{result=\"accepted\"}"), 6);
-    assert_eq!(sample("itl_attestations_total{result=\"refused\"}"), 12);
-    assert_eq!(sample("itl_challenges_issued_total"), 12);
-    // Through the batched path, one at a time: the plain heartbeat, and the replays of it
-    // and of the apply-config attestation (found used there, then refused by the full path).
-    assert_eq!(sample("itl_heartbeat_writes_total"), 3);
-    assert_eq!(sample("itl_heartbeat_commits_total"), 3);
+    assert_eq!(sample("itl_attestations_total{result=\"refused\"}"), 13);
+    assert_eq!(sample("itl_challenges_issued_total"), 13);
+    assert_eq!(
+        sample("itl_unauthenticated_total{reason=\"replayed_nonce\"}"),
+        6
+    );
+    assert_eq!(
+        sample("itl_unauthenticated_total{reason=\"no_activation\"}"),
+        2
+    );
+    assert_eq!(sample("itl_unauthenticated_total{reason=\"bad_quote\"}"), 1);
+    assert_eq!(
+        sample("itl_unauthenticated_total{reason=\"unknown_ek\"}"),
+        1
+    );
+    // Through the batched path: the plain heartbeat, and its replay (found used there,
+    // then refused by the full path).
+    assert_eq!(sample("itl_heartbeat_writes_total"), 2);
+    assert_eq!(sample("itl_heartbeat_commits_total"), 2);
 }

@@ -63,7 +63,7 @@ impl Line {
 fn firmware_tpm_client_over_the_relay_registers_and_attests() {
     let swtpm = Swtpm::start();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(dir.path(), &[("ITL_ADMIN_TOKEN", ADMIN)]);
+    let server = support::start_with_configs(dir.path(), &[]);
     // The serial line as QEMU offers it (-serial tcp:...,server=on); the relay connects.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -171,6 +171,7 @@ fn firmware_tpm_client_over_the_relay_registers_and_attests() {
             })
             .collect(),
         activation_proof: Some(Hex(proof.as_slice().try_into().unwrap())),
+        ak_public: None,
     };
     let LinkResponseBody::Attest(answer) = line.call(LinkRequestBody::Attest(attest)) else {
         panic!("not an attest answer")
@@ -289,7 +290,7 @@ fn firmware_agent_registers_attests_is_locked_and_wiped_through_the_relay() {
     use attest_firmware::agent::{AgentError, Mode, Outcome};
     let swtpm = Swtpm::start();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(dir.path(), &[("ITL_ADMIN_TOKEN", ADMIN)]);
+    let server = support::start_with_configs(dir.path(), &[]);
     let key = server_key(&server);
     let relay = ["--server", server.url.as_str()];
 
@@ -328,9 +329,22 @@ fn firmware_agent_registers_attests_is_locked_and_wiped_through_the_relay() {
     assert_eq!(outcome.exit_code(), 0);
     // self-register, challenge, attest
     assert!(stdout.starts_with("frames=3\n"), "{stdout}");
+    // What installs the node fetches the config once and checks it against the signed
+    // digest the firmware reported.
+    let Outcome::Attested {
+        config_url: Some(url),
+        config_sha384: Some(digest),
+        ..
+    } = &outcome
+    else {
+        unreachable!()
+    };
+    let (status, yaml) = server.call_text("GET", url.trim_start_matches(&server.url), None, None);
+    assert_eq!(status, 200);
+    let got = attest_common::tpm::hash::digest(TpmHash::Sha384, &[yaml.as_bytes()]).unwrap();
+    assert_eq!(got.as_slice(), &digest[..]);
 
-    // The next boot: no re-registration of an attested machine (409), attest without a
-    // proof, still attested.
+    // The next boot: attested, its config delivered, nothing to do.
     let (outcome, _) = boot(&swtpm, &relay, Mode::Attest, Some(&key));
     assert!(
         matches!(

@@ -66,14 +66,22 @@ fn approved_machines_get_valid_configs_and_refused_ones_none() {
         }
     }
 
-    let (_, reg) = server.call(
-        "POST",
-        "/api/v1/self-register",
-        None,
-        Some(&register_body()),
-    );
+    // The USB path: `/register` makes the machine's long-lived token (its ISO's kernel
+    // argument); before approval it serves nothing.
+    let (status, reg) = server.call("POST", "/api/v1/register", None, Some(&register_body()));
+    assert_eq!(status, 201, "{reg}");
     let id = reg["machine_id"].as_str().unwrap().to_owned();
-    assert!(reg["config_url"].is_null(), "no config before approval");
+    let url = reg["config_url"].as_str().expect("a config URL").to_owned();
+    assert!(url.starts_with(&server.url) && url.ends_with(reg["config_token"].as_str().unwrap()));
+    let (status, body) = get_text(&url);
+    assert_eq!(status, 403, "{body}");
+    // Registering again never hands the token out again.
+    let (status, again) = server.call("POST", "/api/v1/register", None, Some(&register_body()));
+    assert_eq!(status, 200);
+    assert!(
+        again["config_token"].is_null() && again["config_url"].is_null(),
+        "{again}"
+    );
     let approve = json!({"role": "controlplane", "hostname": "cp-1", "assigned_ip": "10.0.0.5/24"})
         .to_string();
     let (status, _) = server.call(
@@ -83,14 +91,6 @@ fn approved_machines_get_valid_configs_and_refused_ones_none() {
         Some(&approve),
     );
     assert_eq!(status, 200);
-    // The USB path: registering again after approval hands out the token and URL.
-    let (_, reg) = server.call("POST", "/api/v1/register", None, Some(&register_body()));
-    let url = reg["config_url"]
-        .as_str()
-        .expect("config_url after approval")
-        .to_owned();
-    assert!(url.starts_with(&server.url) && url.ends_with(reg["config_token"].as_str().unwrap()));
-
     let (status, yaml) = get_text(&url);
     assert_eq!(status, 200, "{yaml}");
     validate(&yaml);
@@ -102,7 +102,8 @@ fn approved_machines_get_valid_configs_and_refused_ones_none() {
     );
     assert!(
         v.pointer("/machine/token").is_none() && v.pointer("/cluster/ca/key").is_none(),
-        "approved but not attested: no secrets yet (tests/attest.rs shows them after attestation)"
+        "the long-lived token never yields secrets (they come by a single-use URL of a \
+         verified attestation: tests/attest.rs)"
     );
     let (status, _) = get_text(&url);
     assert_eq!(status, 200);

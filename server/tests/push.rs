@@ -20,6 +20,7 @@ use attest_common::tpm::hash::{HashAlg, hmac};
 use attest_common::wire::{AttestRequest, Blob, ChallengeResponse, Hex, from_json};
 use attest_host_agent::tpm::{Ak, AkType, EkType, Tpm};
 use attest_swtpm::Swtpm;
+use base64ct::Encoding as _;
 use serde_json::Value;
 use support::{ADMIN, Server, agent_bin};
 
@@ -501,6 +502,7 @@ fn attest_request(
             let mac = hmac(HashAlg::Sha384, secret, &[&c.nonce.0]).unwrap();
             Hex(mac.as_slice().try_into().unwrap())
         }),
+        ak_public: None,
     }
 }
 
@@ -523,10 +525,14 @@ fn attacks_are_refused_audited_and_change_nothing() {
         )
     };
     let before = snapshot(&machine(&server, &id));
-    let failures = || count(&server.audit_column(&id, "action"), "attest-failed");
+    // What an attacker sends proves nothing and writes nothing: the machine's audit trail
+    // stays as it is through every attempt below.
+    let entries = || server.audit_column(&id, "action").len();
+    let written = entries();
 
-    // Impersonation: a second TPM claims A's EK certificate. Registering its own AK under
-    // it is refused (A is attested; its AK stays bound), and its quotes are refused.
+    // Impersonation: a second TPM claims A's EK certificate (public). Registering its own
+    // AK under it changes nothing (the credential it gets opens only in A's TPM), its
+    // quotes are refused, and its AK cannot take A's place without A's EK.
     let cert_a = swtpm_a.ek_cert_der(EkType::EccP384.cert_nv_index());
     let fp_a = attest_common::ek_fingerprint(&cert_a).unwrap().fingerprint;
     let mut tpm_b = Tpm::open(&swtpm_b.tcti()).unwrap();
@@ -539,9 +545,30 @@ fn attacks_are_refused_audited_and_change_nothing() {
         None,
         Some(&serde_json::to_string(&forged).unwrap()),
     );
+    assert_eq!(status, 200, "{err}");
+    assert_eq!(err["machine_id"], id.as_str());
+    assert!(err["config_token"].is_null(), "no token for a known EK");
+    let cred = &err["credential"];
+    let blob = base64ct::Base64::decode_vec(cred["credential_blob"].as_str().unwrap()).unwrap();
+    let secret = base64ct::Base64::decode_vec(cred["encrypted_secret"].as_str().unwrap()).unwrap();
+    assert!(
+        tpm_b
+            .activate_credential(ak_b.handle, ek_b, EkType::EccP384, &blob, &secret)
+            .is_err(),
+        "the credential is for A's EK"
+    );
+    // B's AK named as a new AK for A's EK: no activation proof B could make.
+    let mut rotate = attest_request(&server, &mut tpm_b, &ak_b, fp_a, Some(&random::<32>()));
+    rotate.ak_public = Some(Blob::from_slice(&ak_b.public_tpm2b).unwrap());
+    let (status, err) = server.call(
+        "POST",
+        "/api/v1/attest",
+        None,
+        Some(&serde_json::to_string(&rotate).unwrap()),
+    );
     assert_eq!(
         (status, err["error"].as_str()),
-        (409, Some("invalid_transition")),
+        (403, Some("activation_failed")),
         "{err}"
     );
     let req = attest_request(&server, &mut tpm_b, &ak_b, fp_a, Some(&random::<32>()));
@@ -556,7 +583,7 @@ fn attacks_are_refused_audited_and_change_nothing() {
         (403, Some("quote_invalid")),
         "{err}"
     );
-    assert_eq!(failures(), 1);
+    assert_eq!(entries(), written);
     assert_eq!(snapshot(&machine(&server, &id)), before);
     // A's own TPM still attests with its proven AK.
     assert_eq!(a.ok(&["attest", "--once"])["action"], "none");
@@ -590,7 +617,7 @@ fn attacks_are_refused_audited_and_change_nothing() {
         (409, Some("nonce_replayed")),
         "{err}"
     );
-    assert_eq!(failures(), 2);
+    let written = entries();
     assert_eq!(snapshot(&machine(&server, &id)), before);
     // Expired nonce (lifetime 2 s).
     let late =
@@ -602,7 +629,7 @@ fn attacks_are_refused_audited_and_change_nothing() {
         (410, Some("nonce_expired")),
         "{err}"
     );
-    assert_eq!(failures(), 3);
+    assert_eq!(entries(), written);
     assert_eq!(snapshot(&machine(&server, &id)), before);
     tpm_a.flush(ak_a.handle).unwrap();
     tpm_a.flush(ek_a).unwrap();

@@ -102,7 +102,7 @@ fn qemu_image_registers_attests_and_is_wiped() {
     let state = dir.path().join("tpm");
     provision(&state);
     let fp = host_agent_fingerprint(&state);
-    let server = Server::start();
+    let server = support::start_with_configs(dir.path(), &[]);
     let state_arg = state.to_str().unwrap();
 
     // Register mode: the USB stick's first boot.
@@ -153,6 +153,12 @@ fn qemu_image_registers_attests_and_is_wiped() {
         att.contains("action=apply-config") && att.contains("signature verified"),
         "{att}"
     );
+    // The signed digest of the one config that may be installed.
+    let digest = att
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("config_sha384="))
+        .unwrap();
+    assert_eq!(digest.len(), 96, "{att}");
     let (_, m) = server.call("GET", &format!("/api/v1/machines/{id}"), Some(ADMIN), None);
     assert_eq!(m["status"], "attested", "{m}");
     assert!(line(&console, "relay: first_frame_ms=").len() > 20);

@@ -22,6 +22,22 @@ pub struct VerifiedQuote {
     pub hash: HashAlg,
 }
 
+impl VerifiedQuote {
+    /// Whether the quote selected exactly `want`: the same banks in the same order, the
+    /// same PCRs in each (DESIGN.md §3.4: the challenge binds its selection, so a quote over
+    /// other PCRs proves nothing about the ones asked for).
+    pub fn selects(&self, want: &crate::wire::PcrSelection) -> bool {
+        self.info.pcr_selection.len() == want.len()
+            && self.info.pcr_selection.iter().zip(want).all(|(got, want)| {
+                let mask = want
+                    .pcrs
+                    .iter()
+                    .try_fold(0u32, |m, &i| (i < 32).then(|| m | (1 << i)));
+                got.hash == want.hash_alg && Some(got.mask) == mask
+            })
+    }
+}
+
 /// Why a quote was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuoteError {

@@ -5,7 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use super::blob::{Blob, Hex, HexVec};
 use super::timestamp::Timestamp;
-use super::{MACHINE_ID_LEN, MAX_PCR_VALUES, MAX_QUOTE, MAX_TPMT_SIGNATURE, NONCE_ID_LEN, URL_LEN};
+use super::{
+    MACHINE_ID_LEN, MAX_PCR_VALUES, MAX_QUOTE, MAX_TPM2B_PUBLIC, MAX_TPMT_SIGNATURE, NONCE_ID_LEN,
+    URL_LEN,
+};
 use crate::fingerprint::Fingerprint;
 use crate::lifecycle::{Action, Status};
 use crate::nonce::{NONCE_LEN, NonceSignature};
@@ -85,6 +88,12 @@ pub struct AttestRequest {
     /// registration with an AK.
     #[serde(default)]
     pub activation_proof: Option<Hex<48>>,
+    /// The AK (TPM2B_PUBLIC) that made the quote, when it is not the one the server has
+    /// bound to this EK: a new AK after a reinstall or reset, registered again and activated
+    /// by the same EK (the proof above is then for it). The server rotates to it only with
+    /// that proof and a quote it signed (DESIGN.md §3.8).
+    #[serde(default)]
+    pub ak_public: Option<Blob<MAX_TPM2B_PUBLIC>>,
 }
 
 /// The answer to an attestation; `signature` covers everything else in it.
@@ -95,6 +104,10 @@ pub struct AttestResponse {
     pub action: Action,
     #[serde(default)]
     pub config_url: Option<String<URL_LEN>>,
+    /// With `apply-config`: SHA-384 of the exact config `config_url` serves. Agents apply
+    /// no config but the one with this digest (DESIGN.md §3.7).
+    #[serde(default)]
+    pub config_sha384: Option<Hex<48>>,
     pub seconds_to_next_attestation: u32,
     /// Server response key over (agent nonce, [`AttestResponse::signed_context`]), domain
     /// `action`.
@@ -102,7 +115,7 @@ pub struct AttestResponse {
 }
 
 /// Bytes of the largest signed context (postcard of the fields other than the signature).
-pub const MAX_SIGNED_CONTEXT: usize = 5 + MACHINE_ID_LEN + 2 + 3 + URL_LEN + 5 + 8;
+pub const MAX_SIGNED_CONTEXT: usize = 5 + MACHINE_ID_LEN + 2 + 3 + URL_LEN + 49 + 5 + 8;
 
 impl AttestResponse {
     /// The bytes the signature covers besides the agent's nonce: the postcard encoding of
@@ -113,6 +126,7 @@ impl AttestResponse {
             self.status,
             self.action,
             &self.config_url,
+            &self.config_sha384,
             self.seconds_to_next_attestation,
         );
         let mut buf = [0u8; MAX_SIGNED_CONTEXT];

@@ -222,13 +222,22 @@ fn report(console: &mut Uart, outcome: &Outcome) {
             status,
             action,
             config_url,
+            config_sha384,
             seconds_to_next_attestation,
-        } => writeln!(
-            console,
-            "itl-firmware: attested machine={machine_id} status={status} action={action} \
-             config_url={} next_in={seconds_to_next_attestation}s (signature verified)",
-            config_url.as_deref().unwrap_or("-")
-        ),
+        } => {
+            let mut hex = [0u8; 96];
+            let digest = match config_sha384 {
+                Some(d) => attest_common::hex::encode(&d[..], &mut hex),
+                None => "-",
+            };
+            writeln!(
+                console,
+                "itl-firmware: attested machine={machine_id} status={status} action={action} \
+                 config_url={} config_sha384={digest} next_in={seconds_to_next_attestation}s \
+                 (signature verified)",
+                config_url.as_deref().unwrap_or("-")
+            )
+        }
         Outcome::ReceiptSaved => writeln!(console, "itl-firmware: receipt saved by the relay"),
         Outcome::Refused { status, code } => {
             writeln!(

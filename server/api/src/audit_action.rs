@@ -14,6 +14,7 @@ pub enum AuditAction {
     FirstAttest,
     Attest,
     AttestFailed,
+    AkRotated,
     Stale,
     ApproveVote,
     Approve,
@@ -34,13 +35,14 @@ pub enum AuditAction {
 
 impl AuditAction {
     /// Every action, in the order the README lists them.
-    pub const ALL: [AuditAction; 22] = [
+    pub const ALL: [AuditAction; 23] = [
         AuditAction::Register,
         AuditAction::SelfRegister,
         AuditAction::ReRegister,
         AuditAction::FirstAttest,
         AuditAction::Attest,
         AuditAction::AttestFailed,
+        AuditAction::AkRotated,
         AuditAction::Stale,
         AuditAction::ApproveVote,
         AuditAction::Approve,
@@ -67,6 +69,7 @@ impl AuditAction {
             AuditAction::FirstAttest => "first-attest",
             AuditAction::Attest => "attest",
             AuditAction::AttestFailed => "attest-failed",
+            AuditAction::AkRotated => "ak-rotated",
             AuditAction::Stale => "stale",
             AuditAction::ApproveVote => "approve-vote",
             AuditAction::Approve => "approve",
@@ -96,14 +99,15 @@ impl AuditAction {
                 "Zero-touch registration of a new EK (`POST /self-register`)."
             }
             AuditAction::ReRegister => {
-                "A known EK registered again (changes nothing without TPM proof)."
+                "(before this release) a known EK registered again; now logged, not audited."
             }
             AuditAction::FirstAttest => {
-                "The first attestation of an unknown EK created a pending machine."
+                "(before this release) an unknown EK's first attestation made a pending machine."
             }
             AuditAction::Attest => "An attestation that changed something or carried an action.",
-            AuditAction::AttestFailed => {
-                "An attestation refused (bad nonce, quote, activation proof, PCR policy, state)."
+            AuditAction::AttestFailed => "A verified attestation refused by the PCR policy.",
+            AuditAction::AkRotated => {
+                "A machine's AK replaced by a new one its EK activated (reinstall or reset)."
             }
             AuditAction::Stale => {
                 "An attested machine silent for longer than interval × liveness factor."
@@ -117,7 +121,7 @@ impl AuditAction {
             AuditAction::Delete => "A revoked or rejected record deleted (its entries stay).",
             AuditAction::PcrBaselineReset => "An operator forgot a machine's PCR baseline.",
             AuditAction::ConfigConsumed => {
-                "A machine's config fetched for the first time with its token."
+                "A config fetched: the full one by a single-use URL, or a token's first use."
             }
             AuditAction::ConfigRefetch => "The same config fetched again.",
             AuditAction::OfflineBundle => {
@@ -125,7 +129,7 @@ impl AuditAction {
             }
             AuditAction::Enroll => "An enrollment certificate proven over a server nonce.",
             AuditAction::EnrollFailed => {
-                "An enrollment refused (nonce, certificate, signature or state)."
+                "An enrollment whose proof verified, refused by the machine's state."
             }
             AuditAction::Import => "A TPM receipt imported by an operator.",
             AuditAction::Backup => "A live backup of the registry taken.",

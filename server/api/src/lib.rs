@@ -22,7 +22,9 @@
 use serde::{Deserialize, Serialize};
 
 mod audit_action;
+mod escape;
 pub use audit_action::AuditAction;
+pub use escape::escape;
 
 pub use attest_common::fingerprint::EkSource;
 pub use attest_common::lifecycle::Status;
@@ -57,6 +59,32 @@ pub struct Machine {
     pub stale: bool,
     /// A PCR baseline is pinned (by the first verified attestation after approval).
     pub pcr_baseline_pinned: bool,
+    /// Whether the EK certificate chains to a TPM vendor's CA (DESIGN.md §3.1): what the
+    /// approver should know before approving.
+    pub ek_chain: EkChain,
+}
+
+/// The EK certificate chain check's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum EkChain {
+    /// Not checked (`ITL_EK_CHAIN=off`, or registered before the check existed).
+    Unchecked,
+    /// Chains to this trust anchor.
+    Verified { by: String },
+    /// Does not chain to a trusted CA.
+    Unverified { reason: String },
+}
+
+impl EkChain {
+    /// One word for tables: `verified`, `unverified` or `unchecked`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            EkChain::Unchecked => "unchecked",
+            EkChain::Verified { .. } => "verified",
+            EkChain::Unverified { .. } => "unverified",
+        }
+    }
 }
 
 /// `GET /api/v1/machines/{id}`: the machine and its approvals.
@@ -242,6 +270,9 @@ mod tests {
             last_attested_at: None,
             stale: false,
             pcr_baseline_pinned: false,
+            ek_chain: EkChain::Unverified {
+                reason: "no trusted issuer".into(),
+            },
         }
     }
 
@@ -250,6 +281,10 @@ mod tests {
         let v = serde_json::to_value(machine()).unwrap();
         assert_eq!(v["status"], "pending_approval");
         assert_eq!(v["ek_source"], "cert");
+        assert_eq!(
+            v["ek_chain"],
+            json!({"status": "unverified", "reason": "no trusted issuer"})
+        );
         assert_eq!(v["desired_role"], "worker-app");
         assert_eq!(
             v["role"],
@@ -258,7 +293,7 @@ mod tests {
         );
         assert_eq!(v["created_at"], "2023-11-14T22:13:20Z");
         assert_eq!(v["last_attested_at"], json!(null));
-        assert_eq!(v.as_object().unwrap().len(), 19);
+        assert_eq!(v.as_object().unwrap().len(), 20);
     }
 
     #[test]
@@ -275,7 +310,7 @@ mod tests {
             }],
         };
         let v = serde_json::to_value(&detail).unwrap();
-        assert_eq!(v.as_object().unwrap().len(), 20);
+        assert_eq!(v.as_object().unwrap().len(), 21);
         assert_eq!(v["approvals"][0]["state"], "pending");
         assert_eq!(v["approvals"][0]["at"], "2023-11-14T22:15:00Z");
         let back: MachineDetail = serde_json::from_value(v.clone()).unwrap();

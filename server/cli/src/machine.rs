@@ -49,6 +49,16 @@ fn show_machine(m: &Machine) {
         ("desired role", text(m.desired_role)),
         ("ek fingerprint", text(Some(&m.ek_fingerprint))),
         ("ek source", text(Some(m.ek_source))),
+        (
+            "ek chain",
+            match &m.ek_chain {
+                attest_api::EkChain::Verified { by } => format!("verified (by {})", text(Some(by))),
+                attest_api::EkChain::Unverified { reason } => {
+                    format!("UNVERIFIED: {}", text(Some(reason)))
+                }
+                attest_api::EkChain::Unchecked => "not checked".into(),
+            },
+        ),
         ("hw serial", text(m.hw_serial.as_ref())),
         ("hw uuid", text(m.hw_uuid.as_ref())),
         (
@@ -154,6 +164,7 @@ pub fn run(settings: &Settings, command: MachineCommand, format: Format) -> Outc
                         text(m.role).into(),
                         text(m.hostname.as_ref()).into(),
                         text(m.assigned_ip.as_ref()).into(),
+                        m.ek_chain.word().into(),
                         relative(m.last_attested_at).into(),
                         relative(Some(m.created_at)).into(),
                     ]
@@ -161,7 +172,8 @@ pub fn run(settings: &Settings, command: MachineCommand, format: Format) -> Outc
                 .collect();
             output::table(
                 &[
-                    "MACHINE", "STATUS", "ROLE", "HOSTNAME", "ADDRESS", "ATTESTED", "CREATED",
+                    "MACHINE", "STATUS", "ROLE", "HOSTNAME", "ADDRESS", "EK CHAIN", "ATTESTED",
+                    "CREATED",
                 ],
                 rows,
             );

@@ -228,7 +228,8 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("attestation: {e}");
+            // The message may carry the server's words, and through them a client's.
+            eprintln!("attestation: {}", attest_api::escape(&e.to_string()));
             e.exit_code()
         }
     }

@@ -128,9 +128,12 @@ pub fn relative_secs(then: u64, now: u64) -> String {
 }
 
 /// A field as text, or `-` when it is absent or empty.
+/// A value for a person's terminal: `-` when absent, and escaped (`attest_api::escape`):
+/// what the server shows comes partly from machines and other operators, and none of it may
+/// drive the terminal.
 pub fn text(v: Option<impl Display>) -> String {
     match v.map(|v| v.to_string()) {
-        Some(s) if !s.is_empty() => s,
+        Some(s) if !s.is_empty() => attest_api::escape(&s).into_owned(),
         _ => "-".into(),
     }
 }

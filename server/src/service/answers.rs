@@ -5,7 +5,7 @@
 use attest_common::crypto::aws_lc::AwsLc;
 use attest_common::nonce::{Domain, NonceSignature};
 use attest_common::wire::{
-    AttestRequest, AttestResponse, Blob, CredentialChallenge, EnrollRequest, EnrollResponse,
+    AttestRequest, AttestResponse, Blob, CredentialChallenge, EnrollRequest, EnrollResponse, Hex,
     RegisterRequest, RegisterResponse,
 };
 
@@ -88,13 +88,13 @@ impl<R: Registry> Service<R> {
     ) -> Result<(bool, RegisterResponse), ServiceError> {
         let done = self.register(req, self_register, actor)?;
         let m = &done.machine;
-        let config_url = m.config_token.as_ref().and_then(|t| self.config_url(t));
+        let config_url = done.config_token.as_ref().and_then(|t| self.config_url(t));
         let answer = RegisterResponse {
             machine_id: bounded(&m.id).unwrap_or_default(),
             role: m.role.or(m.desired_role),
             status: m.state.status,
             iso_url: done.iso_url.as_deref().and_then(bounded),
-            config_token: m.config_token.as_deref().and_then(bounded),
+            config_token: done.config_token.as_deref().and_then(bounded),
             config_url: config_url.as_deref().and_then(bounded),
             credential: done.credential.as_ref().and_then(|c| {
                 Some(CredentialChallenge {
@@ -120,14 +120,15 @@ impl<R: Registry> Service<R> {
         });
         let outcome = outcome?;
         let config_url = outcome
-            .config_token
+            .config
             .as_ref()
-            .and_then(|t| self.config_url(t));
+            .and_then(|(token, _)| self.config_url(token));
         let mut answer = AttestResponse {
             machine_id: bounded(&outcome.machine_id).unwrap_or_default(),
             status: outcome.status,
             action: outcome.action,
             config_url: config_url.as_deref().and_then(bounded),
+            config_sha384: outcome.config.map(|(_, sha)| Hex(sha)),
             seconds_to_next_attestation: self.challenges.interval_seconds,
             signature: NonceSignature([0; 96]),
         };

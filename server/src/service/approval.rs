@@ -157,11 +157,15 @@ impl<R: Registry> Service<R> {
         };
         let dc = &self.dual_control;
         let set = |r: &mut MachineRecord| {
+            let changed = r.role != Some(approval.role)
+                || r.hostname.as_deref() != Some(approval.hostname.as_str())
+                || r.assigned_ip.as_deref() != Some(approval.assigned_ip.as_str());
             r.role = Some(approval.role);
             r.hostname = Some(approval.hostname.clone());
             r.assigned_ip = Some(approval.assigned_ip.clone());
-            if r.config_token.is_none() {
-                r.config_token = Some(self.platform.token());
+            if changed {
+                // Its config changed: offered again at its next verified attestation.
+                r.config_delivered_at = None;
             }
         };
         if !dc.roles.contains(&approval.role) {

@@ -1,18 +1,28 @@
-//! `POST /attest` (DESIGN.md §2, §3.2–3.4): the challenge nonce is used, the evidence
-//! checked, and the lifecycle answers. Every attempt uses its nonce; every refusal is
-//! audited with its reason and changes nothing else (except a PCR policy that locks). The
-//! routine heartbeat of an attested machine takes the batched path (`heartbeat`).
+//! `POST /attest` (DESIGN.md §2, §3.2–3.4, §3.8): nothing for a machine without its TPM.
+//!
+//! Before anything is written or answered, the attestation must prove itself: a challenge
+//! this server issued and that has not expired, a known EK, a quote over exactly the
+//! challenge's PCR selection with the challenge nonce, signed by the AK bound to that EK —
+//! activated by the EK (credential activation) — or by a new AK the same EK has just
+//! activated (AK rotation, the reinstall path). What fails there writes nothing durable
+//! (`refusals`: counted, logged at a bounded rate). Only then is the nonce used, the
+//! lifecycle applied and its answer given: `pending` (not approved), `apply-config` with a
+//! single-use config URL and the digest of that config, `lock`, `wipe`, `none`. A verified
+//! attestation refused by the PCR policy is audited. The routine heartbeat of an attested
+//! machine takes the batched path (`heartbeat`).
 
 use attest_common::crypto::CryptoProvider;
-use attest_common::lifecycle::{Action, Event, State, Status, Transition, transition};
+use attest_common::lifecycle::{Action, Event, Status, Transition, transition};
+use attest_common::tpm::public::TpmPublic;
 use attest_common::wire::AttestRequest;
 
 use super::evidence::Checked;
+use super::refusals::Refusal;
 use super::{Actor, Change, ErrorKind, Service, ServiceError};
 use crate::audit_action::AuditAction;
 use crate::policy::OnViolation;
 use crate::record::MachineRecord;
-use crate::store::{Registry, RegistryTx};
+use crate::store::{ConfigGrant, Registry, RegistryTx, token_key};
 
 /// What an attestation achieved: the lifecycle's answer for the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,17 +30,19 @@ pub struct AttestOutcome {
     pub machine_id: String,
     pub status: Status,
     pub action: Action,
-    /// The config token, with `apply-config`.
-    pub config_token: Option<String>,
+    /// With `apply-config`: the single-use config token and the SHA-384 of its config.
+    pub config: Option<(String, [u8; 48])>,
 }
 
-/// Inner error: a refusal to commit (nonce used, failure audited) and then answer.
-type Answer = Result<AttestOutcome, ServiceError>;
+/// The AK an attestation is checked against: the bound one, or a new one to rotate to.
+struct Candidate {
+    ak: Vec<u8>,
+    secret: Option<Vec<u8>>,
+    rotation: bool,
+}
 
 impl<R: Registry> Service<R> {
-    /// Uses the challenge nonce, then applies the lifecycle. For registered and attested
-    /// machines the AK must have been activated (the first attestation carries the proof),
-    /// the quote must verify with `provider`, and the PCRs must satisfy the policy.
+    /// Checks the attestation, uses its nonce, applies the lifecycle.
     pub fn attest(
         &self,
         req: &AttestRequest,
@@ -39,188 +51,333 @@ impl<R: Registry> Service<R> {
     ) -> Result<AttestOutcome, ServiceError> {
         let now = self.platform.now();
         let fp = req.ek_fingerprint.to_string();
-        // The signature check is the expensive part: do it before the write transaction,
-        // on a snapshot, so that attestations verify in parallel and the (serial) write
-        // only re-checks that the snapshot still holds. If it does not (the machine changed
-        // in between), the evidence is checked again inside.
-        let nonce = self.registry.challenge_key().open(&req.nonce_id, now).ok();
-        let snapshot = match nonce {
-            Some(_) => self.registry.machine_by_ek(&fp)?,
-            None => None,
+        let nonce = self.open_nonce(&req.nonce_id, now)?;
+        // The signature check is the expensive part: done on a snapshot, outside the
+        // (serial) write transaction, which re-checks that the snapshot still holds.
+        let Some(snapshot) = self.registry.machine_by_ek(&fp)? else {
+            return Err(self.unauthenticated(Refusal::UnknownEk, now, || {
+                ServiceError::new(
+                    ErrorKind::NotFound,
+                    "unknown_machine",
+                    format!("Attestation from unknown EK {fp}: register or self-register first"),
+                )
+            }));
         };
-        let checked = nonce
-            .zip(snapshot.as_ref())
-            .and_then(|((nonce, _), record)| {
-                let ak = record.ak_public.as_deref()?;
-                let secret = record.activation_secret.as_deref();
-                Some(Checked::new(&nonce, ak, secret, req, provider))
-            });
-        if let (Some(record), Some(evidence)) = (snapshot, &checked)
-            && let Some(done) = self.heartbeat(req, record, evidence, now)?
+        let candidate = self.candidate(&snapshot, req)?;
+        let evidence = Checked::new(
+            &nonce,
+            &candidate.ak,
+            candidate.secret.as_deref(),
+            req,
+            provider,
+            &self.challenges.pcr_selection,
+        );
+        self.proven(&snapshot, &candidate, &evidence, now)?;
+        if !candidate.rotation
+            && let Some(done) = self.heartbeat(req, snapshot.clone(), &evidence, now)?
         {
             return Ok(done);
         }
-        self.registry
-            .write(|tx| self.attest_in(tx, req, checked.as_ref(), provider, actor, now))?
+        self.registry.write(|tx| {
+            let Some(record) = tx.machine_by_ek(&fp)? else {
+                return Err(ServiceError::new(
+                    ErrorKind::NotFound,
+                    "unknown_machine",
+                    format!("no machine has EK {fp}"),
+                ));
+            };
+            // Changed since the snapshot (an operator acted, another attestation rotated the
+            // AK): checked again against what is there now.
+            let candidate = if record == snapshot {
+                candidate
+            } else {
+                let c = self.candidate(&record, req)?;
+                let e = Checked::new(
+                    &nonce,
+                    &c.ak,
+                    c.secret.as_deref(),
+                    req,
+                    provider,
+                    &self.challenges.pcr_selection,
+                );
+                self.proven(&record, &c, &e, now)?;
+                c
+            };
+            self.use_nonce(tx, &req.nonce_id, now)?;
+            self.apply(tx, record, &candidate, req, actor, now)
+        })?
     }
 
-    /// The full path, in one write transaction.
-    fn attest_in(
+    /// The AK the request's quote must verify with, and the secret its activation proof is
+    /// for.
+    fn candidate(
         &self,
-        tx: &R::Tx<'_>,
+        record: &MachineRecord,
         req: &AttestRequest,
-        checked: Option<&Checked>,
-        provider: &dyn CryptoProvider,
-        actor: &Actor,
-        now: u64,
-    ) -> Result<Answer, ServiceError> {
-        let fp = req.ek_fingerprint.to_string();
-        let nonce = match self.use_nonce(tx, &req.nonce_id, now) {
-            Ok(n) => n,
-            Err(e) if e.kind != ErrorKind::Internal => {
-                // Replayed, expired or unknown challenge: refused and audited, and the
-                // machine (if the EK is known) is left as it was.
-                let known = tx.machine_by_ek(&fp)?;
-                let detail = format!(
-                    "Attestation failed: id={} ek={fp} reason={}",
-                    known.as_ref().map_or("unknown", |m| m.id.as_str()),
-                    e.message
-                );
-                Change::about_any(AuditAction::AttestFailed, known.as_ref(), detail)
-                    .record(tx, actor, now)?;
-                return Ok(Err(e));
-            }
-            Err(e) => return Err(e),
+    ) -> Result<Candidate, ServiceError> {
+        let now = self.platform.now();
+        let secret_for = |ak: &[u8]| {
+            TpmPublic::from_tpm2b(ak).ok().map(|k| {
+                let key = self.registry.challenge_key();
+                key.activation_secret(&record.ek_fingerprint, &k.name)
+                    .to_vec()
+            })
         };
-        let Some(mut record) = tx.machine_by_ek(&fp)? else {
-            // First attestation of an unknown EK: pending approval, nothing trusted yet.
-            let t = transition(None, Event::Attest)?;
-            let record = MachineRecord::new(
-                self.platform.machine_id(),
-                fp.clone(),
-                attest_common::EkSource::Cert,
-                t.to.unwrap_or(State::new(Status::PendingApproval)),
-                now,
-            );
-            tx.put_machine(&record)?;
-            let detail = format!(
-                "New machine registered: id={} role=none ek={fp} (first attestation of an unknown EK)",
-                record.id
-            );
-            Change::of(AuditAction::FirstAttest, &record, None, detail).record(tx, actor, now)?;
-            return Ok(Ok(AttestOutcome {
-                machine_id: record.id,
-                status: Status::PendingApproval,
-                action: Action::Pending,
-                config_token: None,
-            }));
+        let bound = |ak: &Vec<u8>| Candidate {
+            ak: ak.clone(),
+            // A secret stored by an older release is still the one its agent holds.
+            secret: record.activation_secret.clone().or_else(|| secret_for(ak)),
+            rotation: false,
         };
-        let prev = record.state.status;
-        let fail = |record: &MachineRecord, code: &'static str, why: String| {
-            let detail = format!("Attestation failed: id={} reason={why}", record.id);
-            Change::of(AuditAction::AttestFailed, record, Some(prev), detail)
-                .record(tx, actor, now)?;
-            Ok::<_, ServiceError>(Err(ServiceError::forbidden(code, why)))
-        };
-        let t = match transition(Some(record.state), Event::Attest) {
-            Ok(t) => t,
-            Err(refused) => return fail(&record, "machine_refused", refused.to_string()),
-        };
-        let action = t.action.unwrap_or(Action::None);
-        // A heartbeat that changes nothing but the time of the last attestation: kept on
-        // the record, not appended to the audit log (which would otherwise grow by one
-        // entry per machine per interval and drown the changes it is there to show).
-        let mut routine = false;
-        if matches!(prev, Status::Registered | Status::Attested) {
-            let Some(ak_bytes) = record.ak_public.clone() else {
-                let why = "no AK on record: register or self-register with ak_public first";
-                let detail = format!("Attestation failed: id={} reason={why}", record.id);
-                Change::of(AuditAction::AttestFailed, &record, Some(prev), detail)
-                    .record(tx, actor, now)?;
-                return Ok(Err(ServiceError::new(
+        match (&req.ak_public, &record.ak_public) {
+            (Some(new), Some(ak)) if new.as_slice() == ak.as_slice() => Ok(bound(ak)),
+            (Some(new), _) => Ok(Candidate {
+                ak: new.to_vec(),
+                secret: secret_for(new),
+                rotation: true,
+            }),
+            (None, Some(ak)) => Ok(bound(ak)),
+            (None, None) => Err(self.unauthenticated(Refusal::NoActivation, now, || {
+                ServiceError::new(
                     ErrorKind::Unprocessable,
                     "no_ak",
-                    why,
+                    "no AK on record: register or self-register with ak_public first",
+                )
+            })),
+        }
+    }
+
+    /// Whether the evidence proves the TPM: quote by the candidate AK over the challenge,
+    /// and the activation proof where the AK is not yet bound. Refusals write nothing.
+    fn proven(
+        &self,
+        record: &MachineRecord,
+        candidate: &Candidate,
+        evidence: &Checked,
+        now: u64,
+    ) -> Result<(), ServiceError> {
+        if record.state.status == Status::Rejected {
+            return Err(self.unauthenticated(Refusal::RefusedState, now, || {
+                ServiceError::forbidden(
+                    "machine_refused",
+                    format!("machine {} is rejected", record.id),
+                )
+            }));
+        }
+        if let Err(why) = &evidence.quote {
+            let refusal = match evidence.selection_ok {
+                false => Refusal::WrongPcrSelection,
+                true => Refusal::BadQuote,
+            };
+            return Err(self.unauthenticated(refusal, now, || {
+                ServiceError::forbidden(
+                    match evidence.selection_ok {
+                        false => "pcr_selection_mismatch",
+                        true => "quote_invalid",
+                    },
+                    format!("attestation for machine {}: {why}", record.id),
+                )
+            }));
+        }
+        if (candidate.rotation || !record.ak_activated) && !evidence.proven {
+            return Err(self.unauthenticated(Refusal::NoActivation, now, || {
+                ServiceError::forbidden(
+                    "activation_failed",
+                    "credential activation not proven (activation_proof missing or wrong)",
+                )
+            }));
+        }
+        Ok(())
+    }
+
+    /// The lifecycle for a proven attestation, in the transaction that used its nonce.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        tx: &R::Tx<'_>,
+        mut record: MachineRecord,
+        candidate: &Candidate,
+        req: &AttestRequest,
+        actor: &Actor,
+        now: u64,
+    ) -> Result<Result<AttestOutcome, ServiceError>, ServiceError> {
+        let prev = record.state.status;
+        let mut changes: Vec<String> = Vec::new();
+        if candidate.rotation {
+            let first = record.ak_public.is_none();
+            record.ak_public = Some(candidate.ak.clone());
+            record.ak_activated = true;
+            record.activation_secret = None;
+            let detail = format!(
+                "AK rotated: id={} ek={} (a new AK{} activated by the same EK)",
+                record.id,
+                record.ek_fingerprint,
+                if first { ", the first one," } else { "" }
+            );
+            Change::about(AuditAction::AkRotated, &record, detail).record(tx, actor, now)?;
+        } else if !record.ak_activated {
+            record.ak_activated = true;
+            record.activation_secret = None;
+            changes.push("AK activated".into());
+        }
+        let t = match self.attest_transition(&record) {
+            Ok(t) => t,
+            Err(refused) => {
+                // Proven, but refused by its state (revoked without a wipe): told so.
+                record.updated_at = now;
+                tx.put_machine(&record)?;
+                crate::log::warn(&format!(
+                    "Revoked machine contacted: id={} action=refused",
+                    record.id
+                ));
+                return Ok(Err(ServiceError::forbidden(
+                    "machine_refused",
+                    refused.to_string(),
                 )));
-            };
-            let secret = record.activation_secret.as_deref();
-            let evidence = match checked {
-                Some(c) if c.holds(&nonce, &ak_bytes, secret) => c.clone(),
-                _ => Checked::new(&nonce, &ak_bytes, secret, req, provider),
-            };
-            routine = self.routine(&record, &t, &evidence, req);
-            if !record.ak_activated {
-                if !evidence.proven {
-                    return fail(
-                        &record,
-                        "activation_failed",
-                        "credential activation not proven (activation_proof missing or wrong)"
-                            .into(),
-                    );
-                }
-                record.ak_activated = true;
-                record.activation_secret = None;
             }
-            if let Err(e) = evidence.quote {
-                return fail(&record, "quote_invalid", e);
-            }
+        };
+        let mut action = t.action.unwrap_or(Action::None);
+        if matches!(prev, Status::Registered | Status::Attested)
+            && t.to.is_some_and(|s| s.status == Status::Attested)
+        {
             let policy = self.policies.for_role(record.role);
             match policy.check(record.pcr_baseline.as_deref(), &req.pcr_values) {
-                Ok(true) => record.pcr_baseline = Some(req.pcr_values.to_vec()),
-                Ok(false) => {}
-                Err(v) => {
-                    let locks = policy.on_violation == OnViolation::Lock;
-                    let lock = locks
-                        .then(|| transition(Some(record.state), Event::Lock).ok())
-                        .flatten();
-                    let Some(Transition {
-                        to: Some(locked), ..
-                    }) = lock
-                    else {
-                        return fail(&record, "pcr_policy_violation", v.to_string());
-                    };
-                    // The policy locks: the refusal and the lock are one change.
-                    record.state = locked;
-                    record.updated_at = now;
-                    tx.put_machine(&record)?;
-                    return fail(
-                        &record,
-                        "pcr_policy_violation",
-                        format!("{v}; machine locked by the PCR policy"),
-                    );
+                Ok(true) => {
+                    record.pcr_baseline = Some(req.pcr_values.to_vec());
+                    changes.push("PCR baseline pinned".into());
                 }
+                Ok(false) => {}
+                Err(v) => return self.violation(tx, record, prev, v.to_string(), actor, now),
             }
             record.last_attested_at = Some(now);
             if tx.clear_stale(&record.id)? {
-                tx.log(format!("Machine fresh again: id={}", record.id));
-                routine = false;
+                changes.push("fresh again".into());
             }
         }
         if let Some(to) = t.to {
             record.state = to;
         }
+        let mut config = None;
+        if record.state.status == Status::Attested
+            && matches!(action, Action::None | Action::ApplyConfig)
+        {
+            action = Action::None;
+            if let Some(grant) = self.grant(tx, &record, now)? {
+                action = Action::ApplyConfig;
+                config = Some(grant);
+            }
+        }
         record.updated_at = now;
         tx.put_machine(&record)?;
-        if !routine {
+        let eventful = prev != record.state.status
+            || !changes.is_empty()
+            || !matches!(action, Action::None | Action::Pending);
+        if eventful {
             let id = &record.id;
-            let detail = match action {
+            let mut detail = match action {
                 Action::Lock => format!("Locked machine contacted: id={id}"),
                 Action::Wipe => format!("Wipe sent to revoked machine: id={id}"),
                 Action::Pending => format!("Pending machine contacted: id={id}"),
-                Action::ApplyConfig => format!("Machine attested: id={id} action=apply-config"),
+                Action::ApplyConfig => format!(
+                    "Machine attested: id={id} role={} action=apply-config",
+                    record.role.map_or("none", |r| r.as_str())
+                ),
                 Action::None => format!("Machine attested: id={id}"),
             };
+            if !changes.is_empty() {
+                detail.push_str(&format!(" ({})", changes.join(", ")));
+            }
             Change::of(AuditAction::Attest, &record, Some(prev), detail).record(tx, actor, now)?;
         }
-        let config_token = match action {
-            Action::ApplyConfig if !routine => record.config_token.clone(),
-            _ => None,
-        };
         Ok(Ok(AttestOutcome {
             machine_id: record.id,
             status: record.state.status,
             action,
-            config_token,
+            config,
         }))
     }
+
+    /// The lifecycle's transition for an attestation of `record`: a registered machine
+    /// that no operator has approved stays registered and is told `pending`.
+    pub(super) fn attest_transition(
+        &self,
+        record: &MachineRecord,
+    ) -> Result<Transition, attest_common::lifecycle::Refused> {
+        if record.state.status == Status::Registered && !record.approved() {
+            return Ok(Transition {
+                to: Some(record.state),
+                action: Some(Action::Pending),
+                reregistration: false,
+            });
+        }
+        transition(Some(record.state), Event::Attest)
+    }
+
+    /// A single-use URL to the machine's full config when it has not received it since its
+    /// approval: the token and the config's digest, kept as a grant in `tx`.
+    fn grant(
+        &self,
+        tx: &R::Tx<'_>,
+        record: &MachineRecord,
+        now: u64,
+    ) -> Result<Option<(String, [u8; 48])>, ServiceError> {
+        if record.config_delivered_at.is_some() || self.configs.is_none() {
+            return Ok(None);
+        }
+        let Some(yaml) = self.full_config(record) else {
+            return Ok(None);
+        };
+        let token = self.platform.token();
+        let sha384 = sha384(yaml.as_bytes());
+        tx.purge_grants(now)?;
+        tx.put_grant(
+            &token_key(&token),
+            &ConfigGrant {
+                machine_id: record.id.clone(),
+                expires_at: now + self.config_url_seconds,
+                sha384: sha384.to_vec(),
+            },
+        )?;
+        Ok(Some((token, sha384)))
+    }
+
+    /// A proven attestation whose PCRs the role's policy refuses: audited, and the machine
+    /// locked in the same transaction when the policy says so.
+    fn violation(
+        &self,
+        tx: &R::Tx<'_>,
+        mut record: MachineRecord,
+        prev: Status,
+        why: String,
+        actor: &Actor,
+        now: u64,
+    ) -> Result<Result<AttestOutcome, ServiceError>, ServiceError> {
+        let policy = self.policies.for_role(record.role);
+        let lock = (policy.on_violation == OnViolation::Lock)
+            .then(|| transition(Some(record.state), Event::Lock).ok())
+            .flatten();
+        let why = match lock {
+            Some(Transition {
+                to: Some(locked), ..
+            }) => {
+                record.state = locked;
+                format!("{why}; machine locked by the PCR policy")
+            }
+            _ => why,
+        };
+        record.updated_at = now;
+        tx.put_machine(&record)?;
+        let detail = format!("Attestation failed: id={} reason={why}", record.id);
+        Change::of(AuditAction::AttestFailed, &record, Some(prev), detail)
+            .record(tx, actor, now)?;
+        Ok(Err(ServiceError::forbidden("pcr_policy_violation", why)))
+    }
+}
+
+/// SHA-384 of `bytes`.
+pub(super) fn sha384(bytes: &[u8]) -> [u8; 48] {
+    use sha2::{Digest, Sha384};
+    let mut out = [0u8; 48];
+    out.copy_from_slice(&Sha384::digest(bytes));
+    out
 }

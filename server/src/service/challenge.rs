@@ -4,6 +4,7 @@
 
 use attest_common::wire::{ChallengeResponse, HashAlg, Hex, PcrBank, PcrSelection, Timestamp};
 
+use super::refusals::Refusal;
 use super::{ErrorKind, Service, ServiceError};
 use crate::store::{Registry, RegistryTx};
 
@@ -102,41 +103,70 @@ impl<R: Registry> Service<R> {
         &self.challenges
     }
 
-    /// Uses a challenge nonce once, in the transaction of what it authorises: malformed →
-    /// 404, used → 409 (replay), expired → 410. Used nonces that have expired are purged
-    /// here (an expired nonce is refused for that alone).
+    /// The nonce of a challenge id, checked without writing anything: an id this server
+    /// did not issue → 404, an expired one → 410 (both unauthenticated: counted, not stored).
+    pub(super) fn open_nonce(&self, nonce_id: &str, now: u64) -> Result<[u8; 32], ServiceError> {
+        use crate::challenge::Unusable;
+        let shown = || crate::log::escape(nonce_id).into_owned();
+        match self.registry.challenge_key().open(nonce_id, now) {
+            Ok((nonce, _)) => Ok(nonce),
+            Err(Unusable::Malformed) => {
+                Err(self.unauthenticated(Refusal::UnknownNonce, now, || {
+                    ServiceError::new(
+                        ErrorKind::NotFound,
+                        "unknown_nonce",
+                        format!("'{}' is not a challenge id of this server", shown()),
+                    )
+                }))
+            }
+            Err(Unusable::Expired(at)) => {
+                Err(self.unauthenticated(Refusal::ExpiredNonce, now, || {
+                    ServiceError::new(
+                        ErrorKind::Gone,
+                        "nonce_expired",
+                        format!("challenge {} expired at {}", shown(), Timestamp(at)),
+                    )
+                }))
+            }
+        }
+    }
+
+    /// Uses a challenge nonce once, in the transaction of what it authorises (call it only
+    /// once what it authorises has proven itself): as [`Service::open_nonce`], and a used
+    /// one → 409 (replay). Used nonces that have expired are purged here.
     pub fn use_nonce(
         &self,
         tx: &impl RegistryTx,
         nonce_id: &str,
         now: u64,
     ) -> Result<[u8; 32], ServiceError> {
-        use crate::challenge::Unusable;
-        let shown = crate::log::escape(nonce_id);
-        let (nonce, _) =
-            self.registry
-                .challenge_key()
-                .open(nonce_id, now)
-                .map_err(|e| match e {
-                    Unusable::Malformed => ServiceError::new(
-                        ErrorKind::NotFound,
-                        "unknown_nonce",
-                        format!("'{shown}' is not a challenge id of this server"),
-                    ),
-                    Unusable::Expired(at) => ServiceError::new(
-                        ErrorKind::Gone,
-                        "nonce_expired",
-                        format!("challenge {shown} expired at {}", Timestamp(at)),
-                    ),
-                })?;
+        let nonce = self.open_nonce(nonce_id, now)?;
         if !tx.use_nonce(nonce_id, now)? {
-            return Err(ServiceError::conflict(
-                "nonce_replayed",
-                format!("challenge {shown} was already used"),
-            ));
+            return Err(self.unauthenticated(Refusal::ReplayedNonce, now, || {
+                ServiceError::conflict(
+                    "nonce_replayed",
+                    format!(
+                        "challenge {} was already used",
+                        crate::log::escape(nonce_id)
+                    ),
+                )
+            }));
         }
         tx.purge_nonces(now)?;
         Ok(nonce)
+    }
+
+    /// A refusal of a contact that proved nothing: counted, logged at a bounded rate, and
+    /// never written to the registry.
+    pub(super) fn unauthenticated(
+        &self,
+        why: Refusal,
+        now: u64,
+        error: impl FnOnce() -> ServiceError,
+    ) -> ServiceError {
+        let e = error();
+        self.refusals.note(why, now, || e.message.clone());
+        e
     }
 }
 

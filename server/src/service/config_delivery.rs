@@ -1,14 +1,20 @@
-//! Config delivery (DESIGN.md §3.9): a machine's Talos MachineConfig by its token, with
-//! secrets only once its TPM proof has been verified; the role's config without secrets for
-//! machines still waiting; the config and ISO URLs handed to agents.
+//! Config delivery (DESIGN.md §3.9): config secrets reach only the TPM holder. The full
+//! config is served through a URL minted by a verified attestation (`attest::grant`): single
+//! use, short lived, bound to that machine and to the digest its signed answer names. The
+//! long-lived token of the USB path and the role's pending config carry only non-secret
+//! fields (an allowlist, `machineconfig`).
 
 use attest_common::lifecycle::Status;
 use attest_common::wire::Role;
 
-use super::{Actor, Change, ErrorKind, Service, ServiceError};
+use attest_common::wire::Timestamp;
+
+use super::attest::sha384;
+use super::{Actor, Change, ErrorKind, Service, ServiceError, not_found};
 use crate::audit_action::AuditAction;
 use crate::machineconfig::BaseConfigs;
-use crate::store::{Registry, RegistryTx};
+use crate::record::MachineRecord;
+use crate::store::{ConfigGrant, Registry, RegistryTx, token_key};
 
 /// A config served to a machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,30 +55,39 @@ impl<R: Registry> Service<R> {
         })
     }
 
-    /// `GET /config/{token}`: the machine's config, with secrets only once its TPM proof has
-    /// been verified (attested). Refused for locked, revoked and rejected machines; the first
-    /// use is audited as consumed, later ones as re-fetches.
+    /// The machine's full config (with secrets), when it is approved and configs exist.
+    pub(super) fn full_config(&self, record: &MachineRecord) -> Option<String> {
+        let configs = self.configs.as_ref()?;
+        let (Some(role), Some(hostname), Some(ip)) =
+            (record.role, &record.hostname, &record.assigned_ip)
+        else {
+            return None;
+        };
+        Some(BaseConfigs::to_yaml(&configs.render(role, hostname, ip)))
+    }
+
+    /// `GET /config/{token}`. A single-use URL from a verified attestation's answer serves
+    /// the full config, exactly the one whose digest that answer named, once, before it
+    /// expires, to an attested machine. The long-lived token (ISO kernel argument, USB path)
+    /// serves only the config's non-secret fields. Refused for locked, revoked and rejected
+    /// machines.
     pub fn fetch_config(&self, token: &str, actor: &Actor) -> Result<ConfigFetch, ServiceError> {
         let configs = self.configs()?;
         let now = self.platform.now();
+        let hash = token_key(token);
         self.registry.write(|tx| {
-            let mut record = tx.machine_by_token(token)?.ok_or_else(|| {
+            if let Some(grant) = tx.take_grant(&hash)? {
+                // Used up whatever follows: committed even when refused below.
+                return Ok(self.deliver(tx, grant, actor, now));
+            }
+            let mut record = tx.machine_by_token_hash(&hash)?.ok_or_else(|| {
                 ServiceError::new(
                     ErrorKind::NotFound,
                     "unknown_config_token",
-                    "unknown config token",
+                    "unknown config token (single-use config URLs work once)",
                 )
             })?;
-            let status = record.state.status;
-            if status.is_refused() {
-                return Err(ServiceError::forbidden(
-                    "machine_refused",
-                    format!(
-                        "machine {} is {status}: no configuration is served",
-                        record.id
-                    ),
-                ));
-            }
+            refuse_state(&record)?;
             let (Some(role), Some(hostname), Some(ip)) = (
                 record.role,
                 record.hostname.clone(),
@@ -83,36 +98,106 @@ impl<R: Registry> Service<R> {
                     format!("machine {} is not approved", record.id),
                 ));
             };
-            // Secrets only after the TPM proof: an approved machine that has not attested
-            // yet gets its config without them (DESIGN.md §3.2).
-            let rendered = configs.render(role, &hostname, &ip);
-            let yaml = BaseConfigs::to_yaml(&if status == Status::Attested {
-                rendered
-            } else {
-                BaseConfigs::without_secrets(rendered)
-            });
+            let yaml =
+                BaseConfigs::to_yaml(&BaseConfigs::public(&configs.render(role, &hostname, &ip)));
             let first = !record.config_fetched;
-            let (action, what) = if first {
-                (AuditAction::ConfigConsumed, "Config token consumed")
+            let detail = if first {
+                format!("Config token consumed for machine {} (role={role} hostname={hostname}; no secrets)", record.id)
             } else {
-                (AuditAction::ConfigRefetch, "Config re-fetch")
+                format!("Config re-fetch for machine {} (token already consumed; no secrets)", record.id)
             };
-            let detail = format!("{what}: id={} role={role} hostname={hostname}", record.id);
+            let action = match first {
+                true => AuditAction::ConfigConsumed,
+                false => AuditAction::ConfigRefetch,
+            };
             record.config_fetched = true;
             tx.put_machine(&record)?;
             Change::about(action, &record, detail).record(tx, actor, now)?;
-            Ok(ConfigFetch {
+            Ok(Ok(ConfigFetch {
                 machine_id: record.id,
                 yaml,
                 first,
-            })
+            }))
+        })?
+    }
+
+    /// Serves a single-use grant (already taken out of the registry in `tx`).
+    fn deliver(
+        &self,
+        tx: &R::Tx<'_>,
+        grant: ConfigGrant,
+        actor: &Actor,
+        now: u64,
+    ) -> Result<ConfigFetch, ServiceError> {
+        if now > grant.expires_at {
+            return Err(ServiceError::new(
+                ErrorKind::Gone,
+                "config_url_expired",
+                format!(
+                    "this config URL expired at {}: attest again for a new one",
+                    Timestamp(grant.expires_at)
+                ),
+            ));
+        }
+        let Some(mut record) = tx.machine(&grant.machine_id)? else {
+            return Err(not_found(&grant.machine_id));
+        };
+        refuse_state(&record)?;
+        let yaml = match self.full_config(&record) {
+            Some(yaml) if record.state.status == Status::Attested => yaml,
+            _ => {
+                return Err(ServiceError::forbidden(
+                    "not_attested",
+                    format!("machine {} is not attested and approved", record.id),
+                ));
+            }
+        };
+        if sha384(yaml.as_bytes())[..] != grant.sha384[..] {
+            return Err(ServiceError::conflict(
+                "config_changed",
+                format!(
+                    "machine {}'s config changed since this URL was issued: attest again",
+                    record.id
+                ),
+            ));
+        }
+        record.config_delivered_at = Some(now);
+        record.config_fetched = true;
+        tx.put_machine(&record)?;
+        let detail = format!(
+            "Config delivered to machine {} (role={} hostname={}; single-use URL of a verified attestation)",
+            record.id,
+            record.role.map_or("none", |r| r.as_str()),
+            record.hostname.as_deref().unwrap_or("")
+        );
+        Change::about(AuditAction::ConfigConsumed, &record, detail).record(tx, actor, now)?;
+        Ok(ConfigFetch {
+            machine_id: record.id,
+            yaml,
+            first: true,
         })
     }
 
     /// `GET /config`: a role's config without any secret and without machine identity.
     pub fn pending_config(&self, role: Role) -> Result<String, ServiceError> {
         let configs = self.configs()?;
-        let config = BaseConfigs::without_secrets(configs.base(role).clone());
-        Ok(BaseConfigs::to_yaml(&config))
+        Ok(BaseConfigs::to_yaml(&BaseConfigs::public(
+            configs.base(role),
+        )))
     }
+}
+
+/// Locked, revoked and rejected machines get no configuration at all.
+fn refuse_state(record: &MachineRecord) -> Result<(), ServiceError> {
+    let status = record.state.status;
+    if status.is_refused() {
+        return Err(ServiceError::forbidden(
+            "machine_refused",
+            format!(
+                "machine {} is {status}: no configuration is served",
+                record.id
+            ),
+        ));
+    }
+    Ok(())
 }

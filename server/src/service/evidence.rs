@@ -1,22 +1,21 @@
 //! The evidence of one attestation checked against a nonce, an AK and an activation secret
 //! (DESIGN.md §3.2, §3.4): whether the activation proof matches and whether the quote
 //! verifies. Checked once, outside the write transaction where it can (the signature is the
-//! expensive part), and valid inside it only while those three are still the same.
+//! expensive part), and checked again inside it when the record changed meanwhile.
 
 use attest_common::crypto::CryptoProvider;
 use attest_common::tpm::public::TpmPublic;
 use attest_common::tpm::verify_quote;
-use attest_common::wire::{AttestRequest, HashAlg};
+use attest_common::wire::{AttestRequest, HashAlg, PcrSelection};
 
 #[derive(Clone)]
 pub(super) struct Checked {
-    nonce: [u8; 32],
-    ak: Vec<u8>,
-    secret: Option<Vec<u8>>,
     /// The activation proof matches the secret.
     pub proven: bool,
-    /// `verify_quote`'s verdict.
+    /// `verify_quote`'s verdict, and that the quote selected the challenge's PCRs.
     pub quote: Result<(), String>,
+    /// False when the quote verified but over another PCR selection than the challenge's.
+    pub selection_ok: bool,
 }
 
 impl Checked {
@@ -26,6 +25,7 @@ impl Checked {
         secret: Option<&[u8]>,
         req: &AttestRequest,
         provider: &dyn CryptoProvider,
+        selection: &PcrSelection,
     ) -> Checked {
         let proven = match (secret, &req.activation_proof) {
             (Some(secret), Some(proof)) => {
@@ -35,6 +35,7 @@ impl Checked {
             }
             _ => false,
         };
+        let mut selection_ok = true;
         let quote = match TpmPublic::from_tpm2b(ak) {
             Ok(key) => verify_quote(
                 provider,
@@ -44,21 +45,20 @@ impl Checked {
                 nonce,
                 &req.pcr_values,
             )
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-            Err(e) => Err(format!("the stored AK does not parse: {e}")),
+            .map_err(|e| e.to_string())
+            .and_then(|q| {
+                selection_ok = q.selects(selection);
+                match selection_ok {
+                    true => Ok(()),
+                    false => Err("the quote's PCR selection is not the challenge's".into()),
+                }
+            }),
+            Err(e) => Err(format!("the AK does not parse: {e}")),
         };
         Checked {
-            nonce: *nonce,
-            ak: ak.to_vec(),
-            secret: secret.map(<[u8]>::to_vec),
             proven,
             quote,
+            selection_ok,
         }
-    }
-
-    /// Whether this was checked against exactly these.
-    pub fn holds(&self, nonce: &[u8; 32], ak: &[u8], secret: Option<&[u8]>) -> bool {
-        &self.nonce == nonce && self.ak == ak && self.secret.as_deref() == secret
     }
 }

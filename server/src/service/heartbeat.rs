@@ -3,7 +3,7 @@
 //! the nonce it used, so it is written in a batch with the others (`Registry::write_batched`)
 //! and not audited. Anything else takes the full path, which decides, audits and refuses.
 
-use attest_common::lifecycle::{Action, Event, Transition, transition};
+use attest_common::lifecycle::{Action, Transition};
 use attest_common::wire::AttestRequest;
 
 use super::attest::AttestOutcome;
@@ -23,7 +23,8 @@ impl<R: Registry> Service<R> {
         evidence: &Checked,
         now: u64,
     ) -> Result<Option<AttestOutcome>, ServiceError> {
-        let routine = transition(Some(snapshot.state), Event::Attest)
+        let routine = self
+            .attest_transition(&snapshot)
             .is_ok_and(|t| self.routine(&snapshot, &t, evidence, req));
         if !routine {
             return Ok(None);
@@ -46,15 +47,15 @@ impl<R: Registry> Service<R> {
                 machine_id: record.id,
                 status: record.state.status,
                 action: Action::None,
-                config_token: None,
+                config: None,
             }))
         })?;
         Ok(done)
     }
 
     /// Whether attesting `record` (taking transition `t`) with this evidence is routine: an
-    /// attested, activated machine whose quote verified and whose PCRs equal its baseline,
-    /// told no action and left in its state. Such an attestation changes nothing but the
+    /// attested, activated machine whose quote verified, whose PCRs equal its baseline and
+    /// which has its config, told no action and left in its state. Such an attestation changes nothing but the
     /// time of the last one (and clears a stale mark, which the callers check). One
     /// predicate for both paths, so that the batched heartbeat never takes an attestation
     /// the full path would have audited.
@@ -69,6 +70,7 @@ impl<R: Registry> Service<R> {
         record.state.status == Status::Attested
             && record.ak_activated
             && evidence.quote.is_ok()
+            && (record.config_delivered_at.is_some() || self.configs.is_none())
             && t.action.unwrap_or(Action::None) == Action::None
             && t.to.is_none_or(|to| to == record.state)
             && self

@@ -24,6 +24,7 @@ mod offline;
 mod operate;
 pub mod platform;
 mod queries;
+mod refusals;
 mod register;
 
 pub use answers::{ResponseKey, ServerKey};
@@ -37,6 +38,7 @@ pub use offline::{Admitted, Enrollment, OfflineBundle};
 pub use platform::Platform;
 pub use register::Registered;
 
+use crate::ekchain::{EkChain, EkChainPolicy};
 use crate::factory::IsoSource;
 use crate::machineconfig::BaseConfigs;
 use crate::metrics::Counters;
@@ -55,8 +57,14 @@ pub struct Service<R: Registry> {
     iso: Option<IsoSource>,
     service_url: Option<String>,
     response_key: Option<ResponseKey>,
+    /// `ITL_CONFIG_URL_SECONDS`: how long a single-use config URL lives.
+    config_url_seconds: u64,
     /// What `GET /metrics` counts.
     counters: Counters,
+    /// Contacts that proved nothing, counted and logged at a bounded rate.
+    refusals: refusals::Refusals,
+    /// The EK certificate chain check and what it decides (`None`: `ITL_EK_CHAIN=off`).
+    ek_chain: Option<(EkChain, EkChainPolicy)>,
 }
 
 impl<R: Registry> Service<R> {
@@ -74,8 +82,23 @@ impl<R: Registry> Service<R> {
             iso: None,
             service_url: None,
             response_key: None,
+            config_url_seconds: 300,
             counters: Counters::default(),
+            refusals: refusals::Refusals::default(),
+            ek_chain: None,
         }
+    }
+
+    /// Checks EK certificate chains at registration and import, as `policy` says.
+    pub fn with_ek_chain(mut self, chain: EkChain, policy: EkChainPolicy) -> Service<R> {
+        self.ek_chain = (policy != EkChainPolicy::Off).then_some((chain, policy));
+        self
+    }
+
+    /// Single-use config URLs live this long (`ITL_CONFIG_URL_SECONDS`).
+    pub fn with_config_url_seconds(mut self, seconds: u64) -> Service<R> {
+        self.config_url_seconds = seconds;
+        self
     }
 
     /// Takes time and randomness from `platform`.
@@ -144,5 +167,14 @@ impl<R: Registry> Service<R> {
     /// Counters since start, for `/metrics`.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// Unauthenticated contacts refused since start, by reason (`/metrics`).
+    pub fn refusal_counts(&self) -> Vec<(&'static str, u64)> {
+        self.refusals
+            .counts()
+            .into_iter()
+            .map(|(r, n)| (r.as_str(), n))
+            .collect()
     }
 }

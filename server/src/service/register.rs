@@ -9,9 +9,11 @@ use attest_common::tpm::credential::{Credential, EkKey, make_credential};
 use attest_common::tpm::public::TpmPublic;
 use attest_common::wire::{RegisterRequest, Role};
 
+use super::refusals::Refusal;
 use super::{Actor, Change, ErrorKind, Service, ServiceError};
 use crate::audit_action::AuditAction;
-use crate::record::MachineRecord;
+use crate::ekchain::ChainVerdict;
+use crate::record::{EkChainStatus, MachineRecord};
 use crate::store::{Registry, RegistryTx};
 
 /// The result of register / self-register.
@@ -24,6 +26,9 @@ pub struct Registered {
     pub created: bool,
     /// MakeCredential for the AK the request carried: activate it to prove the TPM.
     pub credential: Option<Credential>,
+    /// The long-lived config token, made only when `/register` creates the machine (the
+    /// registry keeps its hash).
+    pub config_token: Option<String>,
 }
 
 /// Checks the EK material against the claimed fingerprint and the AK's form.
@@ -79,12 +84,53 @@ pub(super) fn describe(record: &mut MachineRecord, req: &RegisterRequest) {
 }
 
 impl<R: Registry> Service<R> {
-    /// The credential (and its secret) binding the (checked) AK to the request's EK.
-    fn make_ak_credential(
+    /// The EK chain verdict for a registration's EK material (DESIGN.md §3.1): refused
+    /// under `ITL_EK_CHAIN=strict` when it does not chain to a trusted CA (nothing written),
+    /// recorded for the approver otherwise.
+    pub(super) fn ek_chain_verdict(
+        &self,
+        req: &RegisterRequest,
+        now: u64,
+    ) -> Result<EkChainStatus, ServiceError> {
+        let Some((chain, policy)) = &self.ek_chain else {
+            return Ok(EkChainStatus::Unchecked);
+        };
+        let verdict = match &req.ek_cert_pem {
+            Some(cert) => chain.verify(cert.der(), now),
+            None => ChainVerdict::Unverified {
+                reason: "no EK certificate (EK public key only)".into(),
+            },
+        };
+        if policy.refuses(&verdict) {
+            let ChainVerdict::Unverified { reason } = &verdict else {
+                unreachable!("only an unverified chain is refused")
+            };
+            return Err(self.unauthenticated(Refusal::UntrustedEk, now, || {
+                ServiceError::forbidden(
+                    "ek_untrusted",
+                    format!(
+                        "the EK certificate of {} does not chain to a trusted TPM vendor CA \
+                         (ITL_EK_CHAIN=strict): {reason}",
+                        req.ek_fingerprint
+                    ),
+                )
+            }));
+        }
+        Ok(match verdict {
+            ChainVerdict::Verified { by, .. } => EkChainStatus::Verified { by },
+            ChainVerdict::Unverified { reason } => EkChainStatus::Unverified { reason },
+        })
+    }
+
+    /// A credential binding `ak` to the request's EK: MakeCredential of the pair's
+    /// activation secret (derived, `ChallengeKey::activation_secret`, unless `secret` is a
+    /// secret an older release stored for it).
+    fn ak_credential(
         &self,
         req: &RegisterRequest,
         ak: &TpmPublic,
-    ) -> Result<(Credential, Vec<u8>), ServiceError> {
+        secret: Option<&[u8]>,
+    ) -> Result<Credential, ServiceError> {
         let unprocessable =
             |m: String| ServiceError::new(ErrorKind::Unprocessable, "unsupported_ek", m);
         let spki = match (&req.ek_cert_pem, &req.ek_public) {
@@ -101,13 +147,19 @@ impl<R: Registry> Service<R> {
             }
         };
         let ek = EkKey::from_spki(&spki).map_err(|e| unprocessable(format!("EK: {e}")))?;
-        let secret = self.platform.bytes::<32>().to_vec();
-        let credential = make_credential(&ek, &ak.name, &secret, &mut self.platform.entropy())
-            .map_err(|e| unprocessable(format!("MakeCredential: {e}")))?;
-        Ok((credential, secret))
+        let derived = self
+            .registry
+            .challenge_key()
+            .activation_secret(&req.ek_fingerprint.to_string(), &ak.name);
+        let secret = secret.unwrap_or(&derived);
+        make_credential(&ek, &ak.name, secret, &mut self.platform.entropy())
+            .map_err(|e| unprocessable(format!("MakeCredential: {e}")))
     }
 
-    /// `POST /register` (pre-registration) or `/self-register` (zero-touch).
+    /// `POST /register` (pre-registration) or `/self-register` (zero-touch). A new EK gets
+    /// a record (and, on `/register`, the long-lived config token of its ISO). A known EK
+    /// changes nothing: its answer carries no token, and a credential for the AK it sent
+    /// (the bound one, or a new one it may rotate to by activating it, `attest`).
     pub fn register(
         &self,
         req: &RegisterRequest,
@@ -115,10 +167,6 @@ impl<R: Registry> Service<R> {
         actor: &Actor,
     ) -> Result<Registered, ServiceError> {
         let ak = check_identity(req)?;
-        let credential = match &ak {
-            Some(ak) => Some(self.make_ak_credential(req, ak)?),
-            None => None,
-        };
         let event = if self_register {
             Event::SelfRegister
         } else {
@@ -126,97 +174,102 @@ impl<R: Registry> Service<R> {
         };
         let fp = req.ek_fingerprint.to_string();
         let now = self.platform.now();
-        // USB path: the ISO boots with this machine's config URL, so its config token
-        // exists from registration on, and the factory is asked before anything is written
-        // (down → 503, nothing changed).
-        let planned = match self_register {
-            true => None,
-            false => {
-                let token = self
-                    .registry
-                    .machine_by_ek(&fp)?
-                    .and_then(|m| m.config_token)
-                    .unwrap_or_else(|| self.platform.token());
-                let iso_url = self.iso_url(&token)?;
-                Some((token, iso_url))
-            }
-        };
-        let mut done = self
-            .registry
-            .write(|tx| -> Result<Registered, ServiceError> {
-                let existing = tx.machine_by_ek(&fp)?;
-                let prev = existing.as_ref().map(|m| m.state.status);
-                let t = transition(existing.as_ref().map(|m| m.state), event)?;
-                let mut record = match existing {
-                    Some(m) => m,
-                    None => MachineRecord::new(
-                        self.platform.machine_id(),
-                        fp.clone(),
-                        req.ek_source,
-                        State::new(Status::PendingApproval),
-                        now,
-                    ),
-                };
-                record.ek_cert_der = req.ek_cert_pem.as_ref().map(|c| c.der().to_vec());
-                record.ek_public_der = req.ek_public.as_ref().map(|p| p.to_vec());
-                record.ak_public = req
-                    .ak_public
-                    .as_ref()
-                    .map(|p| p.to_vec())
-                    .or(record.ak_public);
-                if let Some((_, secret)) = &credential {
-                    // A new AK must prove itself again.
-                    record.activation_secret = Some(secret.clone());
-                    record.ak_activated = false;
-                }
-                describe(&mut record, req);
-                record.updated_at = now;
-                if let Some(to) = t.to {
-                    record.state = to;
-                }
-                if let (None, Some((token, _))) = (&record.config_token, &planned) {
-                    record.config_token = Some(token.clone());
-                }
-                tx.put_machine(&record)?;
-                let change = if t.reregistration {
-                    Change::of(
-                        AuditAction::ReRegister,
-                        &record,
-                        prev,
-                        format!("Re-registration of machine {} (ek={fp})", record.id),
-                    )
-                } else {
-                    Change::of(
-                        if self_register {
-                            AuditAction::SelfRegister
-                        } else {
-                            AuditAction::Register
-                        },
-                        &record,
-                        prev,
-                        format!(
-                            "New machine registered: id={} role={} ek={fp}",
-                            record.id,
-                            req.desired_role.map_or("none", Role::as_str)
-                        ),
-                    )
-                };
-                change.record(tx, actor, now)?;
-                Ok(Registered {
-                    machine: record,
-                    iso_url: None,
-                    created: !t.reregistration,
-                    credential: credential.map(|(c, _)| c),
-                })
-            })?;
-        if let Some((token, iso_url)) = planned {
-            done.iso_url = match &done.machine.config_token {
-                Some(t) if *t == token => iso_url,
-                // A concurrent registration of the same EK set the token first.
-                Some(t) => self.iso_url(t)?,
-                None => None,
-            };
+        if let Some(known) = self.registry.machine_by_ek(&fp)? {
+            return self.reregister(req, ak.as_ref(), known, event, now);
         }
-        Ok(done)
+        let ek_chain = self.ek_chain_verdict(req, now)?;
+        let credential = match &ak {
+            Some(ak) => Some(self.ak_credential(req, ak, None)?),
+            None => None,
+        };
+        // USB path: the ISO boots with this machine's config URL, so its token exists from
+        // registration on, and the factory is asked before anything is written (down →
+        // 503, nothing changed).
+        let token = (!self_register).then(|| self.platform.token());
+        let iso_url = match &token {
+            Some(t) => self.iso_url(t)?,
+            None => None,
+        };
+        let created = self.registry.write(|tx| {
+            if tx.machine_by_ek(&fp)?.is_some() {
+                // Registered meanwhile by a concurrent request: answered as a known EK.
+                return Ok::<_, ServiceError>(None);
+            }
+            let t = transition(None, event)?;
+            let mut record = MachineRecord::new(
+                self.platform.machine_id(),
+                fp.clone(),
+                req.ek_source,
+                t.to.unwrap_or(State::new(Status::PendingApproval)),
+                now,
+            );
+            record.ek_cert_der = req.ek_cert_pem.as_ref().map(|c| c.der().to_vec());
+            record.ek_public_der = req.ek_public.as_ref().map(|p| p.to_vec());
+            record.ak_public = req.ak_public.as_ref().map(|p| p.to_vec());
+            describe(&mut record, req);
+            record.ek_chain = ek_chain.clone();
+            record.config_token_hash = token.as_deref().map(crate::store::token_key);
+            tx.put_machine(&record)?;
+            let action = match self_register {
+                true => AuditAction::SelfRegister,
+                false => AuditAction::Register,
+            };
+            let detail = format!(
+                "New machine registered: id={} role={} ek={fp}",
+                record.id,
+                req.desired_role.map_or("none", Role::as_str)
+            );
+            Change::of(action, &record, None, detail).record(tx, actor, now)?;
+            Ok(Some(record))
+        })?;
+        match created {
+            Some(machine) => Ok(Registered {
+                machine,
+                iso_url,
+                created: true,
+                credential,
+                config_token: token,
+            }),
+            None => {
+                let known = self.registry.machine_by_ek(&fp)?.ok_or_else(|| {
+                    ServiceError::conflict("registration_race", "the machine vanished; retry")
+                })?;
+                self.reregister(req, ak.as_ref(), known, event, now)
+            }
+        }
+    }
+
+    /// A known EK registered again: nothing written (it proves nothing), logged at a
+    /// bounded rate; refused for revoked and rejected machines.
+    fn reregister(
+        &self,
+        req: &RegisterRequest,
+        ak: Option<&TpmPublic>,
+        known: MachineRecord,
+        event: Event,
+        now: u64,
+    ) -> Result<Registered, ServiceError> {
+        transition(Some(known.state), event)?;
+        self.refusals.note(Refusal::Reregistration, now, || {
+            format!(
+                "Re-registration of machine {} (ek={})",
+                known.id, known.ek_fingerprint
+            )
+        });
+        let credential = match (ak, &req.ak_public) {
+            (Some(ak), Some(bytes)) => {
+                let bound = known.ak_public.as_deref() == Some(bytes.as_slice());
+                let legacy = known.activation_secret.as_deref().filter(|_| bound);
+                Some(self.ak_credential(req, ak, legacy)?)
+            }
+            _ => None,
+        };
+        Ok(Registered {
+            machine: known,
+            iso_url: None,
+            created: false,
+            credential,
+            config_token: None,
+        })
     }
 }

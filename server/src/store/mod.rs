@@ -35,6 +35,17 @@ impl From<crate::record::RecordError> for StoreError {
     }
 }
 
+/// A single-use URL to a machine's full config, minted by a verified attestation
+/// (DESIGN.md §3.9), kept under the SHA-256 of its token.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConfigGrant {
+    pub machine_id: String,
+    /// Seconds since the epoch after which the URL answers 410.
+    pub expires_at: u64,
+    /// SHA-384 of the config the attestation answer named: the URL serves exactly it.
+    pub sha384: Vec<u8>,
+}
+
 /// What a backup copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackupSummary {

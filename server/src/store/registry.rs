@@ -28,7 +28,7 @@ use crate::audit::{AuditEntry, NewEntry, Verification};
 use crate::challenge::ChallengeKey;
 use crate::record::MachineRecord;
 
-use super::{BackupSummary, StoreError, Vote};
+use super::{BackupSummary, ConfigGrant, StoreError, Vote};
 
 /// The write side of one transaction (see the module's contract).
 pub trait RegistryTx {
@@ -37,8 +37,8 @@ pub trait RegistryTx {
 
     fn machine(&self, id: &str) -> Result<Option<MachineRecord>, StoreError>;
     fn machine_by_ek(&self, fingerprint: &str) -> Result<Option<MachineRecord>, StoreError>;
-    /// The machine a config token belongs to (the registry keeps only a hash of the token).
-    fn machine_by_token(&self, token: &str) -> Result<Option<MachineRecord>, StoreError>;
+    /// The machine whose long-lived config token has this hash (`store::token_key`).
+    fn machine_by_token_hash(&self, hash: &str) -> Result<Option<MachineRecord>, StoreError>;
     /// Stores a record and indexes its EK fingerprint and config token.
     fn put_machine(&self, record: &MachineRecord) -> Result<(), StoreError>;
     /// Stores a record whose indexed fields (EK fingerprint, config token) are unchanged.
@@ -69,6 +69,13 @@ pub trait RegistryTx {
     fn approving_votes(&self, id: &str) -> Result<Vec<Vote>, StoreError>;
     /// Replaces them.
     fn put_approving_votes(&self, id: &str, votes: &[Vote]) -> Result<(), StoreError>;
+
+    /// Keeps a single-use config URL's grant under the hash of its token.
+    fn put_grant(&self, token_hash: &str, grant: &ConfigGrant) -> Result<(), StoreError>;
+    /// Removes and answers the grant of a token hash (single use), if there is one.
+    fn take_grant(&self, token_hash: &str) -> Result<Option<ConfigGrant>, StoreError>;
+    /// Forgets grants that expired before `now`.
+    fn purge_grants(&self, now: u64) -> Result<usize, StoreError>;
 
     /// Appends an audit entry linked to the chain head, in this transaction.
     fn audit(&self, entry: NewEntry, now: u64) -> Result<AuditEntry, StoreError>;

@@ -295,6 +295,18 @@ pub fn talos_dir() -> PathBuf {
 }
 
 /// A config dir with the shared samples as role base configs.
+/// A server on `dir/data` with the break-glass token and role base configs in `dir`, so
+/// that approved machines are offered their config.
+pub fn start_with_configs(dir: &std::path::Path, extra: &[(&str, &str)]) -> Server {
+    let cfg = config_dir(dir);
+    let mut env = vec![
+        ("ITL_ADMIN_TOKEN", ADMIN),
+        ("ITL_CONFIG_DIR", cfg.to_str().unwrap()),
+    ];
+    env.extend_from_slice(extra);
+    Server::start_with(&dir.join("data"), &env)
+}
+
 pub fn config_dir(base: &std::path::Path) -> PathBuf {
     let dir = base.join("base-configs");
     std::fs::create_dir_all(&dir).unwrap();

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use async_signal::{Signal, Signals};
 use futures_lite::StreamExt as _;
 
+use attest_server::ekchain::{EkChain, EkChainPolicy};
 use attest_server::enrollment::EnrollmentCa;
 use attest_server::listener::{self, Shutdown};
 use attest_server::machineconfig::BaseConfigs;
@@ -85,6 +86,7 @@ fn service(config: &Config) -> Result<Service<RedbRegistry>, ExitCode> {
     let mut service = Service::new(store)
         .with_dual_control(config.dual_control.clone())
         .with_challenges(config.challenges.clone())
+        .with_config_url_seconds(config.config_url_seconds)
         .with_response_key(response_key_parts);
     match &config.config_dir {
         Some(dir) => match BaseConfigs::load(dir) {
@@ -134,6 +136,33 @@ fn service(config: &Config) -> Result<Service<RedbRegistry>, ExitCode> {
                 return Err(ExitCode::from(2));
             }
         }
+    }
+    if config.ek_chain.policy != EkChainPolicy::Off {
+        let mut ek_config = config.ek_chain.clone();
+        if ek_config.aia_fetch && ek_config.aia_cache_dir.is_none() {
+            ek_config.aia_cache_dir = Some(config.data_dir.join("ek-aia-cache"));
+        }
+        match EkChain::from_config(&ek_config) {
+            Ok(chain) => {
+                log::info(&format!(
+                    "EK chain check: ITL_EK_CHAIN={} with {} trusted CA certificates{}",
+                    ek_config.policy.as_str(),
+                    chain.store().len(),
+                    if chain.fetches_aia() {
+                        " (AIA fetching on)"
+                    } else {
+                        ""
+                    }
+                ));
+                service = service.with_ek_chain(chain, ek_config.policy);
+            }
+            Err(e) => {
+                eprintln!("attestation-server: invalid configuration: {e}");
+                return Err(ExitCode::from(2));
+            }
+        }
+    } else {
+        log::warn("EK chain check off (ITL_EK_CHAIN=off): EK certificates are not checked");
     }
     Ok(service)
 }

@@ -11,7 +11,7 @@ use crate::audit_action::AuditAction;
 use crate::machineconfig::BaseConfigs;
 use crate::record::MachineRecord;
 use crate::service::{Actor, Change, ErrorKind, Service, ServiceError, not_found};
-use crate::store::{Registry, RegistryTx};
+use crate::store::{Registry, RegistryTx, token_key};
 
 fn file(path: &str, mode: u32, content: &str) -> Value {
     json!({ "op": "create", "path": format!("{FILES_DIR}/{path}"), "permissions": mode, "content": content })
@@ -43,11 +43,10 @@ impl<R: Registry> Service<R> {
         // Outside the transaction: the factory call (I/O) and the certificate.
         let record = self.machine(id)?;
         check(&record)?;
-        let (Some(role), Some(hostname), Some(ip), Some(token)) = (
+        let (Some(role), Some(hostname), Some(ip)) = (
             record.role,
             record.hostname.clone(),
             record.assigned_ip.clone(),
-            record.config_token.clone(),
         ) else {
             return Err(ServiceError::new(
                 ErrorKind::Conflict,
@@ -55,6 +54,9 @@ impl<R: Registry> Service<R> {
                 format!("machine {id} has no role, hostname or address yet: approve it first"),
             ));
         };
+        // A new long-lived token for the bundle's ISO (the registry keeps only hashes, so
+        // an earlier one cannot be handed out again); it replaces the machine's previous one.
+        let token = self.platform.token();
         let iso_url = self.iso_url(&token)?;
         let now = self.platform.now();
         let issued = enrollment
@@ -82,8 +84,10 @@ impl<R: Registry> Service<R> {
         let machineconfig = BaseConfigs::to_yaml(&config);
         self.registry.write(|tx| {
             // Re-checked: the machine may have been locked or revoked meanwhile.
-            let current = tx.machine(id)?.ok_or_else(|| not_found(id))?;
+            let mut current = tx.machine(id)?.ok_or_else(|| not_found(id))?;
             check(&current)?;
+            current.config_token_hash = Some(token_key(&token));
+            tx.put_machine(&current)?;
             let detail = format!(
                 "Enrollment cert issued: machine_id={id} role={role} serial={} valid_days={}",
                 issued.serial, enrollment.cert_days

@@ -31,6 +31,7 @@ impl<R: Registry> Service<R> {
         check_identity(req)?;
         let fp = req.ek_fingerprint.to_string();
         let now = self.platform.now();
+        let ek_chain = self.ek_chain_verdict(req, now)?;
         self.registry.write(|tx| {
             if let Some(existing) = tx.machine_by_ek(&fp)? {
                 return Ok(Admitted {
@@ -50,6 +51,7 @@ impl<R: Registry> Service<R> {
             record.ek_public_der = req.ek_public.as_ref().map(|p| p.to_vec());
             record.ak_public = req.ak_public.as_ref().map(|p| p.to_vec());
             describe(&mut record, req);
+            record.ek_chain = ek_chain;
             tx.put_machine(&record)?;
             let detail = format!(
                 "New machine imported: id={} ek={fp} agent={} receipt_created_at={}",

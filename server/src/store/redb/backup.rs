@@ -7,7 +7,8 @@ use ::redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefini
 
 use super::scan::audit_verify_in;
 use super::{
-    APPROVALS, AUDIT, BY_EK, BY_TOKEN, MACHINES, META, RedbRegistry, STALE, USED_NONCES, builder,
+    APPROVALS, AUDIT, BY_EK, BY_TOKEN, GRANTS, MACHINES, META, RedbRegistry, STALE, USED_NONCES,
+    builder,
 };
 use crate::audit;
 use crate::store::{BackupSummary, StoreError};
@@ -95,6 +96,7 @@ fn copy_registry(read: &::redb::ReadTransaction, to: &Path) -> Result<BackupSumm
     let machines = table(read, &write, MACHINES)?;
     table(read, &write, BY_EK)?;
     table(read, &write, BY_TOKEN)?;
+    table(read, &write, GRANTS)?;
     table(read, &write, APPROVALS)?;
     let audit_entries = table(read, &write, AUDIT)?;
     table(read, &write, USED_NONCES)?;

@@ -1,7 +1,8 @@
 //! The registry on redb (DESIGN.md §7): one file, one write transaction per change, the
 //! audit entry inside the same transaction, so there is never a change without its entry or
 //! an entry without its change. Tables: `machines` (id → versioned record), `by_ek`,
-//! `by_token` (SHA-256 of the token), `approvals` (pending votes under the id, approving
+//! `by_token` (SHA-256 of the token), `config_grants` (single-use config URLs, by the
+//! SHA-256 of their token), `approvals` (pending votes under the id, approving
 //! ones under `id#approved`), `used_nonces`, `stale`, `audit`, `meta` (the challenge key).
 //!
 //! `commit` holds group commit and batching, `tx` the write side of a transaction, `scan`
@@ -42,6 +43,8 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const STALE: TableDefinition<&str, u64> = TableDefinition::new("stale");
 /// SHA-256 (hex) of a config token → machine id.
 const BY_TOKEN: TableDefinition<&str, &str> = TableDefinition::new("by_token");
+/// SHA-256 (hex) of a single-use config URL's token → its grant (postcard `ConfigGrant`).
+const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("config_grants");
 
 /// redb's page cache. Its default (1 GiB) lets the cache grow to the whole registry as
 /// scans touch it (100,000 machines are ≈ 135 MB of pages); the operating system's page
@@ -121,6 +124,7 @@ impl RedbRegistry {
         txn.open_table(AUDIT)?;
         txn.open_table(APPROVALS)?;
         txn.open_table(BY_TOKEN)?;
+        txn.open_table(GRANTS)?;
         txn.open_table(USED_NONCES)?;
         txn.open_table(STALE)?;
         txn.delete_table(OLD_NONCES)?;

@@ -3,10 +3,10 @@
 
 use ::redb::ReadableTable;
 
-use super::{APPROVALS, AUDIT, BY_EK, BY_TOKEN, MACHINES, STALE, USED_NONCES};
+use super::{APPROVALS, AUDIT, BY_EK, BY_TOKEN, GRANTS, MACHINES, STALE, USED_NONCES};
 use crate::audit::{self, AuditEntry, NewEntry};
 use crate::record::MachineRecord;
-use crate::store::{RegistryTx, StoreError, Vote, token_key};
+use crate::store::{ConfigGrant, RegistryTx, StoreError, Vote};
 
 /// The write side of one redb write transaction.
 pub struct RedbTx<'a> {
@@ -51,17 +51,23 @@ impl RegistryTx for RedbTx<'_> {
     }
 
     fn put_machine(&self, record: &MachineRecord) -> Result<(), StoreError> {
+        let before = self.machine(&record.id)?;
+        let mut by_token = self.txn.open_table(BY_TOKEN)?;
+        if let Some(old) = before.and_then(|b| b.config_token_hash)
+            && record.config_token_hash.as_ref() != Some(&old)
+        {
+            // A new long-lived token replaces the old one: the old one stops working.
+            by_token.remove(old.as_str())?;
+        }
+        if let Some(hash) = &record.config_token_hash {
+            by_token.insert(hash.as_str(), record.id.as_str())?;
+        }
         self.txn
             .open_table(MACHINES)?
             .insert(record.id.as_str(), record.encode().as_slice())?;
         self.txn
             .open_table(BY_EK)?
             .insert(record.ek_fingerprint.as_str(), record.id.as_str())?;
-        if let Some(token) = &record.config_token {
-            self.txn
-                .open_table(BY_TOKEN)?
-                .insert(token_key(token).as_str(), record.id.as_str())?;
-        }
         Ok(())
     }
 
@@ -89,10 +95,8 @@ impl RegistryTx for RedbTx<'_> {
         self.txn
             .open_table(BY_EK)?
             .remove(record.ek_fingerprint.as_str())?;
-        if let Some(token) = &record.config_token {
-            self.txn
-                .open_table(BY_TOKEN)?
-                .remove(token_key(token).as_str())?;
+        if let Some(hash) = &record.config_token_hash {
+            self.txn.open_table(BY_TOKEN)?.remove(hash.as_str())?;
         }
         self.put_votes_under(&record.id, &[])?;
         self.put_votes_under(&approved_key(&record.id), &[])?;
@@ -135,11 +139,10 @@ impl RegistryTx for RedbTx<'_> {
         Ok(had)
     }
 
-    /// The machine a config token belongs to.
-    fn machine_by_token(&self, token: &str) -> Result<Option<MachineRecord>, StoreError> {
+    fn machine_by_token_hash(&self, hash: &str) -> Result<Option<MachineRecord>, StoreError> {
         let id = {
             let table = self.txn.open_table(BY_TOKEN)?;
-            let found = table.get(token_key(token).as_str())?;
+            let found = table.get(hash)?;
             found.map(|v| v.value().to_owned())
         };
         match id {
@@ -165,6 +168,42 @@ impl RegistryTx for RedbTx<'_> {
     }
 
     /// Appends an audit entry, linked to the last one.
+    fn put_grant(&self, token_hash: &str, grant: &ConfigGrant) -> Result<(), StoreError> {
+        let bytes =
+            postcard::to_allocvec(grant).map_err(|e| StoreError(format!("config grant: {e}")))?;
+        self.txn
+            .open_table(GRANTS)?
+            .insert(token_hash, bytes.as_slice())?;
+        Ok(())
+    }
+
+    fn take_grant(&self, token_hash: &str) -> Result<Option<ConfigGrant>, StoreError> {
+        let mut table = self.txn.open_table(GRANTS)?;
+        let taken = table.remove(token_hash)?.map(|v| v.value().to_vec());
+        match taken {
+            Some(bytes) => postcard::from_bytes(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError(format!("config grant: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    fn purge_grants(&self, now: u64) -> Result<usize, StoreError> {
+        let mut table = self.txn.open_table(GRANTS)?;
+        let mut expired = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            let grant: Option<ConfigGrant> = postcard::from_bytes(v.value()).ok();
+            if grant.is_none_or(|g| g.expires_at < now) {
+                expired.push(k.value().to_owned());
+            }
+        }
+        for k in &expired {
+            table.remove(k.as_str())?;
+        }
+        Ok(expired.len())
+    }
+
     fn audit(&self, entry: NewEntry, now: u64) -> Result<AuditEntry, StoreError> {
         let mut table = self.txn.open_table(AUDIT)?;
         let (seq, prev) = match table.last()? {
