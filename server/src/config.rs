@@ -192,6 +192,16 @@ impl Config {
                     message: format!("'{v}' is not a positive number of seconds"),
                 })?,
         };
+        let break_glass_counts = match get("ITL_DUAL_CONTROL_BREAK_GLASS").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ConfigError {
+                    variable: "ITL_DUAL_CONTROL_BREAK_GLASS",
+                    message: format!("'{other}' is neither true nor false"),
+                });
+            }
+        };
         let lifetime_seconds = match get("ITL_CHALLENGE_LIFETIME_SECONDS") {
             None => 60,
             Some(v) => v
@@ -375,6 +385,7 @@ impl Config {
                 roles,
                 quorum,
                 window_seconds,
+                break_glass_counts,
             },
             challenges: Challenges {
                 lifetime_seconds,

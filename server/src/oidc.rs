@@ -41,7 +41,12 @@ pub enum AuthError {
 /// An authenticated operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operator {
+    /// For people and the audit log: `preferred_username`, else `sub`.
     pub identity: String,
+    /// Who it is for dual control: the issuer and subject (`iss`, `sub`), which a user
+    /// cannot choose (`preferred_username` can change, or be absent on one token and present
+    /// on the next).
+    pub principal: String,
 }
 
 struct Keys {
@@ -180,10 +185,21 @@ impl Oidc {
         let data = decode::<Claims>(token, &key, &validation)
             .map_err(|e| invalid(format!("token rejected: {e}")))?;
         let claims = data.claims;
-        let identity = claims
-            .preferred_username
-            .or(claims.sub)
-            .ok_or_else(|| invalid("the token has neither preferred_username nor sub".into()))?;
+        let sub = claims
+            .sub
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| invalid("the token has no sub".into()))?;
+        let identity = match claims.preferred_username.filter(|n| !n.is_empty()) {
+            // Names the server uses for itself and for machines are not an operator's.
+            Some(name)
+                if name.eq_ignore_ascii_case("SYSTEM") || name.eq_ignore_ascii_case("agent") =>
+            {
+                format!("oidc:{sub}")
+            }
+            Some(name) => name,
+            None => sub.clone(),
+        };
+        let principal = format!("{}#{sub}", self.config.issuer.trim_end_matches('/'));
         let role = &self.config.operator_role;
         let in_realm = claims
             .realm_access
@@ -200,6 +216,9 @@ impl Oidc {
                 role: role.clone(),
             });
         }
-        Ok(Operator { identity })
+        Ok(Operator {
+            identity,
+            principal,
+        })
     }
 }

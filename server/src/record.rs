@@ -347,4 +347,30 @@ mod tests {
         assert_eq!(stored[0], 1);
         assert_eq!(MachineRecord::decode(stored), Ok(sample()));
     }
+
+    /// A version-2 record (the config token in clear, a stored activation secret), as the
+    /// previous release wrote it: the token becomes its hash (the index already held that
+    /// hash, so the long-lived URL keeps working), the old secret is kept for the agent
+    /// that holds it, and the attested machine counts as having its config.
+    #[test]
+    fn reads_a_stored_version_2_record() {
+        let stored = include_bytes!("../tests/fixtures/machine-record-v2.bin");
+        assert_eq!(stored[0], 2);
+        let r = MachineRecord::decode(stored).unwrap();
+        assert_eq!(r.id, "m-2");
+        assert_eq!(
+            r.config_token_hash,
+            Some(crate::store::token_key("a-long-lived-config-token"))
+        );
+        assert_eq!(r.activation_secret, Some(vec![7; 32]));
+        assert_eq!(r.config_delivered_at, Some(300));
+        assert_eq!(r.ek_chain, EkChainStatus::Unchecked);
+        assert_eq!(
+            (r.state.status, r.hostname.as_deref(), r.config_fetched),
+            (Status::Attested, Some("cp-2"), true)
+        );
+        let written = r.encode();
+        assert_eq!(written[0], CURRENT_VERSION);
+        assert_eq!(MachineRecord::decode(&written), Ok(r));
+    }
 }

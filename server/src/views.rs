@@ -130,11 +130,12 @@ pub fn verification(v: Verification) -> AuditVerification {
     }
 }
 
-/// The identity the server sees; `SYSTEM` is the break-glass token's.
-pub fn whoami(identity: &str) -> Whoami {
+/// The identity the server sees, and whether it is the break-glass token's (an OIDC user
+/// cannot take the name `SYSTEM`: `oidc::Oidc::authenticate`).
+pub fn whoami(identity: &str, break_glass: bool) -> Whoami {
     Whoami {
         identity: identity.to_owned(),
-        break_glass: identity == "SYSTEM",
+        break_glass,
     }
 }
 
@@ -187,6 +188,7 @@ mod tests {
         let votes = Approvals {
             approved: vec![Vote {
                 identity: "alice".into(),
+                principal: "oidc:https://sso.example#a1".into(),
                 role: Role::Controlplane,
                 hostname: "cp-1".into(),
                 assigned_ip: "10.0.0.5/24".into(),
@@ -194,6 +196,7 @@ mod tests {
             }],
             pending: vec![Vote {
                 identity: "bob".into(),
+                principal: "oidc:https://sso.example#b2".into(),
                 role: Role::Controlplane,
                 hostname: "cp-2".into(),
                 assigned_ip: "10.0.0.6/24".into(),

@@ -265,6 +265,38 @@ fn jwt_validation_and_operator_identity() {
         (409, Some("duplicate_approval")),
         "same identity, other key"
     );
+    // Attack 9: the same subject without (or with another) preferred_username is still
+    // the same person for dual control; (iss, sub) is what counts.
+    let mut renamed = claims(&issuer, "alice");
+    renamed["preferred_username"] = json!("alice-the-second");
+    let mut nameless = claims(&issuer, "alice");
+    nameless.as_object_mut().unwrap().remove("preferred_username");
+    for (what, claims) in [("renamed", renamed), ("nameless", nameless)] {
+        let (status, again) =
+            server.call("POST", &path, Some(&token(&rsa, claims)), Some(&approve));
+        assert_eq!(
+            (status, again["error"].as_str()),
+            (409, Some("duplicate_approval")),
+            "{what}: {again}"
+        );
+    }
+    // An OIDC user named SYSTEM is not the break-glass token.
+    let mut impostor = claims(&issuer, "SYSTEM");
+    impostor["sub"] = json!("id-mallory");
+    let (status, me) = server.call("GET", "/api/v1/whoami", Some(&token(&rsa, impostor)), None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        (me["identity"].as_str(), me["break_glass"].as_bool()),
+        (Some("oidc:id-mallory"), Some(false)),
+        "{me}"
+    );
+    // The break-glass token does not count toward the quorum (ITL_DUAL_CONTROL_BREAK_GLASS).
+    let (status, bg) = server.call("POST", &path, Some(ADMIN), Some(&approve));
+    assert_eq!(
+        (status, bg["error"].as_str()),
+        (403, Some("break_glass_not_counted")),
+        "{bg}"
+    );
     let (status, m) = server.call(
         "POST",
         &path,

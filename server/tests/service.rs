@@ -36,10 +36,7 @@ fn request(pem: &str) -> RegisterRequest {
 }
 
 fn alice() -> Actor {
-    Actor {
-        identity: "alice".into(),
-        source_ip: Some("127.0.0.1".into()),
-    }
+    Actor::operator("alice", "https://sso.example#alice", Some("127.0.0.1".into()))
 }
 
 fn approval() -> Approval {
@@ -269,10 +266,7 @@ fn restart_keeps_everything_and_tampering_is_found() {
 }
 
 fn operator(name: &str) -> Actor {
-    Actor {
-        identity: name.into(),
-        source_ip: None,
-    }
+    Actor::operator(name, &format!("https://sso.example#{name}"), None)
 }
 
 /// A service under dual control for controlplane, on a clock that moves when told.
@@ -284,6 +278,7 @@ fn dual(path: &Path, quorum: usize, window_seconds: u64) -> (Svc, std::sync::Arc
             roles: vec![Role::Controlplane],
             quorum,
             window_seconds,
+            break_glass_counts: false,
         });
     (svc, clock)
 }
@@ -461,4 +456,45 @@ fn challenge_nonces_are_single_use_expire_and_survive_restart() {
         .write(|tx| svc.use_nonce(tx, &expiring_id, now + 5))
         .unwrap_err();
     assert_eq!((e.kind, e.code), (ErrorKind::Gone, "nonce_expired"));
+}
+
+/// Dual control counts principals: the break-glass token only when
+/// `ITL_DUAL_CONTROL_BREAK_GLASS=true`, and one OIDC subject once whatever it is called.
+#[test]
+fn dual_control_counts_principals_and_break_glass_only_when_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    for counts in [false, true] {
+        let (svc, _) = dual(&dir.path().join(format!("bg-{counts}.redb")), 2, 600);
+        let svc = svc.with_dual_control(DualControl {
+            roles: vec![Role::Controlplane],
+            quorum: 2,
+            window_seconds: 600,
+            break_glass_counts: counts,
+        });
+        let id = svc
+            .register(&request(EK_P384), true, &Actor::agent(None))
+            .unwrap()
+            .machine
+            .id;
+        let same = Actor::operator("alice", "https://sso.example#a-1", None);
+        let renamed = Actor::operator("Alice B.", "https://sso.example#a-1", None);
+        assert!(matches!(
+            svc.approve(&id, &approval(), &same).unwrap(),
+            ApproveOutcome::Pending { .. }
+        ));
+        let e = svc.approve(&id, &approval(), &renamed).unwrap_err();
+        assert_eq!(e.code, "duplicate_approval");
+        let break_glass = svc.approve(&id, &approval(), &Actor::break_glass(None));
+        match counts {
+            false => {
+                let e = break_glass.unwrap_err();
+                assert_eq!((e.kind, e.code), (ErrorKind::Forbidden, "break_glass_not_counted"));
+                assert_eq!(svc.approvals(&id).unwrap().pending.len(), 1);
+            }
+            true => {
+                let m = approved(break_glass.unwrap());
+                assert_eq!(m.state.status, Status::Registered);
+            }
+        }
+    }
 }

@@ -227,7 +227,7 @@ pub async fn whoami<R: Registry>(req: Req<R>) -> Reply {
     let actor = req.operator().await?;
     Ok(response::json(
         StatusCode::OK,
-        &views::whoami(&actor.identity),
+        &views::whoami(&actor.identity, actor.is_break_glass()),
     ))
 }
 

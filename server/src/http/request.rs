@@ -180,10 +180,7 @@ impl<R: Registry> Req<R> {
         if let Some(token) = &state.config.admin_token
             && bool::from(presented.as_bytes().ct_eq(token.as_bytes()))
         {
-            return Ok(Actor {
-                identity: "SYSTEM".into(),
-                source_ip,
-            });
+            return Ok(Actor::break_glass(source_ip));
         }
         if state.oidc.is_none() {
             return Err(Refusal::new(
@@ -198,10 +195,7 @@ impl<R: Registry> Req<R> {
         })
         .await;
         match result {
-            Ok(op) => Ok(Actor {
-                identity: op.identity,
-                source_ip,
-            }),
+            Ok(op) => Ok(Actor::operator(&op.identity, &op.principal, source_ip)),
             Err(AuthError::Invalid(why)) => {
                 Err(Refusal::new(StatusCode::UNAUTHORIZED, "invalid_token", why))
             }

@@ -29,6 +29,8 @@ pub struct DualControl {
     pub roles: Vec<Role>,
     pub quorum: usize,
     pub window_seconds: u64,
+    /// `ITL_DUAL_CONTROL_BREAK_GLASS`: whether the break-glass token's vote counts.
+    pub break_glass_counts: bool,
 }
 
 impl Default for DualControl {
@@ -37,6 +39,7 @@ impl Default for DualControl {
             roles: Vec::new(),
             quorum: 2,
             window_seconds: 600,
+            break_glass_counts: false,
         }
     }
 }
@@ -150,6 +153,7 @@ impl<R: Registry> Service<R> {
         let now = self.platform.now();
         let vote = Vote {
             identity: actor.identity.clone(),
+            principal: actor.principal.clone(),
             role: approval.role,
             hostname: approval.hostname.clone(),
             assigned_ip: approval.assigned_ip.clone(),
@@ -201,7 +205,17 @@ impl<R: Registry> Service<R> {
                     ));
                 }
             }
-            if votes.iter().any(|v| v.identity == actor.identity) {
+            if actor.is_break_glass() && !dc.break_glass_counts {
+                return Err(ServiceError::forbidden(
+                    "break_glass_not_counted",
+                    format!(
+                        "role {} is under dual control and the break-glass token does not count \
+                         toward its quorum (ITL_DUAL_CONTROL_BREAK_GLASS=true to allow it)",
+                        approval.role
+                    ),
+                ));
+            }
+            if votes.iter().any(|v| v.principal == actor.principal) {
                 return Err(ServiceError::conflict(
                     "duplicate_approval",
                     format!(

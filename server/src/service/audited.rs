@@ -11,16 +11,23 @@ use crate::store::{RegistryTx, StoreError};
 /// Who acts, for the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
-    /// Operator identity; `SYSTEM` for the break-glass token and the server itself; `agent`
-    /// for machines.
+    /// Operator identity for people and the audit log; `SYSTEM` for the break-glass token
+    /// and the server itself; `agent` for machines.
     pub identity: String,
+    /// Who it is for dual control: `oidc:<issuer>#<sub>` for OIDC operators, `break-glass`,
+    /// `system`, `agent`.
+    pub principal: String,
     pub source_ip: Option<String>,
 }
+
+/// The principal of the break-glass token.
+pub const BREAK_GLASS: &str = "break-glass";
 
 impl Actor {
     pub fn agent(source_ip: Option<String>) -> Actor {
         Actor {
             identity: "agent".into(),
+            principal: "agent".into(),
             source_ip,
         }
     }
@@ -29,8 +36,31 @@ impl Actor {
     pub fn system() -> Actor {
         Actor {
             identity: "SYSTEM".into(),
+            principal: "system".into(),
             source_ip: None,
         }
+    }
+
+    /// The break-glass token (`ITL_ADMIN_TOKEN`): `SYSTEM` in the audit log.
+    pub fn break_glass(source_ip: Option<String>) -> Actor {
+        Actor {
+            identity: "SYSTEM".into(),
+            principal: BREAK_GLASS.into(),
+            source_ip,
+        }
+    }
+
+    /// An operator authenticated by OIDC: shown as `identity`, counted as `principal`.
+    pub fn operator(identity: &str, principal: &str, source_ip: Option<String>) -> Actor {
+        Actor {
+            identity: identity.into(),
+            principal: format!("oidc:{principal}"),
+            source_ip,
+        }
+    }
+
+    pub fn is_break_glass(&self) -> bool {
+        self.principal == BREAK_GLASS
     }
 }
 

@@ -9,7 +9,10 @@ pub use registry::{Registry, RegistryTx};
 /// One operator's vote toward a dual-control approval.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Vote {
+    /// Who voted, as the audit log shows it.
     pub identity: String,
+    /// Who voted, as dual control counts it (`Actor::principal`).
+    pub principal: String,
     pub role: attest_common::wire::Role,
     pub hostname: String,
     pub assigned_ip: String,

@@ -248,17 +248,70 @@ pub(super) fn approved_key(id: &str) -> String {
     format!("{id}#approved")
 }
 
+/// Votes as version 1 stored them (before principals): read, never written.
+#[derive(serde::Deserialize)]
+struct VoteV1 {
+    identity: String,
+    role: attest_common::wire::Role,
+    hostname: String,
+    assigned_ip: String,
+    at: u64,
+}
+
 fn encode_votes(votes: &[Vote]) -> Vec<u8> {
-    let mut out = vec![1u8];
+    let mut out = vec![2u8];
     out.extend(postcard::to_allocvec(votes).unwrap_or_default());
     out
 }
 
 pub(super) fn decode_votes(bytes: &[u8]) -> Result<Vec<Vote>, StoreError> {
     match bytes.split_first() {
-        Some((&1, body)) => {
+        Some((&1, body)) => postcard::from_bytes::<Vec<VoteV1>>(body)
+            .map(|votes| {
+                votes
+                    .into_iter()
+                    .map(|v| Vote {
+                        // Before principals, the display name was what counted.
+                        principal: format!("legacy:{}", v.identity),
+                        identity: v.identity,
+                        role: v.role,
+                        hostname: v.hostname,
+                        assigned_ip: v.assigned_ip,
+                        at: v.at,
+                    })
+                    .collect()
+            })
+            .map_err(|e| StoreError(format!("approval votes: {e}"))),
+        Some((&2, body)) => {
             postcard::from_bytes(body).map_err(|e| StoreError(format!("approval votes: {e}")))
         }
         _ => Err(StoreError("approval votes: unknown record version".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use attest_common::wire::Role;
+
+    /// Votes pending when the previous release stopped are read, each counted under its
+    /// display name (the only identity it had), and written back as version 2.
+    #[test]
+    fn version_1_votes_are_read_with_a_legacy_principal() {
+        #[derive(serde::Serialize)]
+        struct V1<'a>(&'a str, Role, &'a str, &'a str, u64);
+        let mut stored = vec![1u8];
+        stored.extend(
+            postcard::to_allocvec(&vec![V1("alice", Role::Controlplane, "cp-1", "10.0.0.5/24", 7)])
+                .unwrap(),
+        );
+        let votes = decode_votes(&stored).unwrap();
+        assert_eq!(votes[0].identity, "alice");
+        assert_eq!(votes[0].principal, "legacy:alice");
+        assert_eq!((votes[0].role, votes[0].at), (Role::Controlplane, 7));
+        let written = encode_votes(&votes);
+        assert_eq!(written[0], 2);
+        assert_eq!(decode_votes(&written).unwrap(), votes);
+        assert!(decode_votes(&[3, 0]).is_err());
     }
 }
