@@ -102,6 +102,7 @@ fn attest_request() -> AttestRequest {
         pcr_values: (0..MAX_PCR_VALUES as u8).map(pcr_value).collect(),
         activation_proof: Some(Hex([9; 48])),
         ak_public: Some(Blob::from_slice(&[0x5a; 640]).unwrap()),
+        config_applied: Some(Hex([0xa9; 48])),
     }
 }
 

@@ -711,6 +711,7 @@ impl Agent {
             pcr_values,
             activation_proof,
             ak_public: None,
+            config_applied: None,
         })
     }
 }
@@ -787,6 +788,7 @@ mod tests {
             pcr_values: Vec::new(),
             activation_proof: Some(Hex([7; 48])),
             ak_public: None,
+            config_applied: None,
         };
         let body = LinkRequestBody::Attest(req.clone());
         let owned = postcard::to_allocvec(&LinkRequest {

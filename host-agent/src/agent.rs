@@ -298,6 +298,7 @@ impl Agent {
             config_url: response.config_url.as_ref().map(|s| s.to_string()),
             pending_apply_config: None,
             pending_config_sha384: None,
+            applied_config_sha384: None,
             last_action: None,
         })?;
         Ok(response)
@@ -427,6 +428,11 @@ impl Agent {
             // The AK this quote is made with: a new one (after a reset) is rotated to once
             // the server sees it activated; the bound one changes nothing.
             ak_public: Blob::from_slice(&ak_public),
+            config_applied: enrollment.applied_config_sha384.as_deref().and_then(|h| {
+                let mut d = [0u8; 48];
+                attest_common::hex::decode_into(h, &mut d).ok()?;
+                Some(Hex(d))
+            }),
         };
         let response = client.attest(&req)?;
         verify(
@@ -491,6 +497,7 @@ impl Agent {
                     let yaml = yaml?;
                     check_config_digest(&yaml, want.as_deref())?;
                     run(cmd, &yaml, "apply-config", &url)?;
+                    enrollment.applied_config_sha384 = want;
                     done.hooks_run.push("apply-config");
                 }
                 None => done.warnings.push(format!(

@@ -47,6 +47,10 @@ pub struct Enrollment {
     /// The SHA-384 (hex) the signed answer named for that config: nothing else is applied.
     #[serde(default)]
     pub pending_config_sha384: Option<String>,
+    /// The SHA-384 (hex) of the config whose hook last succeeded: reported to the server in
+    /// every attestation, so that it stops offering it.
+    #[serde(default)]
+    pub applied_config_sha384: Option<String>,
     /// The last action whose hook ran, so that lock runs once per lock, not per heartbeat.
     #[serde(default)]
     pub last_action: Option<String>,
@@ -198,6 +202,7 @@ mod tests {
             config_url: None,
             pending_apply_config: Some("http://x/c".into()),
             pending_config_sha384: Some("ab".repeat(48)),
+            applied_config_sha384: None,
             last_action: None,
         };
         state.save_enrollment(&e).unwrap();

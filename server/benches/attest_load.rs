@@ -314,6 +314,7 @@ fn main() {
                 pcr_values: heapless::Vec::from_slice(&values).unwrap(),
                 activation_proof: None,
                 ak_public: None,
+                config_applied: None,
             })
             .unwrap()
         })

@@ -44,8 +44,9 @@ pub struct MachineRecord {
     pub config_token_hash: Option<String>,
     /// Whether the config token has been used once ("Config token consumed").
     pub config_fetched: bool,
-    /// When the machine last fetched its full config through a single-use URL of a verified
-    /// attestation; `None` until then and after an approval changes it (it is offered again).
+    /// When a verified attestation of the machine reported its current full config applied
+    /// (`AttestRequest::config_applied`); `None` until then and after an approval changes it:
+    /// until then each attestation offers it again (`apply-config`).
     pub config_delivered_at: Option<u64>,
     /// A version-2 record's stored activation secret (never written since: the secret is
     /// derived from the registry's key, `ChallengeKey::activation_secret`). An agent that

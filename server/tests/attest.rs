@@ -22,6 +22,8 @@ struct Agent {
     ak: Ak,
     fingerprint: attest_common::Fingerprint,
     server_key: p384::ecdsa::VerifyingKey,
+    /// The SHA-384 of the config it applied, reported with each attestation.
+    applied: Option<[u8; 48]>,
 }
 
 fn random<const N: usize>() -> [u8; N] {
@@ -62,6 +64,7 @@ impl Agent {
                 Hex(mac.as_slice().try_into().unwrap())
             }),
             ak_public: None,
+            config_applied: self.applied.map(Hex),
         };
         let body = serde_json::to_string(&req).unwrap();
         let (status, value) = server.call("POST", "/api/v1/attest", None, Some(&body));
@@ -151,6 +154,7 @@ fn zero_touch_attestation_end_to_end() {
         ak,
         fingerprint,
         server_key,
+        applied: None,
     };
 
     // Without the activation proof nothing is trusted, and nothing is written.
@@ -233,6 +237,12 @@ fn zero_touch_attestation_end_to_end() {
     // The URL works once.
     let (status, again) = fetch(&url);
     assert_eq!(status, 404, "{again}");
+    // Until an attestation reports it applied, the config is offered again (a new URL).
+    let (_, _, again) = agent.attest(&server, None, false);
+    let again = again.unwrap();
+    assert_eq!(again.action, Action::ApplyConfig);
+    assert_ne!(again.config_url, r.config_url);
+    agent.applied = Some(digest.as_slice().try_into().unwrap());
 
     // Attested: plain heartbeat.
     let (_, _, r) = agent.attest(&server, None, false);
@@ -350,15 +360,15 @@ fn zero_touch_attestation_end_to_end() {
     assert_eq!(sample("itl_machines{status=\"revoked\"}"), 1);
     assert_eq!(sample("itl_machines{status=\"pending_approval\"}"), 0);
     assert_eq!(sample("itl_machines{status=\"attested\"}"), 0);
-    // Accepted: pending twice, apply-config, the heartbeat, lock, wipe. Refused: two bad
-    // activation proofs, the forged PCR value, two policy violations, the revoked machine's
-    // last contact, the stranger, and the six replays (without a challenge of their own).
-    assert_eq!(sample("itl_attestations_total{result=\"accepted\"}"), 6);
-    assert_eq!(sample("itl_attestations_total{result=\"refused\"}"), 13);
-    assert_eq!(sample("itl_challenges_issued_total"), 13);
+    // Accepted: pending twice, apply-config twice, the heartbeat, lock, wipe. Refused: two
+    // bad activation proofs, the forged PCR value, two policy violations, the revoked
+    // machine's last contact, the stranger, and the seven replays (without a challenge).
+    assert_eq!(sample("itl_attestations_total{result=\"accepted\"}"), 7);
+    assert_eq!(sample("itl_attestations_total{result=\"refused\"}"), 14);
+    assert_eq!(sample("itl_challenges_issued_total"), 14);
     assert_eq!(
         sample("itl_unauthenticated_total{reason=\"replayed_nonce\"}"),
-        6
+        7
     );
     assert_eq!(
         sample("itl_unauthenticated_total{reason=\"no_activation\"}"),
@@ -369,8 +379,9 @@ fn zero_touch_attestation_end_to_end() {
         sample("itl_unauthenticated_total{reason=\"unknown_ek\"}"),
         1
     );
-    // Through the batched path: the plain heartbeat, and its replay (found used there,
-    // then refused by the full path).
-    assert_eq!(sample("itl_heartbeat_writes_total"), 2);
-    assert_eq!(sample("itl_heartbeat_commits_total"), 2);
+    // Through the batched path: the replay of the heartbeat (found used there, then
+    // refused by the full path). The heartbeat itself reported the config applied, a
+    // change, so it took the full path.
+    assert_eq!(sample("itl_heartbeat_writes_total"), 1);
+    assert_eq!(sample("itl_heartbeat_commits_total"), 1);
 }

@@ -172,6 +172,7 @@ fn firmware_tpm_client_over_the_relay_registers_and_attests() {
             .collect(),
         activation_proof: Some(Hex(proof.as_slice().try_into().unwrap())),
         ak_public: None,
+        config_applied: None,
     };
     let LinkResponseBody::Attest(answer) = line.call(LinkRequestBody::Attest(attest)) else {
         panic!("not an attest answer")
@@ -344,19 +345,22 @@ fn firmware_agent_registers_attests_is_locked_and_wiped_through_the_relay() {
     let got = attest_common::tpm::hash::digest(TpmHash::Sha384, &[yaml.as_bytes()]).unwrap();
     assert_eq!(got.as_slice(), &digest[..]);
 
-    // The next boot: attested, its config delivered, nothing to do.
-    let (outcome, _) = boot(&swtpm, &relay, Mode::Attest, Some(&key));
-    assert!(
-        matches!(
-            &outcome,
-            Outcome::Attested {
-                status: Status::Attested,
-                action: Action::None,
-                ..
-            }
-        ),
-        "{outcome:?}"
-    );
+    // The next boot: still attested, and offered the same config again (a new URL, the
+    // same digest): the firmware installs nothing itself, and until the installed system's
+    // agent reports it applied (`config_applied`), the server keeps offering it.
+    let (again, _) = boot(&swtpm, &relay, Mode::Attest, Some(&key));
+    let Outcome::Attested {
+        status: Status::Attested,
+        action: Action::ApplyConfig,
+        config_url: Some(url_again),
+        config_sha384: Some(digest_again),
+        ..
+    } = &again
+    else {
+        panic!("{again:?}")
+    };
+    assert_ne!(url_again, url);
+    assert_eq!(digest_again, digest);
 
     // A key that is not the server's: the answer is refused, whatever it says.
     let other = p384::ecdsa::SigningKey::from_slice(&[7u8; 48]).unwrap();

@@ -270,7 +270,10 @@ fn jwt_validation_and_operator_identity() {
     let mut renamed = claims(&issuer, "alice");
     renamed["preferred_username"] = json!("alice-the-second");
     let mut nameless = claims(&issuer, "alice");
-    nameless.as_object_mut().unwrap().remove("preferred_username");
+    nameless
+        .as_object_mut()
+        .unwrap()
+        .remove("preferred_username");
     for (what, claims) in [("renamed", renamed), ("nameless", nameless)] {
         let (status, again) =
             server.call("POST", &path, Some(&token(&rsa, claims)), Some(&approve));

@@ -8,11 +8,8 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::io::{BufRead as _, BufReader};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use attest_common::tpm::credential::{Entropy, OsEntropy};
@@ -22,92 +19,9 @@ use attest_host_agent::tpm::{Ak, AkType, EkType, Tpm};
 use attest_swtpm::Swtpm;
 use base64ct::Encoding as _;
 use serde_json::Value;
-use support::{ADMIN, Server, agent_bin};
-
-struct Out {
-    code: i32,
-    kv: HashMap<String, String>,
-    stderr: String,
-}
-
-/// The agent binary for one machine: its TPM, its state directory, one server.
-struct AgentCli {
-    tcti: String,
-    state: PathBuf,
-    server: String,
-}
-
-impl AgentCli {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(agent_bin());
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("TPM2TOOLS_TCTI", &self.tcti)
-            .env("ATTEST_AGENT_STATE_DIR", &self.state)
-            .env("ATTEST_AGENT_SERVER", &self.server)
-            .args(args);
-        let config = self.state.with_extension("toml");
-        if config.exists() {
-            cmd.env("ATTEST_AGENT_CONFIG", config);
-        }
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Out {
-        let out = self.command(args).output().expect("run attest-agent");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            kv: stdout
-                .lines()
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn ok(&self, args: &[&str]) -> HashMap<String, String> {
-        let out = self.run(args);
-        assert_eq!(out.code, 0, "attest-agent {args:?}: {}", out.stderr);
-        out.kv
-    }
-}
-
-fn agent(swtpm: &Swtpm, server: &str, dir: &Path, name: &str) -> AgentCli {
-    let a = AgentCli {
-        tcti: swtpm.tcti(),
-        state: dir.join(name),
-        server: server.to_owned(),
-    };
-    // Hooks come from the agent's TOML file, as in production.
-    std::fs::write(
-        a.state.with_extension("toml"),
-        format!(
-            "[hooks]\napply_config = \"cat > '{d}/{name}-applied.yaml'\"\nlock = \"touch '{d}/{name}-locked'\"\nwipe = \"touch '{d}/{name}-wiped'\"\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    a
-}
-
-fn machine(server: &Server, id: &str) -> Value {
-    let (status, m) = server.call("GET", &format!("/api/v1/machines/{id}"), Some(ADMIN), None);
-    assert_eq!(status, 200, "{m}");
-    m
-}
-
-fn approve(server: &Server, id: &str, role: &str, host: &str) {
-    let body = format!(r#"{{"role":"{role}","hostname":"{host}","assigned_ip":"10.0.0.21/24"}}"#);
-    let (status, m) = server.call(
-        "POST",
-        &format!("/api/v1/machines/{id}/approve"),
-        Some(ADMIN),
-        Some(&body),
-    );
-    assert_eq!(status, 200, "{m}");
-}
+use support::agent::{AgentCli, agent, approve, machine, tampering_proxy};
+use support::start_with_configs as start_server;
+use support::{ADMIN, Server};
 
 fn admin(server: &Server, id: &str, action: &str, body: &str) -> Value {
     server.admin(id, action, body)
@@ -115,17 +29,6 @@ fn admin(server: &Server, id: &str, action: &str, body: &str) -> Value {
 
 fn count(v: &[String], what: &str) -> usize {
     v.iter().filter(|a| a.as_str() == what).count()
-}
-
-fn start_server(dir: &Path, extra: &[(&str, &str)]) -> Server {
-    let cfg = support::config_dir(dir);
-    let mut env = vec![
-        ("ITL_ADMIN_TOKEN", ADMIN),
-        ("ITL_CONFIG_DIR", cfg.to_str().unwrap()),
-    ];
-    env.extend_from_slice(extra);
-    let data = dir.join("data");
-    Server::start_with(&data, &env)
 }
 
 #[test]
@@ -410,68 +313,6 @@ fn usb_register_approve_attest_and_receipt() {
 }
 
 /// A man in the middle that turns every `"action":"none"` of `/attest` into a wipe.
-fn tampering_proxy(upstream: String) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let upstream = upstream.clone();
-            std::thread::spawn(move || proxy_one(stream, &upstream));
-        }
-    });
-    url
-}
-
-fn proxy_one(mut client: TcpStream, upstream: &str) {
-    let mut reader = BufReader::new(client.try_clone().unwrap());
-    let mut head = String::new();
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap();
-        }
-        if line == "\r\n" {
-            break;
-        }
-        head.push_str(&line);
-    }
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body).unwrap();
-    let mut parts = head.split_whitespace();
-    let (method, path) = (
-        parts.next().unwrap().to_owned(),
-        parts.next().unwrap().to_owned(),
-    );
-    let http = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    let url = format!("{upstream}{path}");
-    let mut res = if method == "GET" {
-        http.get(&url).call()
-    } else {
-        http.post(&url)
-            .header("content-type", "application/json")
-            .send(&body[..])
-    }
-    .unwrap();
-    let status = res.status().as_u16();
-    let mut text = res.body_mut().read_to_string().unwrap();
-    if path == "/api/v1/attest" {
-        text = text.replace("\"action\":\"none\"", "\"action\":\"wipe\"");
-    }
-    let _ = write!(
-        client,
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-        text.len()
-    );
-}
-
 fn random<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     OsEntropy.fill(&mut b);
@@ -503,6 +344,7 @@ fn attest_request(
             Hex(mac.as_slice().try_into().unwrap())
         }),
         ak_public: None,
+        config_applied: None,
     }
 }
 
@@ -637,7 +479,10 @@ fn attacks_are_refused_audited_and_change_nothing() {
 
     // A forged action: a man in the middle turns "none" into "wipe"; the signature no longer
     // verifies, so the agent refuses to act and the wipe hook never runs.
-    let proxy = tampering_proxy(server.url.clone());
+    let proxy = tampering_proxy(server.url.clone(), |path, text| match path {
+        "/api/v1/attest" => text.replace("\"action\":\"none\"", "\"action\":\"wipe\""),
+        _ => text,
+    });
     let out = a.run(&["attest", "--once", "--server", &proxy]);
     assert_eq!(out.code, 1);
     assert!(

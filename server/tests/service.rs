@@ -36,7 +36,11 @@ fn request(pem: &str) -> RegisterRequest {
 }
 
 fn alice() -> Actor {
-    Actor::operator("alice", "https://sso.example#alice", Some("127.0.0.1".into()))
+    Actor::operator(
+        "alice",
+        "https://sso.example#alice",
+        Some("127.0.0.1".into()),
+    )
 }
 
 fn approval() -> Approval {
@@ -488,7 +492,10 @@ fn dual_control_counts_principals_and_break_glass_only_when_allowed() {
         match counts {
             false => {
                 let e = break_glass.unwrap_err();
-                assert_eq!((e.kind, e.code), (ErrorKind::Forbidden, "break_glass_not_counted"));
+                assert_eq!(
+                    (e.kind, e.code),
+                    (ErrorKind::Forbidden, "break_glass_not_counted")
+                );
                 assert_eq!(svc.approvals(&id).unwrap().pending.len(), 1);
             }
             true => {

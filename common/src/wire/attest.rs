@@ -94,6 +94,11 @@ pub struct AttestRequest {
     /// that proof and a quote it signed (DESIGN.md §3.8).
     #[serde(default)]
     pub ak_public: Option<Blob<MAX_TPM2B_PUBLIC>>,
+    /// SHA-384 of the config the agent applied last: the server stops offering
+    /// `apply-config` once an attestation reports the digest of the machine's current
+    /// config (fetching it is not enough: a changed body is refused by the agent).
+    #[serde(default)]
+    pub config_applied: Option<Hex<48>>,
 }
 
 /// The answer to an attestation; `signature` covers everything else in it.

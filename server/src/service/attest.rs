@@ -257,6 +257,14 @@ impl<R: Registry> Service<R> {
         if let Some(to) = t.to {
             record.state = to;
         }
+        if record.state.status == Status::Attested
+            && record.config_delivered_at.is_none()
+            && let Some(applied) = &req.config_applied
+            && self.full_config(&record).map(|y| sha384(y.as_bytes())) == Some(applied.0)
+        {
+            record.config_delivered_at = Some(now);
+            changes.push("config applied".into());
+        }
         let mut config = None;
         if record.state.status == Status::Attested
             && matches!(action, Action::None | Action::ApplyConfig)

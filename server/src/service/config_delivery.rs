@@ -161,7 +161,8 @@ impl<R: Registry> Service<R> {
                 ),
             ));
         }
-        record.config_delivered_at = Some(now);
+        // Applied is what the agent reports in a later attestation (`attest`): a body changed
+        // on the way is refused by the agent, and the config is then offered again.
         record.config_fetched = true;
         tx.put_machine(&record)?;
         let detail = format!(

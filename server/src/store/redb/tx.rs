@@ -302,8 +302,14 @@ mod tests {
         struct V1<'a>(&'a str, Role, &'a str, &'a str, u64);
         let mut stored = vec![1u8];
         stored.extend(
-            postcard::to_allocvec(&vec![V1("alice", Role::Controlplane, "cp-1", "10.0.0.5/24", 7)])
-                .unwrap(),
+            postcard::to_allocvec(&vec![V1(
+                "alice",
+                Role::Controlplane,
+                "cp-1",
+                "10.0.0.5/24",
+                7,
+            )])
+            .unwrap(),
         );
         let votes = decode_votes(&stored).unwrap();
         assert_eq!(votes[0].identity, "alice");
