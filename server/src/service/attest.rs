@@ -208,6 +208,8 @@ impl<R: Registry> Service<R> {
             record.ak_public = Some(candidate.ak.clone());
             record.ak_activated = true;
             record.activation_secret = None;
+            // A new AK is a reinstalled or reset machine: it needs its config again.
+            record.config_delivered_at = None;
             let detail = format!(
                 "AK rotated: id={} ek={} (a new AK{} activated by the same EK)",
                 record.id,

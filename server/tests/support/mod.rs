@@ -230,6 +230,23 @@ impl Server {
     }
 
     /// A request, its status and body as text.
+    /// GET `path` as the break-glass operator; the body as bytes (a backup file).
+    pub fn get_bytes(&self, path: &str) -> Vec<u8> {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        let mut res = with_auth(agent.get(&format!("{}{path}", self.url)), Some(ADMIN))
+            .call()
+            .expect("HTTP request");
+        assert_eq!(res.status().as_u16(), 200);
+        res.body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .unwrap()
+    }
+
     pub fn call_text(
         &self,
         method: &str,

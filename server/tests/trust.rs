@@ -1,0 +1,371 @@
+//! The trust promise, attacked (DESIGN.md §3.1, §3.7–3.9): nothing for a machine without its
+//! TPM. Each test runs the real server, the real agent binary and swtpm, performs an attack,
+//! shows it refused with nothing written, and the honest machine still served.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use attest_common::tpm::credential::{Entropy, OsEntropy};
+use attest_common::wire::{AttestRequest, Blob, ChallengeResponse, Hex, from_json};
+use attest_swtpm::Swtpm;
+use serde_json::Value;
+use support::agent::{AgentCli, agent, approve, machine, tampering_proxy};
+use support::{ADMIN, Server, start_with_configs};
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    OsEntropy.fill(&mut b);
+    b
+}
+
+fn audit_total(server: &Server) -> u64 {
+    let (_, page) = server.call("GET", "/api/v1/audit?per_page=1", Some(ADMIN), None);
+    page["total"].as_u64().unwrap()
+}
+
+fn metric(server: &Server, name: &str) -> u64 {
+    let (_, text) = server.call_text("GET", "/metrics", Some(ADMIN), None);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+fn challenge(server: &Server) -> ChallengeResponse {
+    let (status, c) = server.call("POST", "/api/v1/attest/challenge", None, None);
+    assert_eq!(status, 200);
+    from_json(c.to_string().as_bytes()).unwrap()
+}
+
+/// An attestation with a valid challenge and garbage evidence for `fingerprint`.
+fn forged_attest(server: &Server, fingerprint: &str) -> (u16, Value) {
+    let c = challenge(server);
+    let req = AttestRequest {
+        ek_fingerprint: fingerprint.parse().unwrap(),
+        nonce_id: c.nonce_id,
+        agent_nonce: Hex(random::<32>()),
+        quote: Blob::from_slice(&random::<120>()).unwrap(),
+        signature: Blob::from_slice(&random::<102>()).unwrap(),
+        pcr_values: heapless::Vec::new(),
+        activation_proof: Some(Hex(random::<48>())),
+        ak_public: None,
+        config_applied: None,
+    };
+    server.call(
+        "POST",
+        "/api/v1/attest",
+        None,
+        Some(&serde_json::to_string(&req).unwrap()),
+    )
+}
+
+/// An approved, attested machine with its config applied (hooks write files in `dir`),
+/// and its id.
+fn attested(
+    server: &Server,
+    swtpm: &Swtpm,
+    dir: &std::path::Path,
+    name: &str,
+) -> (AgentCli, String) {
+    let a = agent(swtpm, &server.url, dir, name);
+    let id = a.ok(&["self-register"])["machine_id"].clone();
+    approve(server, &id, "worker-app", name);
+    assert_eq!(a.ok(&["attest", "--once"])["action"], "apply-config");
+    assert_eq!(a.ok(&["attest", "--once"])["action"], "none");
+    (a, id)
+}
+
+/// Attacks 2, 6 and 8: forged challenge ids, an invented EK and a garbage quote for a
+/// revoked machine's EK write nothing and change nothing; the revoked machine, proving
+/// itself, still gets its wipe.
+#[test]
+fn contacts_that_prove_nothing_write_nothing() {
+    let swtpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_configs(dir.path(), &[]);
+    let (a, id) = attested(&server, &swtpm, dir.path(), "a");
+    let fp = machine(&server, &id)["ek_fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let written = audit_total(&server);
+
+    // 300 challenge ids this server never issued.
+    for i in 0..300 {
+        let body = format!(
+            r#"{{"ek_fingerprint":"{fp}","nonce_id":"{:048x}","agent_nonce":"{}","quote":"AAAA","signature":"AAAA","pcr_values":[]}}"#,
+            i,
+            "00".repeat(32)
+        );
+        let (status, err) = server.call("POST", "/api/v1/attest", None, Some(&body));
+        assert_eq!(
+            (status, err["error"].as_str()),
+            (404, Some("unknown_nonce"))
+        );
+    }
+    // An EK nobody registered.
+    let (status, err) = forged_attest(&server, &"ab".repeat(48));
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (404, Some("unknown_machine"))
+    );
+    // Revoked with a wipe: a garbage quote naming its EK does not take the wipe.
+    let (status, _) = server.call(
+        "POST",
+        &format!("/api/v1/machines/{id}/revoke"),
+        Some(ADMIN),
+        Some(r#"{"wipe":true,"reason":"stolen"}"#),
+    );
+    assert_eq!(status, 200);
+    let written = written + 1;
+    let (status, err) = forged_attest(&server, &fp);
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (403, Some("quote_invalid")),
+        "{err}"
+    );
+
+    assert_eq!(audit_total(&server), written, "nothing written");
+    let (_, list) = server.call("GET", "/api/v1/machines", Some(ADMIN), None);
+    assert_eq!(list["total"], 1, "no machine made for the invented EK");
+    assert_eq!(machine(&server, &id)["wipe_pending"], true);
+    assert_eq!(
+        metric(
+            &server,
+            "itl_unauthenticated_total{reason=\"unknown_nonce\"}"
+        ),
+        300
+    );
+    assert_eq!(
+        metric(&server, "itl_unauthenticated_total{reason=\"unknown_ek\"}"),
+        1
+    );
+    assert_eq!(
+        metric(&server, "itl_unauthenticated_total{reason=\"bad_quote\"}"),
+        1
+    );
+    let logged = server
+        .log()
+        .iter()
+        .filter(|l| l.contains("is not a challenge id of this server"))
+        .count();
+    assert!(
+        (1..=3).contains(&logged),
+        "rate-limited log: {logged} lines"
+    );
+
+    // The real machine proves itself and is told to wipe; its hook runs.
+    assert_eq!(a.ok(&["attest", "--once"])["action"], "wipe");
+    assert!(dir.path().join("a-wiped").exists());
+}
+
+/// The USB path: a machine that boots before its approval waits (`pending`, still
+/// `registered`: no TPM proof makes a machine attested without an operator), and attests
+/// once approved; approval before the first boot works as well.
+#[test]
+fn usb_boot_before_and_after_approval() {
+    let swtpm_a = Swtpm::start();
+    let swtpm_b = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_configs(dir.path(), &[]);
+    for (swtpm, name, approve_first) in [(&swtpm_a, "early", true), (&swtpm_b, "late", false)] {
+        let a = agent(swtpm, &server.url, dir.path(), name);
+        let id = a.ok(&["register", "--role", "worker-app"])["machine_id"].clone();
+        if approve_first {
+            approve(&server, &id, "worker-app", name);
+        } else {
+            let out = a.ok(&["attest", "--once"]);
+            assert_eq!(out["action"], "pending");
+            assert_eq!(machine(&server, &id)["status"], "registered");
+            approve(&server, &id, "worker-app", name);
+        }
+        assert_eq!(a.ok(&["attest", "--once"])["action"], "apply-config");
+        assert_eq!(machine(&server, &id)["status"], "attested");
+        assert!(dir.path().join(format!("{name}-applied.yaml")).exists());
+    }
+}
+
+/// A machine reset (its agent's state lost: a reinstall) registers again with a new AK,
+/// activates it with the same EK and attests again without an operator (audited
+/// `ak-rotated`, and its config offered again); a locked machine reset stays locked.
+#[test]
+fn a_reset_machine_re_attests_alone() {
+    let swtpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_configs(dir.path(), &[]);
+    let (a, id) = attested(&server, &swtpm, dir.path(), "a");
+
+    std::fs::remove_dir_all(&a.state).unwrap();
+    let again = a.ok(&["self-register"]);
+    assert_eq!(again["machine_id"], id, "the same machine");
+    assert_eq!(a.ok(&["attest", "--once"])["action"], "apply-config");
+    assert_eq!(a.ok(&["attest", "--once"])["action"], "none");
+    let actions = server.audit_column(&id, "action");
+    assert_eq!(
+        actions.iter().filter(|a| *a == "ak-rotated").count(),
+        1,
+        "{actions:?}"
+    );
+
+    server.admin(&id, "lock", r#"{"reason":"lost"}"#);
+    std::fs::remove_dir_all(&a.state).unwrap();
+    a.ok(&["self-register"]);
+    assert_eq!(a.ok(&["attest", "--once"])["action"], "lock");
+    assert_eq!(machine(&server, &id)["status"], "locked");
+}
+
+static TAMPER_CONFIG: AtomicBool = AtomicBool::new(false);
+static TAMPER_PCRS: AtomicBool = AtomicBool::new(false);
+
+fn tamper(path: &str, body: String) -> String {
+    if TAMPER_CONFIG.load(Ordering::SeqCst) && path.starts_with("/api/v1/config/") {
+        return body.replace("hostname: ", "hostname: evil-");
+    }
+    if TAMPER_PCRS.load(Ordering::SeqCst) && path == "/api/v1/attest/challenge" {
+        return body.replace("\"pcrs\":[0,1,2,3,4,5,6,7]", "\"pcrs\":[16]");
+    }
+    body
+}
+
+/// A man in the middle between the agent and the server (config URLs included) changes the
+/// config it serves, then the PCRs a challenge asks for: the agent refuses the config, the
+/// server refuses the quote, nothing is applied or written, and with the man gone the
+/// machine gets its config.
+#[test]
+fn a_man_in_the_middle_cannot_change_the_config_or_the_pcr_selection() {
+    let swtpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The proxy's address must be known before the server starts (ITL_SERVICE_URL): it
+    // forwards to a port reserved now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let upstream = format!("http://127.0.0.1:{port}");
+    let proxy = tampering_proxy(upstream.clone(), tamper);
+    let listen = format!("127.0.0.1:{port}");
+    let server = start_with_configs(
+        dir.path(),
+        &[("ITL_LISTEN", &listen), ("ITL_SERVICE_URL", &proxy)],
+    );
+    assert_eq!(server.url, upstream);
+    let a = agent(&swtpm, &proxy, dir.path(), "a");
+    let id = a.ok(&["self-register"])["machine_id"].clone();
+    approve(&server, &id, "worker-app", "node-a");
+    let applied = dir.path().join("a-applied.yaml");
+
+    TAMPER_CONFIG.store(true, Ordering::SeqCst);
+    let out = a.run(&["attest", "--once"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not the one the server signed"),
+        "{}",
+        out.stderr
+    );
+    assert!(!applied.exists(), "nothing applied");
+    TAMPER_CONFIG.store(false, Ordering::SeqCst);
+
+    let written = audit_total(&server);
+    TAMPER_PCRS.store(true, Ordering::SeqCst);
+    let out = a.run(&["attest", "--once"]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("pcr_selection_mismatch"),
+        "{}",
+        out.stderr
+    );
+    TAMPER_PCRS.store(false, Ordering::SeqCst);
+    assert_eq!(audit_total(&server), written, "nothing written");
+
+    // The man gone: offered again, applied, and reported applied.
+    assert_eq!(a.ok(&["attest", "--once"])["action"], "apply-config");
+    let yaml = std::fs::read_to_string(&applied).unwrap();
+    assert!(
+        yaml.contains("hostname: node-a") && !yaml.contains("evil"),
+        "{yaml}"
+    );
+    assert_eq!(a.ok(&["attest", "--once"])["action"], "none");
+}
+
+/// Attack 6 and DESIGN §3.1: an EK that does not chain to a trusted TPM vendor CA is
+/// refused under `ITL_EK_CHAIN=strict` (nothing written) and shown `unverified` under
+/// `warn`; swtpm's EK verifies once its manufacturer CA is trusted (`ITL_EK_CA_DIR`).
+#[test]
+fn ek_chains_strict_warn_and_verified() {
+    let swtpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cas = dir.path().join("ek-cas");
+    std::fs::create_dir_all(&cas).unwrap();
+    for name in ["swtpm-localca-rootca-cert.pem", "issuercert.pem"] {
+        std::fs::copy(swtpm.manufacturer_ca_dir().join(name), cas.join(name)).unwrap();
+    }
+    let cases = [
+        ("strict", None, Some("ek_untrusted")),
+        ("warn", None, None),
+        ("strict", Some(cas.to_str().unwrap()), None),
+    ];
+    for (i, (policy, ca_dir, refused)) in cases.into_iter().enumerate() {
+        let mut env = vec![("ITL_EK_CHAIN", policy)];
+        if let Some(ca_dir) = ca_dir {
+            env.push(("ITL_EK_CA_DIR", ca_dir));
+        }
+        let server = start_with_configs(&dir.path().join(i.to_string()), &env);
+        let a = agent(&swtpm, &server.url, &dir.path().join(i.to_string()), "a");
+        let out = a.run(&["self-register"]);
+        let (_, list) = server.call("GET", "/api/v1/machines", Some(ADMIN), None);
+        match refused {
+            Some(code) => {
+                assert_ne!(out.code, 0);
+                assert!(out.stderr.contains(code), "{}", out.stderr);
+                assert_eq!(list["total"], 0, "nothing written");
+                assert_eq!(audit_total(&server), 0);
+            }
+            None => {
+                assert_eq!(out.code, 0, "{}", out.stderr);
+                let chain = &list["machines"][0]["ek_chain"];
+                match ca_dir {
+                    None => assert_eq!(chain["status"], "unverified", "{chain}"),
+                    Some(_) => {
+                        assert_eq!(chain["status"], "verified", "{chain}");
+                        assert!(chain["by"].as_str().unwrap().contains("swtpm"), "{chain}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Attacks 1 and 10: the long-lived token is handed out once and kept only as its hash (a
+/// backup holds no token), and what it serves has no secret.
+#[test]
+fn tokens_are_hashes_and_serve_no_secrets() {
+    let swtpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_configs(dir.path(), &[]);
+    let a = agent(&swtpm, &server.url, dir.path(), "usb");
+    let id = a.ok(&["register"])["machine_id"].clone();
+    approve(&server, &id, "controlplane", "cp-1");
+    let (_, detail) = server.call("GET", &format!("/api/v1/machines/{id}"), Some(ADMIN), None);
+    assert!(detail.get("config_token").is_none());
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(a.state.join("enrollment.json")).unwrap_or_default())
+            .unwrap_or(Value::Null);
+    let url = state["config_url"].as_str().map(str::to_owned);
+    let backup = server.get_bytes("/api/v1/backup");
+    if let Some(url) = url {
+        let token = url.rsplit('/').next().unwrap();
+        assert!(
+            !backup.windows(token.len()).any(|w| w == token.as_bytes()),
+            "the backup holds the token"
+        );
+        let (status, yaml) =
+            server.call_text("GET", url.trim_start_matches(&server.url), None, None);
+        assert_eq!(status, 200);
+        for secret in ["token:", "key:", "secret"] {
+            assert!(!yaml.contains(secret), "{secret} served: {yaml}");
+        }
+    } else {
+        panic!("the USB registration kept no config URL: {state}");
+    }
+}
