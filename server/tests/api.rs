@@ -237,6 +237,9 @@ fn dual_control_over_http() {
             ("ITL_ADMIN_TOKEN", ADMIN),
             ("ITL_DUAL_CONTROL_ROLES", "controlplane"),
             ("ITL_DUAL_CONTROL_QUORUM", "2"),
+            // The break-glass token votes here only because this says it may (without it:
+            // 403 break_glass_not_counted, tests/oidc.rs).
+            ("ITL_DUAL_CONTROL_BREAK_GLASS", "true"),
         ],
     );
     let (_, reg) = server.call(
