@@ -345,6 +345,8 @@ fn the_servers_answers_are_the_views() {
         &[
             ("ITL_ADMIN_TOKEN", ADMIN),
             ("ITL_DUAL_CONTROL_ROLES", "controlplane"),
+            // The pending-approval view is made with the break-glass token's vote.
+            ("ITL_DUAL_CONTROL_BREAK_GLASS", "true"),
             ("ITL_CONFIG_DIR", configs.to_str().unwrap()),
             (
                 "ITL_ISO_URL",
