@@ -68,7 +68,9 @@ impl ChallengeKey {
     }
 
     /// The activation secret of an (EK, AK) pair: the secret MakeCredential seals for that
-    /// AK's Name to that EK (DESIGN.md §3.2). Derived, not stored: registering the same pair
+    /// AK's Name to that EK (DESIGN.md §3.2), derived with the activation key (a key of its
+    /// own, kept outside the registry: `service::Service::with_activation_key`), not with the
+    /// challenge key. Derived, not stored: registering the same pair
     /// again (an agent that lost its state, or anyone replaying its public parts) always
     /// gets a credential for the same secret and writes nothing, and only the TPM holding
     /// both keys can open it. Domain-separated from the nonces.

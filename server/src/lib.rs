@@ -24,6 +24,7 @@ pub mod outbound;
 pub mod policy;
 pub mod record;
 pub mod responsekey;
+pub mod secret_file;
 pub mod service;
 pub mod store;
 pub mod streamed;

@@ -5,8 +5,6 @@
 //! File format: the 48-byte private scalar as 96 hex characters and a newline (no PEM
 //! machinery needed to read it back).
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use p384::ecdsa::SigningKey;
@@ -60,56 +58,21 @@ impl ResponseSigner {
 
 /// Loads the key from `dir`, or makes and stores one if there is none.
 pub fn load_or_create(dir: &Path) -> Result<(SigningKey, bool), String> {
-    let path = dir.join(FILE_NAME);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let mode = std::fs::metadata(&path)
-                .map_err(|e| format!("{}: {e}", path.display()))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(format!(
-                    "{} is readable by others (mode {:o}); chmod 600 it",
-                    path.display(),
-                    mode & 0o777
-                ));
-            }
-            let mut scalar = [0u8; 48];
-            attest_common::hex::decode_into(text.trim(), &mut scalar)
-                .map_err(|e| format!("{} is not a response key: {e}", path.display()))?;
-            let key = SigningKey::from_slice(&scalar)
-                .map_err(|_| format!("{} is not a P-384 private key", path.display()))?;
-            Ok((key, false))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            let key = loop {
-                let mut scalar = [0u8; 48];
-                getrandom::fill(&mut scalar).map_err(|e| format!("no entropy: {e}"))?;
-                if let Ok(k) = SigningKey::from_slice(&scalar) {
-                    break k;
-                }
-            };
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-            let mut hex = [0u8; 96];
-            let text = attest_common::hex::encode(&key.to_bytes(), &mut hex);
-            writeln!(file, "{text}")
-                .and_then(|_| file.sync_all())
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            Ok((key, true))
-        }
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-    }
+    let (scalar, created) = crate::secret_file::load_or_create(
+        &dir.join(FILE_NAME),
+        48,
+        "response key (a P-384 private key)",
+        |b| getrandom::fill(b).expect("the operating system's random number generator failed"),
+        |b| SigningKey::from_slice(b).is_ok(),
+    )?;
+    let key = SigningKey::from_slice(&scalar).map_err(|e| e.to_string())?;
+    Ok((key, created))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
     fn the_fast_signer_signs_what_common_verifies() {

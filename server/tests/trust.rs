@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use attest_common::tpm::credential::{Entropy, OsEntropy};
 use attest_common::wire::{AttestRequest, Blob, ChallengeResponse, Hex, from_json};
 use attest_swtpm::Swtpm;
+use base64ct::Encoding as _;
 use serde_json::Value;
 use support::agent::{AgentCli, agent, approve, machine, tampering_proxy};
 use support::{ADMIN, Server, start_with_configs};
@@ -368,4 +369,99 @@ fn tokens_are_hashes_and_serve_no_secrets() {
     } else {
         panic!("the USB registration kept no config URL: {state}");
     }
+}
+
+/// Review finding 1: the credential is made for exactly the EK that was fingerprinted. A
+/// request naming a victim's EK public key (`ek_source: pub`) with a certificate of the
+/// attacker's own key beside it is refused; the victim's own record keeps its EK.
+#[test]
+fn ek_material_other_than_the_fingerprinted_one_is_refused() {
+    let swtpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_configs(dir.path(), &[]);
+    let cert = swtpm.ek_cert_der(attest_host_agent::tpm::EkType::EccP384.cert_nv_index());
+    let spki = attest_common::der::parse_certificate(&cert)
+        .unwrap()
+        .spki
+        .to_vec();
+    let fp = attest_common::ek_fingerprint(&spki).unwrap().fingerprint;
+    let b64 = |b: &[u8]| base64ct::Base64::encode_string(b);
+    let victim = serde_json::json!({
+        "ek_fingerprint": fp.to_string(), "ek_source": "pub", "ek_public": b64(&spki),
+    });
+    let (status, reg) = server.call(
+        "POST",
+        "/api/v1/self-register",
+        None,
+        Some(&victim.to_string()),
+    );
+    assert_eq!(status, 201, "{reg}");
+    let written = audit_total(&server);
+    // The attacker's certificate (any other EK certificate will do) beside the victim's key.
+    let other = Swtpm::start();
+    let other_cert = other.ek_cert_der(attest_host_agent::tpm::EkType::EccP384.cert_nv_index());
+    let mut forged = victim.clone();
+    forged["ek_cert_pem"] = Value::String(b64(&other_cert));
+    let (status, err) = server.call(
+        "POST",
+        "/api/v1/self-register",
+        None,
+        Some(&forged.to_string()),
+    );
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (400, Some("ambiguous_ek_material")),
+        "{err}"
+    );
+    assert_eq!(audit_total(&server), written);
+}
+
+/// Review finding 2: the key activation secrets are derived with lives beside the registry
+/// (0600), not in it: a registry backup cannot make credentials.
+#[test]
+fn the_activation_key_is_not_in_the_registry() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_configs(dir.path(), &[]);
+    let path = server.data_dir.join("activation-key");
+    let key = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(key.trim().len(), 96);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let backup = server.get_bytes("/api/v1/backup");
+    let mut bytes = [0u8; 48];
+    attest_common::hex::decode_into(key.trim(), &mut bytes).unwrap();
+    assert!(
+        !backup.windows(48).any(|w| w == bytes),
+        "the backup holds the key"
+    );
+    assert!(!backup.windows(96).any(|w| w == key.trim().as_bytes()));
+}
+
+/// Review finding 5: an AK rotation takes effect only with an accepted attestation. A reset
+/// machine whose PCRs no longer match its baseline is refused, and its new AK is not bound.
+#[test]
+fn a_refused_attestation_rotates_nothing() {
+    let swtpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_configs(dir.path(), &[]);
+    let (a, id) = attested(&server, &swtpm, dir.path(), "a");
+    std::fs::remove_dir_all(&a.state).unwrap();
+    swtpm.tpm2(
+        "tpm2_pcrextend",
+        &[&format!("0:sha384={}", "11".repeat(48))],
+    );
+    a.ok(&["self-register"]);
+    let out = a.run(&["attest", "--once"]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("pcr_policy_violation"),
+        "{}",
+        out.stderr
+    );
+    let actions = server.audit_column(&id, "action");
+    assert!(!actions.iter().any(|a| a == "ak-rotated"), "{actions:?}");
+    assert_eq!(actions.last().map(String::as_str), Some("attest-failed"));
 }

@@ -118,8 +118,8 @@ impl<R: Registry> Service<R> {
         let now = self.platform.now();
         let secret_for = |ak: &[u8]| {
             TpmPublic::from_tpm2b(ak).ok().map(|k| {
-                let key = self.registry.challenge_key();
-                key.activation_secret(&record.ek_fingerprint, &k.name)
+                self.activation_key
+                    .activation_secret(&record.ek_fingerprint, &k.name)
                     .to_vec()
             })
         };
@@ -202,7 +202,11 @@ impl<R: Registry> Service<R> {
         now: u64,
     ) -> Result<Result<AttestOutcome, ServiceError>, ServiceError> {
         let prev = record.state.status;
+        // What a refusal below leaves: the record as it was (a rotation or an activation
+        // takes effect only with an accepted attestation).
+        let before = record.clone();
         let mut changes: Vec<String> = Vec::new();
+        let mut rotated = None;
         if candidate.rotation {
             let first = record.ak_public.is_none();
             record.ak_public = Some(candidate.ak.clone());
@@ -216,7 +220,7 @@ impl<R: Registry> Service<R> {
                 record.ek_fingerprint,
                 if first { ", the first one," } else { "" }
             );
-            Change::about(AuditAction::AkRotated, &record, detail).record(tx, actor, now)?;
+            rotated = Some(detail);
         } else if !record.ak_activated {
             record.ak_activated = true;
             record.activation_secret = None;
@@ -225,9 +229,8 @@ impl<R: Registry> Service<R> {
         let t = match self.attest_transition(&record) {
             Ok(t) => t,
             Err(refused) => {
-                // Proven, but refused by its state (revoked without a wipe): told so.
-                record.updated_at = now;
-                tx.put_machine(&record)?;
+                // Proven, but refused by its state (revoked without a wipe): told so, and
+                // nothing about the machine changes.
                 crate::log::warn(&format!(
                     "Revoked machine contacted: id={} action=refused",
                     record.id
@@ -249,7 +252,7 @@ impl<R: Registry> Service<R> {
                     changes.push("PCR baseline pinned".into());
                 }
                 Ok(false) => {}
-                Err(v) => return self.violation(tx, record, prev, v.to_string(), actor, now),
+                Err(v) => return self.violation(tx, before, v.to_string(), actor, now),
             }
             record.last_attested_at = Some(now);
             if tx.clear_stale(&record.id)? {
@@ -279,6 +282,9 @@ impl<R: Registry> Service<R> {
         }
         record.updated_at = now;
         tx.put_machine(&record)?;
+        if let Some(detail) = rotated {
+            Change::about(AuditAction::AkRotated, &record, detail).record(tx, actor, now)?;
+        }
         let eventful = prev != record.state.status
             || !changes.is_empty()
             || !matches!(action, Action::None | Action::Pending);
@@ -352,16 +358,17 @@ impl<R: Registry> Service<R> {
     }
 
     /// A proven attestation whose PCRs the role's policy refuses: audited, and the machine
-    /// locked in the same transaction when the policy says so.
+    /// (`record` as it was before this attestation: no AK rotation or activation it
+    /// carried takes effect) locked in the same transaction when the policy says so.
     fn violation(
         &self,
         tx: &R::Tx<'_>,
         mut record: MachineRecord,
-        prev: Status,
         why: String,
         actor: &Actor,
         now: u64,
     ) -> Result<Result<AttestOutcome, ServiceError>, ServiceError> {
+        let prev = record.state.status;
         let policy = self.policies.for_role(record.role);
         let lock = (policy.on_violation == OnViolation::Lock)
             .then(|| transition(Some(record.state), Event::Lock).ok())

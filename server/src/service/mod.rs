@@ -38,6 +38,7 @@ pub use offline::{Admitted, Enrollment, OfflineBundle};
 pub use platform::Platform;
 pub use register::Registered;
 
+use crate::challenge::ChallengeKey;
 use crate::ekchain::{EkChain, EkChainPolicy};
 use crate::factory::IsoSource;
 use crate::machineconfig::BaseConfigs;
@@ -65,6 +66,9 @@ pub struct Service<R: Registry> {
     refusals: refusals::Refusals,
     /// The EK certificate chain check and what it decides (`None`: `ITL_EK_CHAIN=off`).
     ek_chain: Option<(EkChain, EkChainPolicy)>,
+    /// Derives activation secrets (`ChallengeKey::activation_secret`); kept in a file
+    /// beside the registry, never in it, so a registry backup cannot make credentials.
+    activation_key: ChallengeKey,
 }
 
 impl<R: Registry> Service<R> {
@@ -86,7 +90,15 @@ impl<R: Registry> Service<R> {
             counters: Counters::default(),
             refusals: refusals::Refusals::default(),
             ek_chain: None,
+            // Per process unless the binary loads the kept one (`with_activation_key`).
+            activation_key: ChallengeKey::new(&Platform::default().bytes::<48>()),
         }
+    }
+
+    /// Derives activation secrets with this key (`ITL_DATA_DIR/activation-key`).
+    pub fn with_activation_key(mut self, key: ChallengeKey) -> Service<R> {
+        self.activation_key = key;
+        self
     }
 
     /// Checks EK certificate chains at registration and import, as `policy` says.

@@ -31,12 +31,56 @@ pub struct Registered {
     pub config_token: Option<String>,
 }
 
-/// Checks the EK material against the claimed fingerprint and the AK's form.
-pub(super) fn check_identity(req: &RegisterRequest) -> Result<Option<TpmPublic>, ServiceError> {
+/// The EK material a request's fingerprint names: exactly one DER (a certificate, or a
+/// SubjectPublicKeyInfo), the only EK anything else (the chain check, MakeCredential, the
+/// record) may use (DESIGN.md §3.1: the credential is made for exactly the key that was
+/// fingerprinted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct EkMaterial {
+    pub source: EkSource,
+    pub der: Vec<u8>,
+}
+
+impl EkMaterial {
+    /// The material as a record keeps it.
+    pub fn of(record: &MachineRecord) -> Option<EkMaterial> {
+        let der = match record.ek_source {
+            EkSource::Cert => record.ek_cert_der.clone()?,
+            EkSource::Pub => record.ek_public_der.clone()?,
+        };
+        Some(EkMaterial {
+            source: record.ek_source,
+            der,
+        })
+    }
+
+    /// Puts it on a record (and nothing else: the other field is cleared).
+    pub fn store(&self, record: &mut MachineRecord) {
+        record.ek_source = self.source;
+        (record.ek_cert_der, record.ek_public_der) = match self.source {
+            EkSource::Cert => (Some(self.der.clone()), None),
+            EkSource::Pub => (None, Some(self.der.clone())),
+        };
+    }
+}
+
+/// Checks the EK material against the claimed fingerprint and the AK's form: the material
+/// (exactly the one `ek_source` names; a request carrying the other as well is refused) and
+/// the AK.
+pub(super) fn check_identity(
+    req: &RegisterRequest,
+) -> Result<(EkMaterial, Option<TpmPublic>), ServiceError> {
     let missing = |m: &str| ServiceError::bad_request("missing_ek_material", m);
+    let ambiguous = |m: &str| ServiceError::bad_request("ambiguous_ek_material", m);
     let material = match (&req.ek_cert_pem, &req.ek_public, req.ek_source) {
-        (Some(cert), _, EkSource::Cert) => cert.der().to_vec(),
-        (_, Some(public), EkSource::Pub) => public.as_slice().to_vec(),
+        (Some(cert), None, EkSource::Cert) => cert.der().to_vec(),
+        (None, Some(public), EkSource::Pub) => public.as_slice().to_vec(),
+        (Some(_), Some(_), EkSource::Cert) => {
+            return Err(ambiguous("ek_public must not accompany ek_source cert"));
+        }
+        (Some(_), Some(_), EkSource::Pub) => {
+            return Err(ambiguous("ek_cert_pem must not accompany ek_source pub"));
+        }
         (None, _, EkSource::Cert) => {
             return Err(missing("ek_cert_pem is required when ek_source is cert"));
         }
@@ -56,8 +100,12 @@ pub(super) fn check_identity(req: &RegisterRequest) -> Result<Option<TpmPublic>,
             ),
         ));
     }
+    let material = EkMaterial {
+        source: req.ek_source,
+        der: material,
+    };
     let Some(ak) = &req.ak_public else {
-        return Ok(None);
+        return Ok((material, None));
     };
     let ak = TpmPublic::from_tpm2b(ak)
         .map_err(|e| ServiceError::bad_request("invalid_ak", format!("ak_public: {e}")))?;
@@ -68,7 +116,7 @@ pub(super) fn check_identity(req: &RegisterRequest) -> Result<Option<TpmPublic>,
             "ak_public is not a restricted signing key",
         ));
     }
-    Ok(Some(ak))
+    Ok((material, Some(ak)))
 }
 
 /// What a machine says about itself (hardware identity, wanted role, cluster), onto its
@@ -90,14 +138,15 @@ impl<R: Registry> Service<R> {
     pub(super) fn ek_chain_verdict(
         &self,
         req: &RegisterRequest,
+        ek: &EkMaterial,
         now: u64,
     ) -> Result<EkChainStatus, ServiceError> {
         let Some((chain, policy)) = &self.ek_chain else {
             return Ok(EkChainStatus::Unchecked);
         };
-        let verdict = match &req.ek_cert_pem {
-            Some(cert) => chain.verify(cert.der(), now),
-            None => ChainVerdict::Unverified {
+        let verdict = match ek.source {
+            EkSource::Cert => chain.verify(&ek.der, now),
+            EkSource::Pub => ChainVerdict::Unverified {
                 reason: "no EK certificate (EK public key only)".into(),
             },
         };
@@ -127,32 +176,24 @@ impl<R: Registry> Service<R> {
     /// secret an older release stored for it).
     fn ak_credential(
         &self,
-        req: &RegisterRequest,
+        ek: &EkMaterial,
+        fingerprint: &str,
         ak: &TpmPublic,
         secret: Option<&[u8]>,
     ) -> Result<Credential, ServiceError> {
         let unprocessable =
             |m: String| ServiceError::new(ErrorKind::Unprocessable, "unsupported_ek", m);
-        let spki = match (&req.ek_cert_pem, &req.ek_public) {
-            (Some(cert), _) => attest_common::der::parse_certificate(cert.der())
+        let spki = match ek.source {
+            EkSource::Cert => attest_common::der::parse_certificate(&ek.der)
                 .map_err(|e| unprocessable(format!("EK certificate: {e}")))?
                 .spki
                 .to_vec(),
-            (None, Some(public)) => public.to_vec(),
-            (None, None) => {
-                return Err(ServiceError::bad_request(
-                    "missing_ek_material",
-                    "ek_cert_pem or ek_public is required with ak_public",
-                ));
-            }
+            EkSource::Pub => ek.der.clone(),
         };
-        let ek = EkKey::from_spki(&spki).map_err(|e| unprocessable(format!("EK: {e}")))?;
-        let derived = self
-            .registry
-            .challenge_key()
-            .activation_secret(&req.ek_fingerprint.to_string(), &ak.name);
+        let key = EkKey::from_spki(&spki).map_err(|e| unprocessable(format!("EK: {e}")))?;
+        let derived = self.activation_key.activation_secret(fingerprint, &ak.name);
         let secret = secret.unwrap_or(&derived);
-        make_credential(&ek, &ak.name, secret, &mut self.platform.entropy())
+        make_credential(&key, &ak.name, secret, &mut self.platform.entropy())
             .map_err(|e| unprocessable(format!("MakeCredential: {e}")))
     }
 
@@ -166,7 +207,7 @@ impl<R: Registry> Service<R> {
         self_register: bool,
         actor: &Actor,
     ) -> Result<Registered, ServiceError> {
-        let ak = check_identity(req)?;
+        let (ek, ak) = check_identity(req)?;
         let event = if self_register {
             Event::SelfRegister
         } else {
@@ -177,9 +218,9 @@ impl<R: Registry> Service<R> {
         if let Some(known) = self.registry.machine_by_ek(&fp)? {
             return self.reregister(req, ak.as_ref(), known, event, now);
         }
-        let ek_chain = self.ek_chain_verdict(req, now)?;
+        let ek_chain = self.ek_chain_verdict(req, &ek, now)?;
         let credential = match &ak {
-            Some(ak) => Some(self.ak_credential(req, ak, None)?),
+            Some(ak) => Some(self.ak_credential(&ek, &fp, ak, None)?),
             None => None,
         };
         // USB path: the ISO boots with this machine's config URL, so its token exists from
@@ -203,8 +244,7 @@ impl<R: Registry> Service<R> {
                 t.to.unwrap_or(State::new(Status::PendingApproval)),
                 now,
             );
-            record.ek_cert_der = req.ek_cert_pem.as_ref().map(|c| c.der().to_vec());
-            record.ek_public_der = req.ek_public.as_ref().map(|p| p.to_vec());
+            ek.store(&mut record);
             record.ak_public = req.ak_public.as_ref().map(|p| p.to_vec());
             describe(&mut record, req);
             record.ek_chain = ek_chain.clone();
@@ -256,11 +296,19 @@ impl<R: Registry> Service<R> {
                 known.id, known.ek_fingerprint
             )
         });
+        // MakeCredential for the EK the machine was registered with, never for material the
+        // request brings (the fingerprint matched, but only the stored key is the machine's).
+        let ek = EkMaterial::of(&known).ok_or_else(|| {
+            ServiceError::conflict(
+                "no_ek_material",
+                format!("machine {} has no stored EK material", known.id),
+            )
+        })?;
         let credential = match (ak, &req.ak_public) {
             (Some(ak), Some(bytes)) => {
                 let bound = known.ak_public.as_deref() == Some(bytes.as_slice());
                 let legacy = known.activation_secret.as_deref().filter(|_| bound);
-                Some(self.ak_credential(req, ak, legacy)?)
+                Some(self.ak_credential(&ek, &known.ek_fingerprint, ak, legacy)?)
             }
             _ => None,
         };

@@ -83,7 +83,33 @@ fn service(config: &Config) -> Result<Service<RedbRegistry>, ExitCode> {
         },
         config.data_dir.join(responsekey::FILE_NAME).display()
     ));
+    let activation_path = config.data_dir.join("activation-key");
+    let activation_key = match attest_server::secret_file::load_or_create(
+        &activation_path,
+        48,
+        "activation key",
+        |b| getrandom::fill(b).expect("the operating system's random number generator failed"),
+        |_| true,
+    ) {
+        Ok((key, created)) => {
+            log::info(&format!(
+                "Activation key {} {}",
+                if created {
+                    "generated in"
+                } else {
+                    "loaded from"
+                },
+                activation_path.display()
+            ));
+            attest_server::challenge::ChallengeKey::new(&key)
+        }
+        Err(e) => {
+            eprintln!("attestation-server: activation key (ITL_DATA_DIR): {e}");
+            return Err(ExitCode::FAILURE);
+        }
+    };
     let mut service = Service::new(store)
+        .with_activation_key(activation_key)
         .with_dual_control(config.dual_control.clone())
         .with_challenges(config.challenges.clone())
         .with_config_url_seconds(config.config_url_seconds)

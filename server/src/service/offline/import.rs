@@ -28,10 +28,10 @@ impl<R: Registry> Service<R> {
             ));
         }
         let req = &receipt.identity;
-        check_identity(req)?;
+        let (ek, _) = check_identity(req)?;
         let fp = req.ek_fingerprint.to_string();
         let now = self.platform.now();
-        let ek_chain = self.ek_chain_verdict(req, now)?;
+        let ek_chain = self.ek_chain_verdict(req, &ek, now)?;
         self.registry.write(|tx| {
             if let Some(existing) = tx.machine_by_ek(&fp)? {
                 return Ok(Admitted {
@@ -47,8 +47,7 @@ impl<R: Registry> Service<R> {
                 t.to.unwrap_or(State::new(Status::Registered)),
                 now,
             );
-            record.ek_cert_der = req.ek_cert_pem.as_ref().map(|c| c.der().to_vec());
-            record.ek_public_der = req.ek_public.as_ref().map(|p| p.to_vec());
+            ek.store(&mut record);
             record.ak_public = req.ak_public.as_ref().map(|p| p.to_vec());
             describe(&mut record, req);
             record.ek_chain = ek_chain;
