@@ -44,8 +44,16 @@ impl std::error::Error for ApiError {}
 
 /// A transport error, with what to do when it is a certificate the agent does not trust.
 fn explain(e: &ureq::Error) -> String {
-    match e {
-        ureq::Error::Rustls(rustls::Error::InvalidCertificate(why)) => format!(
+    // rustls' error comes as itself, or inside an I/O error.
+    let rustls_error = match e {
+        ureq::Error::Rustls(r) => Some(r),
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    match rustls_error {
+        Some(rustls::Error::InvalidCertificate(why)) => format!(
             "{e}: the server's TLS certificate is not trusted ({why:?}); if it is signed by a \
              private CA, set ca_file (--ca-file, ATTEST_AGENT_CA_FILE) to that CA"
         ),

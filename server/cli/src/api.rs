@@ -95,8 +95,16 @@ fn read_certificates(path: &Path, what: &str) -> Outcome<Vec<ureq::tls::Certific
 
 /// A transport error, with what to do when it is a certificate this CLI does not trust.
 pub fn explain(e: &ureq::Error) -> String {
-    match e {
-        ureq::Error::Rustls(rustls::Error::InvalidCertificate(why)) => format!(
+    // rustls' error comes as itself, or inside an I/O error.
+    let rustls_error = match e {
+        ureq::Error::Rustls(r) => Some(r),
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    match rustls_error {
+        Some(rustls::Error::InvalidCertificate(why)) => format!(
             "{e}: the server's TLS certificate is not trusted ({why:?}); if it is signed by a \
              private CA, pass that CA with --ca-file (ATTESTATION_CA_FILE, or ca_file in the \
              config file)"
