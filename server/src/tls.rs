@@ -503,6 +503,13 @@ impl Leaf {
     }
 }
 
+/// The leaf certificate `settings` name (for a client of this server's own: the warm-up,
+/// `attestation-server backup`).
+pub fn served_leaf(settings: &TlsSettings) -> Result<CertificateDer<'static>, ConfigError> {
+    let mut chain = read_chain(&settings.cert).map_err(|m| error("ITL_TLS_CERT", m))?;
+    Ok(chain.swap_remove(0))
+}
+
 /// A client for the server's request to itself (`crate::listener::warm_up`) over its own
 /// TLS: the same provider and versions as the server, and it trusts exactly the leaf
 /// certificate the server serves (whatever name that certificate is for).

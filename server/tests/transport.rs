@@ -195,6 +195,30 @@ fn the_agent_attests_over_https_with_the_ca_and_refuses_without_it_or_over_plain
     );
     assert_eq!(m["status"], "attested", "{m}");
 
+    // `attestation-server backup` while the service runs asks it over its own TLS, trusting
+    // exactly the certificate it serves.
+    let copy = d.join("copy.redb");
+    let out = Command::new(server_bin())
+        .env_clear()
+        .env("ITL_DATA_DIR", d.join("data"))
+        .env("ITL_LISTEN", server.addr())
+        .env("ITL_ADMIN_TOKEN", ADMIN)
+        .envs(pki.env())
+        .args(["backup", "--to", copy.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("backup: 1 machines")
+            && said.contains(&format!("from {}/api/v1/backup", server.url)),
+        "{said}"
+    );
+
     // Plain HTTP: refused before anything is sent (exit status 2), whatever the command;
     // the flag, the environment or the file allows it, with a warning every time.
     let plain = Server::start();

@@ -236,6 +236,13 @@ async fn serve(
         .service_url
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{addr}"));
+    if tls.is_some() && service_url.starts_with("http://") {
+        log::warn(&format!(
+            "ITL_SERVICE_URL is {service_url} but this server serves HTTPS only: the config \
+             URLs it hands agents point at plain HTTP (agents refuse them unless \
+             allow_plain_http)"
+        ));
+    }
     let service = service.with_service_url(&service_url);
     let state = http::AppState::new(
         service,
