@@ -768,3 +768,54 @@ fn forwarded_for_reaches_the_audit_only_from_trusted_proxies() {
     let other = self_register(&trusted, EK_RSA, &[]);
     assert_eq!(trusted.audit_column(&other, "source_ip"), ["127.0.0.1"]);
 }
+
+#[test]
+fn outbound_calls_trust_itl_ca_file() {
+    use base64ct::Encoding as _;
+    // The "OpenID provider" is a TLS server of ours with a private CA: it has no discovery
+    // document (404), which is what a server that trusts the CA gets to see; one that does
+    // not trust it fails the handshake.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki::make(&dir.path().join("pki"), "server", "P-384");
+    let provider = start_tls(&dir.path().join("provider"), &pki, &[]);
+    let token = format!(
+        "{}.{}.AAAA",
+        base64ct::Base64UrlUnpadded::encode_string(br#"{"alg":"ES384","kid":"k1","typ":"JWT"}"#),
+        base64ct::Base64UrlUnpadded::encode_string(b"{}")
+    );
+    let whoami = |with_ca: bool| {
+        let data = dir.path().join(if with_ca { "with" } else { "without" });
+        let mut env = vec![
+            ("ITL_OIDC_ENABLED", "true"),
+            ("ITL_OIDC_ISSUER", provider.url.as_str()),
+            ("ITL_OIDC_AUDIENCE", "attestation"),
+        ];
+        if with_ca {
+            env.push(("ITL_CA_FILE", pki.ca.to_str().unwrap()));
+        }
+        let server = Server::start_with(&data, &env);
+        let (status, text) = server.call_text("GET", "/api/v1/machines", Some(&token), None);
+        assert_eq!(status, 503, "{text}");
+        text
+    };
+    let without = whoami(false);
+    assert!(without.contains("UnknownIssuer"), "{without}");
+    let with = whoami(true);
+    assert!(
+        with.contains("404") && !with.contains("UnknownIssuer"),
+        "{with}"
+    );
+
+    // A CA file that holds no certificate stops start-up.
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let (code, err) = refused(
+        &dir.path().join("bad"),
+        &[("ITL_CA_FILE", empty.to_str().unwrap())],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("invalid configuration: ITL_CA_FILE: ") && err.contains("no certificate"),
+        "{err}"
+    );
+}
