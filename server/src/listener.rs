@@ -223,9 +223,10 @@ pub struct Drained {
 
 /// Accepts on `listener` until it breaks or `shutdown.drain` fires, at most `max`
 /// connections at once, and hands each to `serve` (with the drain signal), watched for
-/// `idle`, after a TLS handshake when `tls` is given (at most `idle` long). After a drain it returns once every connection has ended, or was dropped at the
-/// end of the grace period; the listener is closed as soon as the drain begins, so new
-/// connections are refused.
+/// `idle`, after a TLS handshake when `tls` is given (at most `idle` long). After a drain
+/// it returns once every connection has ended, or was dropped at the end of the grace
+/// period; the listener is closed as soon as the drain begins, so new connections are
+/// refused.
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     max: usize,
