@@ -11,6 +11,10 @@
 #   --console FILE       also keep the firmware's console (COM1) in FILE
 #   --no-build           use the image and relay already built
 #
+# The relay (attest-agent relay) refuses a plain http:// URL unless it is allowed: export
+# ATTEST_AGENT_ALLOW_PLAIN_HTTP=true for a test server without TLS (the relay inherits it);
+# for an https server with a private CA, ATTEST_AGENT_CA_FILE.
+#
 # The server's response key is fetched from URL/api/v1/server-key and pinned on the
 # image's command line. Exit codes (the firmware's): 0 done, 1 failed, 2 pending approval,
 # 3 locked, 4 wiped, 5 refused by the server; 64+ for problems of this script.

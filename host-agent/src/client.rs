@@ -42,14 +42,45 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// A transport error, with what to do when it is a certificate the agent does not trust.
+fn explain(e: &ureq::Error) -> String {
+    // rustls' error comes as itself, or inside an I/O error.
+    let rustls_error = match e {
+        ureq::Error::Rustls(r) => Some(r),
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    match rustls_error {
+        Some(rustls::Error::InvalidCertificate(why)) => format!(
+            "{e}: the server's TLS certificate is not trusted ({why:?}); if it is signed by a \
+             private CA, set ca_file (--ca-file, ATTEST_AGENT_CA_FILE) to that CA"
+        ),
+        _ => e.to_string(),
+    }
+}
+
 pub struct Client {
     base: String,
     http: ureq::Agent,
+    /// Whether `http://` URLs may be fetched (`allow_plain_http`).
+    allow_plain_http: bool,
 }
 
+/// The warning about plain HTTP, once per process.
+static PLAIN_HTTP_WARNING: std::sync::Once = std::sync::Once::new();
+
 impl Client {
-    /// A client for the server at `base`; `ca_pem` replaces the web roots for https.
-    pub fn new(base: &str, timeout: Duration, ca_pem: Option<&[u8]>) -> Result<Client> {
+    /// A client for the server at `base`; `ca_pem` replaces the web roots for https. A
+    /// plain `http://` URL, the base's or one the server hands out, is fetched only when
+    /// `allow_plain_http`.
+    pub fn new(
+        base: &str,
+        timeout: Duration,
+        ca_pem: Option<&[u8]>,
+        allow_plain_http: bool,
+    ) -> Result<Client> {
         let roots = match ca_pem {
             Some(pem) => {
                 let certs = ureq::tls::parse_pem(pem)
@@ -84,35 +115,62 @@ impl Client {
         Ok(Client {
             base: base.trim_end_matches('/').to_owned(),
             http,
+            allow_plain_http,
         })
     }
 
-    /// A client for `server` with the settings' timeout and CA file.
+    /// A client for `server` with the settings' timeout and CA file. A plain `http://`
+    /// server is refused (exit status 2) unless `allow_plain_http` is set, and then warned
+    /// about on stderr, once per process.
     pub fn for_server(settings: &crate::config::Settings, server: &str) -> Result<Client> {
+        settings
+            .check_scheme(server)
+            .map_err(|e| crate::agent::Fatal(format!("{e:#}")))?;
+        if crate::config::is_plain_http(server) {
+            PLAIN_HTTP_WARNING.call_once(|| {
+                eprintln!(
+                    "attest-agent: warning: plain HTTP to {server} (allow_plain_http): \
+                     attestations and machine configs, with their secrets, travel \
+                     unencrypted; use https:// in production"
+                );
+            });
+        }
         let ca = match &settings.ca_file {
             Some(path) => Some(
                 std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
             ),
             None => None,
         };
-        Client::new(server, settings.timeout, ca.as_deref())
+        Client::new(
+            server,
+            settings.timeout,
+            ca.as_deref(),
+            settings.allow_plain_http,
+        )
     }
 
     pub fn base(&self) -> &str {
         &self.base
     }
 
-    fn url(&self, path: &str) -> String {
-        if path.starts_with("http://") || path.starts_with("https://") {
+    fn url(&self, path: &str) -> Result<String> {
+        let url = if path.starts_with("http://") || path.starts_with("https://") {
             path.to_owned()
         } else {
             format!("{}{path}", self.base)
+        };
+        if crate::config::is_plain_http(&url) && !self.allow_plain_http {
+            return Err(anyhow!(
+                "{url} is plain HTTP, and allow_plain_http is not set: not fetched (is the \
+                 server's ITL_SERVICE_URL http://?)"
+            ));
         }
+        Ok(url)
     }
 
     /// Sends a request; answers the body of a 2xx, else the server's error.
     fn send(&self, method: &str, path: &str, body: Option<String>) -> Result<(u16, Vec<u8>)> {
-        let url = self.url(path);
+        let url = self.url(path)?;
         let result = match body {
             Some(b) => self
                 .http
@@ -122,7 +180,7 @@ impl Client {
             None if method == "POST" => self.http.post(&url).send_empty(),
             None => self.http.get(&url).call(),
         };
-        let mut response = result.map_err(|e| anyhow!("{method} {url}: {e}"))?;
+        let mut response = result.map_err(|e| anyhow!("{method} {url}: {}", explain(&e)))?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -182,13 +240,13 @@ impl Client {
 
     /// `POST /api/v1/link`: a postcard `LinkRequest` in, the postcard `LinkResponse` out.
     pub fn link(&self, request: &[u8]) -> Result<Vec<u8>> {
-        let url = self.url("/api/v1/link");
+        let url = self.url("/api/v1/link")?;
         let mut response = self
             .http
             .post(&url)
             .header("content-type", "application/octet-stream")
             .send(request)
-            .map_err(|e| anyhow!("POST {url}: {e}"))?;
+            .map_err(|e| anyhow!("POST {url}: {}", explain(&e)))?;
         let status = response.status().as_u16();
         let bytes = response
             .body_mut()

@@ -32,6 +32,9 @@ pub struct Layer {
     pub server_key: Option<PathBuf>,
     /// CA certificates (PEM) to trust for an https server instead of the web roots.
     pub ca_file: Option<PathBuf>,
+    /// Accept a plain `http://` server (Keylime's push agent has the same switch): nothing
+    /// on the wire is then private, machine configs with their secrets included.
+    pub allow_plain_http: Option<bool>,
     pub ek_type: Option<String>,
     pub ak_type: Option<String>,
     pub desired_role: Option<String>,
@@ -79,6 +82,7 @@ impl Layer {
             state_dir: self.state_dir.or(lower.state_dir),
             server_key: self.server_key.or(lower.server_key),
             ca_file: self.ca_file.or(lower.ca_file),
+            allow_plain_http: self.allow_plain_http.or(lower.allow_plain_http),
             ek_type: self.ek_type.or(lower.ek_type),
             ak_type: self.ak_type.or(lower.ak_type),
             desired_role: self.desired_role.or(lower.desired_role),
@@ -103,6 +107,9 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub server_key: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
+    /// `allow_plain_http`: a plain `http://` server URL is accepted (with a warning);
+    /// otherwise only `https://`.
+    pub allow_plain_http: bool,
     /// `None`: the P-384 EK if it has a certificate, else RSA-2048 if it has one, else P-384.
     pub ek_type: Option<EkType>,
     /// `None`: the same family as the EK.
@@ -160,6 +167,7 @@ impl Settings {
             state_dir: layer.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
             server_key: layer.server_key,
             ca_file: layer.ca_file,
+            allow_plain_http: layer.allow_plain_http.unwrap_or(false),
             ek_type,
             ak_type,
             desired_role,
@@ -180,6 +188,24 @@ impl Settings {
             anyhow!("no server: pass --server URL, set ATTEST_AGENT_SERVER, or set `server` in the config file")
         })
     }
+
+    /// Refuses a plain `http://` URL unless `allow_plain_http` is set.
+    pub fn check_scheme(&self, url: &str) -> Result<()> {
+        if is_plain_http(url) && !self.allow_plain_http {
+            bail!(
+                "{url} is plain HTTP: use an https:// server URL, or, to send attestations and \
+                 receive machine configs (with their secrets) unencrypted, set \
+                 allow_plain_http = true (--allow-plain-http, ATTEST_AGENT_ALLOW_PLAIN_HTTP=true)"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Whether `url` is `http://` (not https).
+pub fn is_plain_http(url: &str) -> bool {
+    url.get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
 }
 
 #[cfg(test)]
@@ -237,5 +263,39 @@ lock = "poweroff"
         );
         let none = Settings::resolve(Layer::default()).unwrap();
         assert!(none.server().unwrap_err().to_string().contains("--server"));
+    }
+
+    #[test]
+    fn plain_http_only_when_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "server = \"http://10.0.0.1:8080\"\n").unwrap();
+        let file = Layer::from_file(&path, true).unwrap();
+        let s = Settings::resolve(Layer::default().over(file.clone())).unwrap();
+        assert!(!s.allow_plain_http);
+        let e = s
+            .check_scheme("http://10.0.0.1:8080")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("allow_plain_http") && e.contains("https://"),
+            "{e}"
+        );
+        assert!(s.check_scheme("HTTP://x").is_err());
+        s.check_scheme("https://10.0.0.1:8080").unwrap();
+        // From the file, or from a flag over it.
+        std::fs::write(
+            &path,
+            "server = \"http://10.0.0.1:8080\"\nallow_plain_http = true\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(Layer::from_file(&path, true).unwrap()).unwrap();
+        s.check_scheme("http://10.0.0.1:8080").unwrap();
+        let flags = Layer {
+            allow_plain_http: Some(true),
+            ..Layer::default()
+        };
+        let s = Settings::resolve(flags.over(file)).unwrap();
+        s.check_scheme("http://10.0.0.1:8080").unwrap();
     }
 }

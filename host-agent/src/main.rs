@@ -60,6 +60,20 @@ struct Global {
     /// CA certificates (PEM) for an https server [default: the web roots].
     #[arg(long, global = true, env = "ATTEST_AGENT_CA_FILE", value_name = "FILE")]
     ca_file: Option<PathBuf>,
+    /// Accept a plain http:// server URL (warned about at every start): attestations and
+    /// machine configs, with their secrets, then travel unencrypted. Without it only
+    /// https:// is used.
+    #[arg(
+        long,
+        global = true,
+        env = "ATTEST_AGENT_ALLOW_PLAIN_HTTP",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    allow_plain_http: Option<bool>,
     /// Which EK to use [default: P-384 if it has a certificate, else RSA-2048 if it has
     /// one, else the P-384 public key].
     #[arg(long, global = true, env = "ATTEST_AGENT_EK_TYPE", value_parser = ek_type_parser())]
@@ -179,6 +193,7 @@ fn settings(
         state_dir: global.state_dir.clone(),
         server_key: global.server_key.clone(),
         ca_file: global.ca_file.clone(),
+        allow_plain_http: global.allow_plain_http,
         ek_type: global.ek_type.map(|t| t.name().to_owned()),
         ak_type: global.ak_type.map(|t| match t {
             AkType::EccP384 => "ecc-p384".to_owned(),

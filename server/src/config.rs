@@ -27,7 +27,7 @@ pub struct Config {
     /// `ITL_DATA_DIR`: where `attestation.redb` lives.
     pub data_dir: PathBuf,
     /// `ITL_SERVICE_URL`: the URL agents reach this server at (config URLs are built on it);
-    /// unset: `http://` and the address actually listened on.
+    /// unset: `https://` (with TLS) or `http://`, and the address actually listened on.
     pub service_url: Option<String>,
     /// `ITL_CONFIG_DIR`: role base configs (`controlplane.yaml`, `worker-infra.yaml`,
     /// `worker-app.yaml`); unset: config endpoints answer 503.
@@ -60,6 +60,14 @@ pub struct Config {
     /// `ITL_ISO_URL`, or `ITL_FACTORY_URL` with `ITL_TALOS_VERSION`,
     /// `ITL_FACTORY_EXTENSIONS` and `ITL_FACTORY_TIMEOUT_SECONDS`; neither: no ISO URLs.
     pub iso: Option<IsoSource>,
+    /// `ITL_TLS_CERT` and `ITL_TLS_KEY` with `ITL_HIGH_ASSURANCE`, `ITL_TLS_MIN_VERSION`,
+    /// `ITL_TLS_CIPHERS` (crate::tls); `None`: plain HTTP.
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// `ITL_TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed (crate::proxies).
+    pub trusted_proxies: crate::proxies::TrustedProxies,
+    /// `ITL_CA_FILE`: CA certificates (PEM) trusted for the server's own outbound HTTPS
+    /// calls (OIDC provider, Image Factory) besides the Web PKI roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Config {
@@ -83,6 +91,9 @@ impl std::fmt::Debug for Config {
             .field("enrollment_ca_dir", &self.enrollment_ca_dir)
             .field("enrollment_cert_days", &self.enrollment_cert_days)
             .field("iso", &self.iso)
+            .field("tls", &self.tls)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -372,6 +383,19 @@ impl Config {
                 });
             }
         };
+        let tls = crate::tls::TlsSettings::from_lookup(&get)?;
+        let trusted_proxies = match get("ITL_TRUSTED_PROXIES") {
+            None => crate::proxies::TrustedProxies::default(),
+            Some(v) => {
+                crate::proxies::TrustedProxies::parse(&v).map_err(|message| ConfigError {
+                    variable: "ITL_TRUSTED_PROXIES",
+                    message,
+                })?
+            }
+        };
+        let ca_file = get("ITL_CA_FILE")
+            .filter(|v| !v.trim().is_empty())
+            .map(PathBuf::from);
         Ok(Config {
             listen,
             data_dir,
@@ -400,6 +424,9 @@ impl Config {
             enrollment_ca_dir,
             enrollment_cert_days,
             iso,
+            tls,
+            trusted_proxies,
+            ca_file,
         })
     }
 
@@ -453,5 +480,12 @@ mod tests {
             Config::from_lookup(|k| (k == "ITL_LISTEN").then(|| "localhost".into())).unwrap_err();
         assert_eq!(e.variable, "ITL_LISTEN");
         assert!(e.to_string().starts_with("ITL_LISTEN: 'localhost'"), "{e}");
+        assert!(c.tls.is_none() && c.trusted_proxies.is_empty() && c.ca_file.is_none());
+        let e = Config::from_lookup(|k| (k == "ITL_TRUSTED_PROXIES").then(|| "10.0.0.300".into()))
+            .unwrap_err();
+        assert_eq!(e.variable, "ITL_TRUSTED_PROXIES");
+        let e =
+            Config::from_lookup(|k| (k == "ITL_TLS_CERT").then(|| "/c.pem".into())).unwrap_err();
+        assert_eq!(e.variable, "ITL_TLS_KEY");
     }
 }

@@ -15,6 +15,13 @@
 //!   head; a body or a response that stalls would otherwise hold its connection, and its
 //!   slot, for ever. A request whose body stalls is answered 408.
 //!
+//! With TLS (`crate::tls`), the handshake wraps the watched stream in the connection's own
+//! task, so it never holds up the accept loop; it must finish within the idle timeout as a
+//! whole (a client that trickles its handshake a byte at a time would otherwise keep its
+//! slot for ever), and a connection whose handshake fails or runs out of time is closed
+//! without a word in the log above debug level (scanners and clients that do not trust the
+//! certificate are routine).
+//!
 //! On shutdown (`Shutdown`) the listener is closed at once, each connection ends after the
 //! request it is serving (idle keep-alive connections at once), and connections still open
 //! after the grace period (`ITL_SHUTDOWN_TIMEOUT_SECONDS`) are dropped.
@@ -116,6 +123,86 @@ impl Signal {
     }
 }
 
+/// A connection as `serve` gets it: plain, or TLS around the watched stream. One lives in
+/// each connection's task (on the heap already): the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Conn {
+    Plain(Watched),
+    Tls(futures_rustls::server::TlsStream<Watched>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_close(cx),
+            Conn::Tls(s) => Pin::new(s).poll_close(cx),
+        }
+    }
+}
+
+/// The TLS handshake on `stream`, at most `deadline` long (and abandoned when `drain`
+/// fires: no request has begun on the connection). `None`: the connection is to be closed.
+async fn handshake(
+    acceptor: &futures_rustls::TlsAcceptor,
+    stream: Watched,
+    deadline: Duration,
+    drain: &Signal,
+    peer: std::net::SocketAddr,
+) -> Option<Conn> {
+    let accept = async { Some(acceptor.accept(stream).await) };
+    let out_of_time = async {
+        Timer::after(deadline).await;
+        None
+    };
+    let done = until(drain, futures_lite::future::or(accept, out_of_time)).await;
+    match done {
+        Some(Some(Ok(tls))) => Some(Conn::Tls(tls)),
+        Some(Some(Err(e))) => {
+            crate::log::debug(&format!("TLS handshake with {peer} failed: {e}"));
+            None
+        }
+        Some(None) => {
+            crate::log::debug(&format!(
+                "TLS handshake with {peer} not done in {} s (ITL_IDLE_TIMEOUT_SECONDS): closed",
+                deadline.as_secs()
+            ));
+            None
+        }
+        None => None,
+    }
+}
+
 /// How the accept loop ends: when `drain` fires it stops accepting and lets its connections
 /// finish (the `serve` function sees the same signal and ends each connection after its
 /// request in progress); connections still open `grace` later are dropped.
@@ -136,20 +223,24 @@ pub struct Drained {
 
 /// Accepts on `listener` until it breaks or `shutdown.drain` fires, at most `max`
 /// connections at once, and hands each to `serve` (with the drain signal), watched for
-/// `idle`. After a drain it returns once every connection has ended, or was dropped at the
-/// end of the grace period; the listener is closed as soon as the drain begins, so new
-/// connections are refused.
+/// `idle`, after a TLS handshake when `tls` is given (at most `idle` long). After a drain
+/// it returns once every connection has ended, or was dropped at the end of the grace
+/// period; the listener is closed as soon as the drain begins, so new connections are
+/// refused.
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     max: usize,
     idle: Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: Shutdown,
     serve: F,
 ) -> io::Result<Drained>
 where
-    F: Fn(Watched, std::net::SocketAddr, Signal) -> Fut,
+    F: Fn(Conn, std::net::SocketAddr, Signal) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let serve = Arc::new(serve);
+    let tls = tls.map(futures_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(max));
     // Every connection task holds a sender: the receiver sees the channel close when the
     // last one has ended.
@@ -206,7 +297,20 @@ where
             drop(e);
             continue;
         }
-        let work = serve(Watched::new(stream, idle), peer, drain.clone());
+        let stream = Watched::new(stream, idle);
+        let (serve, tls, conn_drain) = (serve.clone(), tls.clone(), drain.clone());
+        let work = async move {
+            let conn = match &tls {
+                None => Conn::Plain(stream),
+                Some(acceptor) => {
+                    match handshake(acceptor, stream, idle, &conn_drain, peer).await {
+                        Some(conn) => conn,
+                        None => return,
+                    }
+                }
+            };
+            serve(conn, peer, conn_drain).await
+        };
         let (kill, open) = (kill.clone(), open_tx.clone());
         smol::spawn(async move {
             // Dropped unfinished when the grace period is over.
@@ -353,9 +457,13 @@ impl AsyncWrite for Watched {
 /// request would start (smol's executor threads and their process driver, the timer
 /// reactor, the blocking pool), which open pipes and event descriptors when they start and
 /// panic when they cannot: a flood that exhausts file descriptors right after start must
-/// not catch them unstarted.
-pub async fn warm_up(addr: std::net::SocketAddr) -> io::Result<()> {
-    use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
+/// not catch them unstarted. With TLS (`tls`: a client that trusts the server's own
+/// certificate, `crate::tls::self_client`) the request goes through a handshake too, which
+/// also starts what a handshake needs (aws-lc's first use).
+pub async fn warm_up(
+    addr: std::net::SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> io::Result<()> {
     let mut target = addr;
     if addr.ip().is_unspecified() {
         target.set_ip(match addr {
@@ -364,15 +472,19 @@ pub async fn warm_up(addr: std::net::SocketAddr) -> io::Result<()> {
         });
     }
     let request = async {
-        let mut stream = TcpStream::connect(target).await?;
+        let stream = TcpStream::connect(target).await?;
         // Quiet at first, so that the connection waits for its request head with a timer
         // (whose reactor starts with the first timer).
         Timer::after(Duration::from_millis(50)).await;
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
-            .await?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await?;
+        let answer = match tls {
+            None => healthz(stream).await?,
+            Some(config) => {
+                let tls = futures_rustls::TlsConnector::from(config)
+                    .connect(crate::tls::self_name(target), stream)
+                    .await?;
+                healthz(tls).await?
+            }
+        };
         if answer.starts_with(b"HTTP/1.1 200") {
             Ok(())
         } else {
@@ -390,6 +502,22 @@ pub async fn warm_up(addr: std::net::SocketAddr) -> io::Result<()> {
         ))
     })
     .await
+}
+
+/// `GET /healthz` on `stream`: the answer as read until the server closed (an end without
+/// TLS close_notify still counts once something was read).
+async fn healthz(mut stream: impl AsyncRead + AsyncWrite + Unpin) -> io::Result<Vec<u8>> {
+    use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await?;
+    stream.flush().await?;
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer).await {
+        Ok(_) => Ok(answer),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && !answer.is_empty() => Ok(answer),
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether a connection's error is the routine end of a connection (the peer left, or went

@@ -30,6 +30,10 @@ pub fn info(message: &str) {
     tracing::info!(target: TARGET, "{}", escape(message));
 }
 
+pub fn debug(message: &str) {
+    tracing::debug!(target: TARGET, "{}", escape(message));
+}
+
 pub fn warn(message: &str) {
     tracing::warn!(target: TARGET, "{}", escape(message));
 }

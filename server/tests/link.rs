@@ -69,6 +69,8 @@ fn firmware_tpm_client_over_the_relay_registers_and_attests() {
     let port = listener.local_addr().unwrap().port();
     let relay = Command::new(agent_bin())
         .env_clear()
+        // The test server speaks plain HTTP on loopback.
+        .env("ATTEST_AGENT_ALLOW_PLAIN_HTTP", "true")
         .args(["relay", "--server", &server.url, "--serial"])
         .arg(format!("tcp:127.0.0.1:{port}"))
         .stdout(Stdio::piped())
@@ -248,6 +250,7 @@ fn boot(
     let port = listener.local_addr().unwrap().port();
     let relay = Command::new(agent_bin())
         .env_clear()
+        .env("ATTEST_AGENT_ALLOW_PLAIN_HTTP", "true")
         .arg("relay")
         .args(relay_args)
         .arg("--serial")

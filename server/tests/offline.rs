@@ -428,6 +428,7 @@ fn enrollment_ca_offline_bundle_and_enroll() {
     let agent_enroll = || {
         let out = Command::new(support::agent_bin())
             .env_clear()
+            .env("ATTEST_AGENT_ALLOW_PLAIN_HTTP", "true")
             .args(["enroll", "--server", &server.url, "--cert"])
             .arg(&node_cert)
             .arg("--key")

@@ -3,7 +3,8 @@
 //! the server answers 401 (clocks differ). Every error answer becomes one [`Failure`].
 //! Answers are read into `attest-api`'s views, the types the server writes them from.
 
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use attest_api::ErrorBody;
@@ -44,16 +45,85 @@ pub fn view<T: DeserializeOwned>(body: &Value) -> Outcome<T> {
     })
 }
 
+/// The trust roots when they are not the Web PKI's alone (`set_trust`).
+static ROOTS: OnceLock<ureq::tls::RootCerts> = OnceLock::new();
+
+/// Sets the roots every HTTPS call of this process trusts (the server's and the OpenID
+/// provider's certificates): the certificates of `SSL_CERT_FILE` when that variable is set
+/// (instead of the Web PKI roots, as OpenSSL and curl read it), else the Web PKI roots; and
+/// those of `ca_file` (`--ca-file`, `ATTESTATION_CA_FILE`, `ca_file`) besides. A file that
+/// cannot be read or holds no certificate is a usage error.
+pub fn set_trust(ca_file: Option<&Path>) -> Outcome<()> {
+    use ureq::tls::Certificate;
+    let ssl_cert_file = std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty());
+    if ssl_cert_file.is_none() && ca_file.is_none() {
+        return Ok(());
+    }
+    let mut roots = match &ssl_cert_file {
+        Some(path) => read_certificates(Path::new(path), "SSL_CERT_FILE")?,
+        None => webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .map(|c| Certificate::from_der(c.as_ref()))
+            .collect(),
+    };
+    if let Some(path) = ca_file {
+        roots.extend(read_certificates(path, "the CA file (--ca-file)")?);
+    }
+    let _ = ROOTS.set(ureq::tls::RootCerts::from(roots));
+    Ok(())
+}
+
+fn read_certificates(path: &Path, what: &str) -> Outcome<Vec<ureq::tls::Certificate<'static>>> {
+    let pem = std::fs::read(path)
+        .map_err(|e| Failure::Usage(format!("{what} {}: {e}", path.display())))?;
+    let certs = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::Usage(format!("{what} {} is not PEM: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(Failure::Usage(format!(
+            "{what} {} holds no certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+/// A transport error, with what to do when it is a certificate this CLI does not trust.
+pub fn explain(e: &ureq::Error) -> String {
+    // rustls' error comes as itself, or inside an I/O error.
+    let rustls_error = match e {
+        ureq::Error::Rustls(r) => Some(r),
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    match rustls_error {
+        Some(rustls::Error::InvalidCertificate(why)) => format!(
+            "{e}: the server's TLS certificate is not trusted ({why:?}); if it is signed by a \
+             private CA, pass that CA with --ca-file (ATTESTATION_CA_FILE, or ca_file in the \
+             config file)"
+        ),
+        _ => e.to_string(),
+    }
+}
+
 /// The CLI's HTTP client: error statuses are answers (their JSON is shown), bounded time
 /// (connecting: at most 5 s of it), HTTPS through rustls with the ring provider and the Web
-/// PKI roots. The server uses aws-lc-rs; the CLI does not, so an operator's build does not
-/// compile aws-lc (a large C library) for the few TLS connections a CLI makes.
+/// PKI roots (or those `set_trust` set). The server uses aws-lc-rs; the CLI does not, so an
+/// operator's build does not compile aws-lc (a large C library) for the few TLS
+/// connections a CLI makes.
 pub fn http(timeout: Duration) -> ureq::Agent {
     use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
     let tls = TlsConfig::builder()
         .provider(TlsProvider::Rustls)
         .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .root_certs(RootCerts::WebPki)
+        .root_certs(ROOTS.get().cloned().unwrap_or(RootCerts::WebPki))
         .build();
     ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
@@ -126,8 +196,9 @@ impl<'a> Api<'a> {
         };
         let mut res = result.map_err(|e| {
             Failure::Unreachable(format!(
-                "cannot reach the server at {}: {e}",
-                self.settings.api_url
+                "cannot reach the server at {}: {}",
+                self.settings.api_url,
+                explain(&e)
             ))
         })?;
         let status = res.status().as_u16();

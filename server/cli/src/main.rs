@@ -42,6 +42,10 @@ struct Cli {
     /// OAuth client id of this CLI at the provider [default: attestation-cli].
     #[arg(long, env = "ATTESTATION_CLIENT_ID", global = true)]
     client_id: Option<String>,
+    /// CA certificates (PEM) to trust besides the roots (the Web PKI's, or SSL_CERT_FILE's
+    /// when it is set), e.g. the private CA of the server's certificate.
+    #[arg(long, env = "ATTESTATION_CA_FILE", global = true, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     /// Config file [default: $XDG_CONFIG_HOME/attestation/config.toml].
     #[arg(long, env = "ATTESTATION_CONFIG", global = true)]
     config: Option<PathBuf>,
@@ -185,7 +189,7 @@ fn health(settings: &Settings) -> Outcome {
     let mut res = api::http(std::time::Duration::from_secs(10))
         .get(&url)
         .call()
-        .map_err(|e| Failure::Unreachable(format!("cannot reach {url}: {e}")))?;
+        .map_err(|e| Failure::Unreachable(format!("cannot reach {url}: {}", api::explain(&e))))?;
     let status = res.status().as_u16();
     let body: serde_json::Value = res
         .body_mut()
@@ -209,8 +213,10 @@ fn run(cli: Cli) -> Outcome {
         api_url: cli.api_url,
         issuer: cli.issuer,
         client_id: cli.client_id,
+        ca_file: cli.ca_file,
         config: cli.config,
     })?;
+    api::set_trust(settings.ca_file.as_deref())?;
     match cli.command {
         Command::Health => health(&settings),
         Command::Auth(c) => auth::run(&settings, c, cli.output),

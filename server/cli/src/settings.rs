@@ -20,6 +20,7 @@ struct File {
     oidc_issuer: Option<String>,
     client_id: Option<String>,
     scope: Option<String>,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -30,6 +31,9 @@ pub struct Settings {
     pub scope: String,
     /// `ITL_ADMIN_TOKEN`: break-glass, used instead of any cached login.
     pub admin_token: Option<String>,
+    /// `--ca-file`, `ATTESTATION_CA_FILE`, `ca_file`: CA certificates (PEM) trusted besides
+    /// the roots (crate::api::set_trust).
+    pub ca_file: Option<PathBuf>,
     pub dir: PathBuf,
 }
 
@@ -38,6 +42,7 @@ pub struct Given {
     pub api_url: Option<String>,
     pub issuer: Option<String>,
     pub client_id: Option<String>,
+    pub ca_file: Option<PathBuf>,
     pub config: Option<PathBuf>,
 }
 
@@ -100,6 +105,11 @@ impl Settings {
             admin_token: std::env::var("ITL_ADMIN_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty()),
+            // A relative ca_file in the config file is relative to the file.
+            ca_file: given.ca_file.or_else(|| {
+                file.ca_file
+                    .map(|f| path.parent().map_or(f.clone(), |d| d.join(&f)))
+            }),
             dir,
         })
     }

@@ -943,6 +943,7 @@ fn every_machine_and_audit_command_against_a_real_server() {
             .env("TPM2TOOLS_TCTI", swtpm.tcti())
             .env("ATTEST_AGENT_STATE_DIR", dir.path().join("agent"))
             .env("ATTEST_AGENT_SERVER", &server.url)
+            .env("ATTEST_AGENT_ALLOW_PLAIN_HTTP", "true")
             .args(args)
             .output()
             .unwrap();

@@ -86,7 +86,7 @@ async fn respond<R: Registry>(
 
 /// Serves `state`'s routes on `listener` until the listener breaks or `shutdown.drain`
 /// fires, at most `max_connections` at once, closing connections idle for `idle`
-/// (crate::listener). On a drain, each connection finishes the request it is serving and
+/// (crate::listener); over TLS only when `tls` is given (crate::tls). On a drain, each connection finishes the request it is serving and
 /// closes (hyper's graceful shutdown; an idle keep-alive connection closes at once);
 /// connections still open after `shutdown.grace` are dropped. Returns once every
 /// connection has ended: the handlers' registry calls have then returned, except those of
@@ -97,6 +97,7 @@ pub async fn serve<R: Registry>(
     state: Arc<AppState<R>>,
     max_connections: usize,
     idle: Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: crate::listener::Shutdown,
 ) -> std::io::Result<crate::listener::Drained> {
     let serve_one = move |stream, peer, drain: crate::listener::Signal| {
@@ -132,7 +133,7 @@ pub async fn serve<R: Registry>(
             }
         }
     };
-    crate::listener::accept_loop(listener, max_connections, idle, shutdown, serve_one).await
+    crate::listener::accept_loop(listener, max_connections, idle, tls, shutdown, serve_one).await
 }
 
 /// Whether a connection ended the way connections end (the peer left or went quiet).

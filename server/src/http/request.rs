@@ -73,9 +73,22 @@ impl<R: Registry> Req<R> {
             .transpose()
     }
 
-    /// The peer's address for the audit log.
+    /// The client's address for the audit log: the TCP peer, or, when the peer is one of
+    /// `ITL_TRUSTED_PROXIES`, the right-most address of its `X-Forwarded-For` that is not a
+    /// trusted proxy (crate::proxies). Anyone else's `X-Forwarded-For` is ignored.
     pub fn source_ip(&self) -> Option<String> {
-        Some(self.peer.ip().to_string())
+        let forwarded = self
+            .head
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let client = self
+            .state
+            .config
+            .trusted_proxies
+            .client(self.peer.ip(), forwarded);
+        Some(client.to_string())
     }
 
     /// An agent acting from this request's address.

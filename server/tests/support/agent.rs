@@ -35,6 +35,8 @@ impl AgentCli {
             .env("TPM2TOOLS_TCTI", &self.tcti)
             .env("ATTEST_AGENT_STATE_DIR", &self.state)
             .env("ATTEST_AGENT_SERVER", &self.server)
+            // The test server speaks plain HTTP on loopback.
+            .env("ATTEST_AGENT_ALLOW_PLAIN_HTTP", "true")
             .args(args);
         let config = self.state.with_extension("toml");
         if config.exists() {

@@ -117,7 +117,9 @@ impl Server {
                 .unwrap_or_else(|| panic!("server exited before listening: {startup:#?}"))
                 .expect("utf-8 log line");
             if line.contains(" listening on ")
-                && let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://"))
+                && let Some(url) = line
+                    .split_whitespace()
+                    .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             {
                 break (url.to_owned(), line);
             }
@@ -190,7 +192,10 @@ impl Server {
 
     /// `host:port` it listens on.
     pub fn addr(&self) -> &str {
-        self.url.trim_start_matches("http://")
+        self.url
+            .strip_prefix("https://")
+            .or_else(|| self.url.strip_prefix("http://"))
+            .unwrap_or(&self.url)
     }
 
     /// Stops the process but keeps the data directory.

@@ -59,6 +59,9 @@ pub fn backup(config: &Config, to: &std::path::Path) -> ExitCode {
 
 /// Asks the running service for a copy and writes it to `partial`; answers the URL used.
 fn backup_from_service(config: &Config, partial: &std::path::Path) -> Result<String, String> {
+    if let Some(tls) = &config.tls {
+        return backup_over_tls(config, tls, partial);
+    }
     let base = match &config.service_url {
         Some(u) => u.clone(),
         None if config.listen.ip().is_unspecified() => {
@@ -88,4 +91,103 @@ fn backup_from_service(config: &Config, partial: &std::path::Path) -> Result<Str
         .and_then(|_| file.sync_all())
         .map_err(|e| format!("{url}: {e}"))?;
     Ok(url)
+}
+
+/// How long a copy through the service may take.
+const BACKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The same over the service's own TLS: straight to the address it listens on (loopback
+/// when it listens on all), trusting exactly the certificate `ITL_TLS_CERT` names, whatever
+/// name that certificate is for (`attest_server::tls::self_client`, as the warm-up).
+fn backup_over_tls(
+    config: &Config,
+    tls: &attest_server::tls::TlsSettings,
+    partial: &std::path::Path,
+) -> Result<String, String> {
+    use http_body_util::BodyExt as _;
+    use std::io::Write as _;
+    let Some(token) = &config.admin_token else {
+        return Err(format!(
+            "{} is held by the running service; set ITL_ADMIN_TOKEN so that the service makes the copy",
+            config.database_path().display()
+        ));
+    };
+    let leaf = attest_server::tls::served_leaf(tls).map_err(|e| e.to_string())?;
+    let mut addr = config.listen;
+    if addr.port() == 0 {
+        return Err(format!(
+            "{} is held by the running service, and ITL_LISTEN ({addr}) does not say its port: \
+             set ITL_LISTEN as the service has it",
+            config.database_path().display()
+        ));
+    }
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let url = format!("https://{addr}/api/v1/backup");
+    let client = attest_server::tls::self_client(&tls.policy, leaf);
+    let fetch = async {
+        let tcp = smol::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let stream = futures_rustls::TlsConnector::from(client)
+            .connect(attest_server::tls::self_name(addr), tcp)
+            .await
+            .map_err(|e| format!("{url}: TLS: {e}"))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(smol_hyper::rt::FuturesIo::new(stream))
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+        let driver = smol::spawn(connection);
+        let request = hyper::Request::get("/api/v1/backup")
+            .header("host", addr.to_string())
+            .header("authorization", format!("Bearer {token}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| format!("{url}: {e}"))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if status != hyper::StatusCode::OK {
+            let text = body
+                .collect()
+                .await
+                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                .unwrap_or_default();
+            return Err(format!(
+                "{url}: {status}: {}",
+                text.chars().take(300).collect::<String>()
+            ));
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(partial)
+            .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| format!("{url}: {e}"))?;
+            if let Ok(data) = frame.into_data() {
+                file.write_all(&data)
+                    .map_err(|e| format!("{}: {e}", partial.display()))?;
+            }
+        }
+        file.sync_all()
+            .map_err(|e| format!("{}: {e}", partial.display()))?;
+        drop(sender);
+        let _ = driver.await;
+        Ok(url.clone())
+    };
+    smol::block_on(futures_lite::future::or(fetch, async {
+        smol::Timer::after(BACKUP_TIMEOUT).await;
+        Err(format!(
+            "{url}: no complete answer in {} s",
+            BACKUP_TIMEOUT.as_secs()
+        ))
+    }))
 }

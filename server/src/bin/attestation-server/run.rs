@@ -25,7 +25,7 @@ use attest_server::machineconfig::BaseConfigs;
 use attest_server::policy::PcrPolicies;
 use attest_server::service::{Enrollment, ResponseKey, Service};
 use attest_server::store::redb::RedbRegistry;
-use attest_server::{config::Config, http, log, responsekey};
+use attest_server::{config::Config, http, log, outbound, responsekey, tls};
 
 type State = Arc<http::AppState<RedbRegistry>>;
 
@@ -35,11 +35,28 @@ const POLL: Duration = Duration::from_millis(10);
 /// Runs the service until a signal stops it (exit 0) or the listener breaks (exit 1).
 /// `grace`: `ITL_SHUTDOWN_TIMEOUT_SECONDS`.
 pub fn run(config: Config, grace: Duration) -> ExitCode {
+    // TLS first: a certificate that cannot be served stops start-up before anything opens.
+    let tls = match &config.tls {
+        None => None,
+        Some(settings) => match tls::server_config(settings) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("attestation-server: invalid configuration: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    if let Some(path) = &config.ca_file
+        && let Err(e) = outbound::add_roots_from(path)
+    {
+        eprintln!("attestation-server: invalid configuration: ITL_CA_FILE: {e}");
+        return ExitCode::from(2);
+    }
     let service = match service(&config) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    smol::block_on(serve(config, service, grace))
+    smol::block_on(serve(config, service, tls, grace))
 }
 
 /// The service over the registry, with everything the configuration asks for.
@@ -193,7 +210,12 @@ fn service(config: &Config) -> Result<Service<RedbRegistry>, ExitCode> {
     Ok(service)
 }
 
-async fn serve(config: Config, service: Service<RedbRegistry>, grace: Duration) -> ExitCode {
+async fn serve(
+    config: Config,
+    service: Service<RedbRegistry>,
+    tls: Option<tls::ServerTls>,
+    grace: Duration,
+) -> ExitCode {
     let mut signals = match Signals::new([Signal::Term, Signal::Int]) {
         Ok(s) => s,
         Err(e) => {
@@ -222,10 +244,31 @@ async fn serve(config: Config, service: Service<RedbRegistry>, grace: Duration) 
         }
     };
     let addr = bound.to_string();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    match &tls {
+        Some(t) => log::info(&t.summary),
+        None => log::warn(
+            "serving plain HTTP: terminate TLS in front of the server (ITL_TRUSTED_PROXIES) or \
+             set ITL_TLS_CERT/ITL_TLS_KEY",
+        ),
+    }
+    if !config.trusted_proxies.is_empty() {
+        log::info(&format!(
+            "X-Forwarded-For believed from {} (ITL_TRUSTED_PROXIES)",
+            config.trusted_proxies.describe()
+        ));
+    }
     let service_url = config
         .service_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
+    if tls.is_some() && service_url.starts_with("http://") {
+        log::warn(&format!(
+            "ITL_SERVICE_URL is {service_url} but this server serves HTTPS only: the config \
+             URLs it hands agents point at plain HTTP (agents refuse them unless \
+             allow_plain_http)"
+        ));
+    }
     let service = service.with_service_url(&service_url);
     let state = http::AppState::new(
         service,
@@ -250,13 +293,18 @@ async fn serve(config: Config, service: Service<RedbRegistry>, grace: Duration) 
         state.clone(),
         max_connections,
         config.idle_timeout,
+        tls.as_ref().map(|t| t.config.clone()),
         Shutdown { drain, grace },
     ));
-    if let Err(e) = listener::warm_up(bound).await {
+    let self_client = match (&tls, &config.tls) {
+        (Some(t), Some(settings)) => Some(tls::self_client(&settings.policy, t.chain[0].clone())),
+        _ => None,
+    };
+    if let Err(e) = listener::warm_up(bound, self_client).await {
         log::warn(&format!("the server's request to itself failed: {e}"));
     }
     log::info(&format!(
-        "attestation-server {} listening on http://{addr} (data {})",
+        "attestation-server {} listening on {scheme}://{addr} (data {})",
         env!("CARGO_PKG_VERSION"),
         config.database_path().display()
     ));
