@@ -500,9 +500,10 @@ impl Agent {
                     enrollment.applied_config_sha384 = want;
                     done.hooks_run.push("apply-config");
                 }
-                None => done.warnings.push(format!(
-                    "apply-config: no hook configured (hooks.apply_config); the config is at {url}"
-                )),
+                None => done.warnings.push(
+                    "apply-config: no hook configured (hooks.apply_config); its single-use URL was not used"
+                        .into(),
+                ),
             }
             enrollment.pending_apply_config = None;
         }

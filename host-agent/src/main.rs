@@ -272,7 +272,17 @@ fn print_attested(a: &attest_host_agent::agent::Attested) {
         r.seconds_to_next_attestation
     );
     if let Some(url) = &r.config_url {
-        println!("config_url={url}");
+        // The URL is a single-use bearer link to the config with its secrets: not printed
+        // where logs would keep it.
+        let base = url.rsplit_once('/').map_or("", |(base, _)| base);
+        println!("config_url={base}/<single use, not shown>");
+    }
+    if let Some(digest) = &r.config_sha384 {
+        let mut hex = [0u8; 96];
+        println!(
+            "config_sha384={}",
+            attest_common::hex::encode(&digest.0, &mut hex)
+        );
     }
     println!("hooks_run={}", a.hooks_run.join(","));
     for w in &a.warnings {

@@ -180,7 +180,14 @@ fn usb_boot_before_and_after_approval() {
             assert_eq!(machine(&server, &id)["status"], "registered");
             approve(&server, &id, "worker-app", name);
         }
-        assert_eq!(a.ok(&["attest", "--once"])["action"], "apply-config");
+        let out = a.ok(&["attest", "--once"]);
+        assert_eq!(out["action"], "apply-config");
+        // The single-use URL is a bearer link to the secrets: the agent does not print it.
+        assert!(
+            out["config_url"].ends_with("/api/v1/config/<single use, not shown>"),
+            "{out:?}"
+        );
+        assert_eq!(out["config_sha384"].len(), 96);
         assert_eq!(machine(&server, &id)["status"], "attested");
         assert!(dir.path().join(format!("{name}-applied.yaml")).exists());
     }
