@@ -10,7 +10,7 @@ use attest_common::wire::Role;
 
 use crate::factory::IsoSource;
 use crate::oidc::OidcConfig;
-use crate::service::{Challenges, DualControl, parse_pcr_selection};
+use crate::service::{AuditCheckpoints, Challenges, DualControl, parse_pcr_selection};
 
 /// Default listen address: loopback only. Exposing the server is a deliberate choice.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -60,6 +60,9 @@ pub struct Config {
     /// `ITL_ISO_URL`, or `ITL_FACTORY_URL` with `ITL_TALOS_VERSION`,
     /// `ITL_FACTORY_EXTENSIONS` and `ITL_FACTORY_TIMEOUT_SECONDS`; neither: no ISO URLs.
     pub iso: Option<IsoSource>,
+    /// `ITL_AUDIT_CHECKPOINT_ENTRIES`, `ITL_AUDIT_CHECKPOINT_MINUTES`: how often the audit
+    /// chain's head is signed (DESIGN.md §6).
+    pub audit_checkpoints: AuditCheckpoints,
 }
 
 impl std::fmt::Debug for Config {
@@ -83,6 +86,7 @@ impl std::fmt::Debug for Config {
             .field("enrollment_ca_dir", &self.enrollment_ca_dir)
             .field("enrollment_cert_days", &self.enrollment_cert_days)
             .field("iso", &self.iso)
+            .field("audit_checkpoints", &self.audit_checkpoints)
             .finish()
     }
 }
@@ -362,6 +366,22 @@ impl Config {
                 });
             }
         };
+        let audit_checkpoints = AuditCheckpoints {
+            entries: number(
+                get("ITL_AUDIT_CHECKPOINT_ENTRIES"),
+                "ITL_AUDIT_CHECKPOINT_ENTRIES",
+                AuditCheckpoints::default().entries,
+                1..=1_000_000,
+                "a number of audit entries",
+            )?,
+            minutes: number(
+                get("ITL_AUDIT_CHECKPOINT_MINUTES"),
+                "ITL_AUDIT_CHECKPOINT_MINUTES",
+                AuditCheckpoints::default().minutes,
+                1..=1440,
+                "a number of minutes",
+            )?,
+        };
         Ok(Config {
             listen,
             data_dir,
@@ -389,6 +409,7 @@ impl Config {
             enrollment_ca_dir,
             enrollment_cert_days,
             iso,
+            audit_checkpoints,
         })
     }
 
@@ -442,5 +463,46 @@ mod tests {
             Config::from_lookup(|k| (k == "ITL_LISTEN").then(|| "localhost".into())).unwrap_err();
         assert_eq!(e.variable, "ITL_LISTEN");
         assert!(e.to_string().starts_with("ITL_LISTEN: 'localhost'"), "{e}");
+    }
+
+    #[test]
+    fn audit_checkpoint_intervals() {
+        let c = Config::from_lookup(|_| None).unwrap();
+        assert_eq!(c.audit_checkpoints, AuditCheckpoints::default());
+        assert_eq!(
+            (c.audit_checkpoints.entries, c.audit_checkpoints.minutes),
+            (1000, 60)
+        );
+        let with = |k: &'static str, v: &'static str| {
+            Config::from_lookup(move |key| (key == k).then(|| v.to_owned()))
+        };
+        let c = with("ITL_AUDIT_CHECKPOINT_ENTRIES", "5").unwrap();
+        assert_eq!(c.audit_checkpoints.entries, 5);
+        let c = with("ITL_AUDIT_CHECKPOINT_MINUTES", "1440").unwrap();
+        assert_eq!(c.audit_checkpoints.minutes, 1440);
+        for (k, v, message) in [
+            (
+                "ITL_AUDIT_CHECKPOINT_ENTRIES",
+                "0",
+                "ITL_AUDIT_CHECKPOINT_ENTRIES: '0' is not a number of audit entries from 1 to 1000000",
+            ),
+            (
+                "ITL_AUDIT_CHECKPOINT_ENTRIES",
+                "1000001",
+                "ITL_AUDIT_CHECKPOINT_ENTRIES: '1000001' is not a number of audit entries from 1 to 1000000",
+            ),
+            (
+                "ITL_AUDIT_CHECKPOINT_MINUTES",
+                "0",
+                "ITL_AUDIT_CHECKPOINT_MINUTES: '0' is not a number of minutes from 1 to 1440",
+            ),
+            (
+                "ITL_AUDIT_CHECKPOINT_MINUTES",
+                "hourly",
+                "ITL_AUDIT_CHECKPOINT_MINUTES: 'hourly' is not a number of minutes from 1 to 1440",
+            ),
+        ] {
+            assert_eq!(with(k, v).unwrap_err().to_string(), message);
+        }
     }
 }
