@@ -1,13 +1,15 @@
-//! Signed audit checkpoints (DESIGN.md §6) against the real server binary: an honest log
-//! verifies and is checkpointed every `ITL_AUDIT_CHECKPOINT_ENTRIES` entries and at every
-//! verification; a log rewritten and re-chained offline, or cut short, is found by the server;
-//! a log whose checkpoints were re-signed with another key is found, and one whose key file
-//! was replaced too, or whose checkpoints were deleted, is not (that takes a pinned key and an
-//! export kept elsewhere). The time-based checkpoint runs on the service with a manual clock.
+//! Signed audit checkpoints (DESIGN.md §6) against the real server binary and, for the
+//! operator's side, the real CLI: an honest log verifies and is checkpointed every
+//! `ITL_AUDIT_CHECKPOINT_ENTRIES` entries and at every verification; a log rewritten and
+//! re-chained offline, or cut short, is found by the server; a log whose checkpoints were
+//! rewritten too (re-signed with another key, the server's key file replaced, or deleted) is
+//! found by the CLI with a pinned key and an earlier export. The time-based checkpoint runs on
+//! the service with a manual clock.
 
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use attest_api::{AuditCheckpoint, AuditVerification, VerifyingKey};
 use attest_server::audit::{self, AuditEntry};
@@ -205,6 +207,50 @@ fn delete_checkpoints(path: &Path) {
     txn.commit().unwrap();
 }
 
+/// The operator CLI as break-glass, with its own config directory.
+struct Cli {
+    home: tempfile::TempDir,
+    api: String,
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Cli {
+    fn new(server: &Server) -> Cli {
+        Cli {
+            home: tempfile::tempdir().unwrap(),
+            api: server.url.clone(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        let out = Command::new(support::cli_bin())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("XDG_CONFIG_HOME", self.home.path())
+            .env("ATTESTATION_API_URL", &self.api)
+            .env("ITL_ADMIN_TOKEN", ADMIN)
+            .args(args)
+            .output()
+            .expect("run attestation");
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.home.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
 #[test]
 fn an_honest_log_is_checkpointed_every_n_entries_and_at_verify() {
     let dir = tempfile::tempdir().unwrap();
@@ -268,14 +314,71 @@ fn an_honest_log_is_checkpointed_every_n_entries_and_at_verify() {
     assert_eq!(RedbRegistry::audit_checkpoints_file(&copy).unwrap(), listed);
     let v = RedbRegistry::audit_verify_file_with(&copy, Some(&key)).unwrap();
     assert!(v.valid && v.checkpoints == listed.len() as u64, "{v:?}");
+
+    // The CLI agrees, checking every signature with the pinned key.
+    let (_, pem) = server_key(&server);
+    let cli = Cli::new(&server);
+    let pinned = cli.file("server-key.pem", &pem);
+    let exported = cli.run(&["audit", "checkpoints"]);
+    assert_eq!(exported.code, 0, "{}", exported.stderr);
+    let kept: Vec<AuditCheckpoint> = serde_json::from_str(&exported.stdout).unwrap();
+    assert_eq!(kept, listed);
+    let kept_file = cli.file("kept.json", &exported.stdout);
+    let ok = cli.run(&[
+        "audit",
+        "verify",
+        "--server-key",
+        pinned.to_str().unwrap(),
+        "--checkpoints",
+        kept_file.to_str().unwrap(),
+    ]);
+    assert_eq!(ok.code, 0, "{}\n{}", ok.stderr, ok.stdout);
+    // 26: the backup is audited; the verification signs it.
+    assert!(ok.stdout.starts_with("valid: 26 entries"), "{}", ok.stdout);
+    assert!(
+        ok.stdout
+            .contains("checkpoints: 7 signed by the pinned server key"),
+        "{}",
+        ok.stdout
+    );
+    assert!(
+        ok.stdout
+            .contains("latest seq 26\nkept checkpoints: all 6 in"),
+        "{}",
+        ok.stdout
+    );
+    assert!(ok.stderr.is_empty(), "{}", ok.stderr);
+    // Unpinned: the same verdict, with a warning.
+    let unpinned = cli.run(&["audit", "verify"]);
+    assert_eq!(unpinned.code, 0, "{}", unpinned.stderr);
+    assert!(
+        unpinned
+            .stderr
+            .contains("warning: the server's key was fetched"),
+        "{}",
+        unpinned.stderr
+    );
+    // Files that are not what they should be: said, exit 1, before asking the server.
+    let junk = cli.file("junk", "hello");
+    let bad = cli.run(&["audit", "verify", "--server-key", junk.to_str().unwrap()]);
+    assert_eq!(bad.code, 1, "{}", bad.stderr);
+    assert!(bad.stderr.contains("no PUBLIC KEY block"), "{}", bad.stderr);
+    let bad = cli.run(&["audit", "verify", "--checkpoints", junk.to_str().unwrap()]);
+    assert_eq!(bad.code, 1, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("is not a list of checkpoints"),
+        "{}",
+        bad.stderr
+    );
 }
 
 #[test]
-fn a_rewritten_and_rechained_entry_is_found_by_the_server() {
+fn a_rewritten_and_rechained_entry_is_found_by_the_server_and_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
     let id = entries(&server, None, 23);
     assert!(verify(&server).valid);
+    let (_, pem) = server_key(&server);
     let before = checkpoints(&server);
     drop(server.stop());
 
@@ -302,6 +405,24 @@ fn a_rewritten_and_rechained_entry_is_found_by_the_server() {
         before,
         "an invalid log's head is not signed"
     );
+
+    // The CLI: exit 5, the server's words.
+    let cli = Cli::new(&server);
+    let pinned = cli.file("server-key.pem", &pem);
+    let out = cli.run(&["audit", "verify", "--server-key", pinned.to_str().unwrap()]);
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "the audit chain is NOT valid: first bad entry 16: entry 20 differs from the signed checkpoint at seq 20"
+        ),
+        "{}",
+        out.stderr
+    );
+    // JSON still prints the verdict, and exits 5.
+    let out = cli.run(&["audit", "verify", "-o", "json"]);
+    assert_eq!(out.code, 5);
+    let v: AuditVerification = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v.first_invalid_id, Some(16));
 
     // The log grows on: still invalid (the checkpoint at 20 stays; 25 is signed over the
     // rewritten chain, which changes nothing about 20).
@@ -331,6 +452,14 @@ fn a_cut_tail_is_found_and_stays_found() {
     );
     assert_eq!(v.first_invalid_id, Some(13));
     assert_eq!((v.entries, v.checkpoints), (12, 2));
+    let out = Cli::new(&server).run(&["audit", "verify"]);
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("the log ends at seq 12 but a checkpoint signed seq 23"),
+        "{}",
+        out.stderr
+    );
 
     // Grown back past the cut: the old checkpoints are kept, not replaced, so the new
     // entry 15 is found to differ from what was signed.
@@ -348,12 +477,22 @@ fn a_cut_tail_is_found_and_stays_found() {
 }
 
 #[test]
-fn rewritten_checkpoints_are_found_with_the_servers_key_or_not_at_all() {
+fn rewritten_checkpoints_are_found_with_a_pinned_key_and_an_export() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
     entries(&server, None, 23);
     assert!(verify(&server).valid);
-    let (key, _) = server_key(&server);
+    let (key, pem) = server_key(&server);
+    // What the operator kept elsewhere: the key and an export.
+    let cli = Cli::new(&server);
+    let pinned = cli.file("server-key.pem", &pem);
+    let export = cli.run(&["audit", "checkpoints"]);
+    assert_eq!(export.code, 0, "{}", export.stderr);
+    let kept = cli.file("kept.json", &export.stdout);
+    let (pinned, kept) = (
+        pinned.to_str().unwrap().to_owned(),
+        kept.to_str().unwrap().to_owned(),
+    );
     drop(server.stop());
 
     // 1. Entry 17 rewritten and the checkpoints re-signed with another key: the server,
@@ -370,10 +509,25 @@ fn rewritten_checkpoints_are_found_with_the_servers_key_or_not_at_all() {
             Some("checkpoint 5's signature does not verify")
         );
         assert_eq!(v.first_invalid_id, Some(5));
+        let out = Cli::new(&server).run(&["audit", "verify", "--server-key", &pinned]);
+        assert_eq!(out.code, 5, "{}", out.stderr);
+        assert!(
+            out.stderr
+                .contains("first bad entry 5: checkpoint 5's signature does not verify"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(
+                "5 of the server's 5 checkpoints do not verify with the pinned server key"
+            ),
+            "{}",
+            out.stderr
+        );
     }
 
     // 2. ... and the server's key file replaced by that key: the server is satisfied (its
-    //    key signed everything).
+    //    key signed everything), the CLI with the pinned key and the export is not.
     let key_file = dir.path().join("response-key");
     let real_key = std::fs::read_to_string(&key_file).unwrap();
     let mut hex = [0u8; 96];
@@ -384,9 +538,57 @@ fn rewritten_checkpoints_are_found_with_the_servers_key_or_not_at_all() {
         assert_ne!(server_key(&server).0, key);
         let v = verify(&server);
         assert!(v.valid, "the server cannot tell: {v:?}");
+        let cli = Cli::new(&server);
+        // Unpinned, without the export: fooled too (and warned).
+        let fooled = cli.run(&["audit", "verify"]);
+        assert_eq!(fooled.code, 0, "{}", fooled.stderr);
+        assert!(fooled.stderr.contains("not pinned"), "{}", fooled.stderr);
+        // Pinned: every checkpoint is refused.
+        let out = cli.run(&["audit", "verify", "--server-key", &pinned]);
+        assert_eq!(out.code, 5, "{}", out.stderr);
+        assert!(
+            out.stderr.contains(
+                "5 of the server's 5 checkpoints do not verify with the pinned server key"
+            ),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("(seq 5, 10, 15, 20, 23)"),
+            "{}",
+            out.stderr
+        );
+        // The export alone (key fetched): the re-signed checkpoints name other hashes.
+        let out = cli.run(&["audit", "verify", "--checkpoints", &kept]);
+        assert_eq!(out.code, 5, "{}", out.stderr);
+        assert!(
+            out.stderr.contains("5 of the 5 checkpoints in ")
+                && out.stderr.contains(
+                    "do not verify with the server's key (fetched, not pinned) (seq 5, 10, 15, 20, 23)"
+                ),
+            "the kept checkpoints were signed by the real key: {}",
+            out.stderr
+        );
+        // Pinned and exported: the kept ones verify, and 20 and 23 no longer match.
+        let out = cli.run(&[
+            "audit",
+            "verify",
+            "--server-key",
+            &pinned,
+            "--checkpoints",
+            &kept,
+        ]);
+        assert_eq!(out.code, 5, "{}", out.stderr);
+        assert!(
+            out.stderr.contains("checkpoint 20 in ")
+                && out.stderr.contains("the server's checkpoint 20 has"),
+            "{}",
+            out.stderr
+        );
     }
 
-    // 3. The checkpoints table deleted (and the real key back): the server cannot tell.
+    // 3. The checkpoints table deleted (and the real key back): the server cannot tell;
+    //    the export can.
     std::fs::write(&key_file, real_key).unwrap();
     delete_checkpoints(&db(dir.path()));
     {
@@ -394,6 +596,14 @@ fn rewritten_checkpoints_are_found_with_the_servers_key_or_not_at_all() {
         assert_eq!(server_key(&server).0, key);
         let v = verify(&server);
         assert!(v.valid, "nothing left to compare with: {v:?}");
+        let out = Cli::new(&server).run(&["audit", "verify", "--checkpoints", &kept]);
+        assert_eq!(out.code, 5, "{}", out.stderr);
+        assert!(
+            out.stderr.contains("checkpoint 5 in ")
+                && out.stderr.contains("is gone from the server's log"),
+            "{}",
+            out.stderr
+        );
     }
 }
 
