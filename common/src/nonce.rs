@@ -39,6 +39,9 @@ pub enum Domain {
     Enroll,
     /// The server authenticates an action (apply-config, lock, wipe) over the agent's nonce.
     Action,
+    /// The server vouches for the head of its audit chain (DESIGN.md §6): the "nonce" is the
+    /// entry hash, the context `u64be(seq) ‖ u64be(timestamp)` (`attest_api::AuditCheckpoint`).
+    AuditCheckpoint,
 }
 
 impl Domain {
@@ -46,6 +49,7 @@ impl Domain {
         match self {
             Domain::Enroll => "enroll",
             Domain::Action => "action",
+            Domain::AuditCheckpoint => "audit-checkpoint",
         }
     }
 }

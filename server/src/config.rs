@@ -10,7 +10,7 @@ use attest_common::wire::Role;
 
 use crate::factory::IsoSource;
 use crate::oidc::OidcConfig;
-use crate::service::{Challenges, DualControl, parse_pcr_selection};
+use crate::service::{AuditCheckpoints, Challenges, DualControl, parse_pcr_selection};
 
 /// Default listen address: loopback only. Exposing the server is a deliberate choice.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -68,6 +68,9 @@ pub struct Config {
     /// `ITL_CA_FILE`: CA certificates (PEM) trusted for the server's own outbound HTTPS
     /// calls (OIDC provider, Image Factory) besides the Web PKI roots.
     pub ca_file: Option<PathBuf>,
+    /// `ITL_AUDIT_CHECKPOINT_ENTRIES`, `ITL_AUDIT_CHECKPOINT_MINUTES`: how often the audit
+    /// chain's head is signed (DESIGN.md §6).
+    pub audit_checkpoints: AuditCheckpoints,
 }
 
 impl std::fmt::Debug for Config {
@@ -94,6 +97,7 @@ impl std::fmt::Debug for Config {
             .field("tls", &self.tls)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("ca_file", &self.ca_file)
+            .field("audit_checkpoints", &self.audit_checkpoints)
             .finish()
     }
 }
@@ -396,6 +400,22 @@ impl Config {
         let ca_file = get("ITL_CA_FILE")
             .filter(|v| !v.trim().is_empty())
             .map(PathBuf::from);
+        let audit_checkpoints = AuditCheckpoints {
+            entries: number(
+                get("ITL_AUDIT_CHECKPOINT_ENTRIES"),
+                "ITL_AUDIT_CHECKPOINT_ENTRIES",
+                AuditCheckpoints::default().entries,
+                1..=1_000_000,
+                "a number of audit entries",
+            )?,
+            minutes: number(
+                get("ITL_AUDIT_CHECKPOINT_MINUTES"),
+                "ITL_AUDIT_CHECKPOINT_MINUTES",
+                AuditCheckpoints::default().minutes,
+                1..=1440,
+                "a number of minutes",
+            )?,
+        };
         Ok(Config {
             listen,
             data_dir,
@@ -427,6 +447,7 @@ impl Config {
             tls,
             trusted_proxies,
             ca_file,
+            audit_checkpoints,
         })
     }
 
@@ -487,5 +508,46 @@ mod tests {
         let e =
             Config::from_lookup(|k| (k == "ITL_TLS_CERT").then(|| "/c.pem".into())).unwrap_err();
         assert_eq!(e.variable, "ITL_TLS_KEY");
+    }
+
+    #[test]
+    fn audit_checkpoint_intervals() {
+        let c = Config::from_lookup(|_| None).unwrap();
+        assert_eq!(c.audit_checkpoints, AuditCheckpoints::default());
+        assert_eq!(
+            (c.audit_checkpoints.entries, c.audit_checkpoints.minutes),
+            (1000, 60)
+        );
+        let with = |k: &'static str, v: &'static str| {
+            Config::from_lookup(move |key| (key == k).then(|| v.to_owned()))
+        };
+        let c = with("ITL_AUDIT_CHECKPOINT_ENTRIES", "5").unwrap();
+        assert_eq!(c.audit_checkpoints.entries, 5);
+        let c = with("ITL_AUDIT_CHECKPOINT_MINUTES", "1440").unwrap();
+        assert_eq!(c.audit_checkpoints.minutes, 1440);
+        for (k, v, message) in [
+            (
+                "ITL_AUDIT_CHECKPOINT_ENTRIES",
+                "0",
+                "ITL_AUDIT_CHECKPOINT_ENTRIES: '0' is not a number of audit entries from 1 to 1000000",
+            ),
+            (
+                "ITL_AUDIT_CHECKPOINT_ENTRIES",
+                "1000001",
+                "ITL_AUDIT_CHECKPOINT_ENTRIES: '1000001' is not a number of audit entries from 1 to 1000000",
+            ),
+            (
+                "ITL_AUDIT_CHECKPOINT_MINUTES",
+                "0",
+                "ITL_AUDIT_CHECKPOINT_MINUTES: '0' is not a number of minutes from 1 to 1440",
+            ),
+            (
+                "ITL_AUDIT_CHECKPOINT_MINUTES",
+                "hourly",
+                "ITL_AUDIT_CHECKPOINT_MINUTES: 'hourly' is not a number of minutes from 1 to 1440",
+            ),
+        ] {
+            assert_eq!(with(k, v).unwrap_err().to_string(), message);
+        }
     }
 }

@@ -139,8 +139,24 @@ fn schemas() -> Value {
             "entries": integer(),
             "root_hash": hash,
             "first_invalid_id": nullable(integer()),
-            "error": nullable(string())
+            "error": nullable(string()),
+            "checkpoints": {"type": "integer", "minimum": 0,
+                "description": "signed checkpoints found good (up to the first failure)"},
+            "latest_checkpoint": nullable(json!({"allOf": [schema_ref("AuditCheckpoint")],
+                "description": "the newest checkpoint, for the client to keep (null: none, or the log is not valid)"}))
         })),
+        "AuditCheckpoint": {
+            "type": "object",
+            "required": ["seq", "entry_hash", "timestamp", "signature"],
+            "description": "The server's response key vouches that audit entry seq had hash entry_hash at timestamp: ECDSA P-384/SHA-384 over \"itl-attestation/v1/audit-checkpoint\" 0x00 u32be(48) entry_hash u32be(16) u64be(seq) u64be(timestamp)",
+            "properties": {
+                "seq": {"type": "integer", "minimum": 1},
+                "entry_hash": hash,
+                "timestamp": {"type": "integer", "minimum": 0, "description": "seconds since the epoch"},
+                "signature": {"type": "string", "pattern": "^[A-Za-z0-9+/]{128}$",
+                    "description": "r ‖ s (96 bytes), base64"}
+            }
+        },
         "Whoami": object(json!({"identity": string(), "break_glass": {"type": "boolean"}})),
         "Health": object(json!({"status": {"type": "string", "enum": ["ok"]}, "version": string()})),
         "OfflineBundle": object(json!({
@@ -307,8 +323,19 @@ pub fn document() -> Value {
         &[],
     );
     answers(&mut whoami, "200", "Whoami");
-    let mut verify = operator("Recompute the audit chain", "200", &[]);
+    let mut verify = operator(
+        "Recompute the audit chain and check it against the signed checkpoints; a valid log's head is signed",
+        "200",
+        &[],
+    );
     answers(&mut verify, "200", "AuditVerification");
+    let mut checkpoints = operator(
+        "Every signed checkpoint of the audit chain, oldest first, to keep where the server cannot rewrite them",
+        "200",
+        &[],
+    );
+    checkpoints["responses"]["200"]["content"] = json!({"application/json": {"schema":
+        {"type": "array", "items": schema_ref("AuditCheckpoint")}}});
     let mut health = json!({"summary": "Liveness", "responses": responses("200", &[])});
     answers(&mut health, "200", "Health");
     json!({
@@ -362,6 +389,7 @@ pub fn document() -> Value {
             "/api/v1/whoami": {"get": whoami},
             "/api/v1/audit": {"get": audit},
             "/api/v1/audit/verify": {"get": verify},
+            "/api/v1/audit/checkpoints": {"get": checkpoints},
             "/metrics": {"get": operator("Prometheus metrics (text format): machines by status, stale machines, challenges, attestations by result, heartbeat commits", "200", &[])}
         }
     })

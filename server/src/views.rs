@@ -127,6 +127,8 @@ pub fn verification(v: Verification) -> AuditVerification {
         root_hash: v.root_hash,
         first_invalid_id: v.first_invalid_id,
         error: v.error,
+        checkpoints: v.checkpoints,
+        latest_checkpoint: v.latest_checkpoint,
     }
 }
 

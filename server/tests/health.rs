@@ -37,6 +37,8 @@ fn bad_configuration_names_the_variable() {
         ("ITL_MAX_CONNECTIONS", "0"),
         ("ITL_IDLE_TIMEOUT_SECONDS", "forever"),
         ("ITL_OIDC_ENABLED", "true"),
+        ("ITL_AUDIT_CHECKPOINT_ENTRIES", "0"),
+        ("ITL_AUDIT_CHECKPOINT_MINUTES", "1441"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_attestation-server"))
             .env(var, value)
@@ -75,6 +77,7 @@ fn openapi_describes_every_route() {
         ("post", "/api/v1/machines/{id}/revoke"),
         ("get", "/api/v1/audit"),
         ("get", "/api/v1/audit/verify"),
+        ("get", "/api/v1/audit/checkpoints"),
         ("post", "/api/v1/attest/challenge"),
         ("get", "/api/v1/attest/challenge"),
         ("get", "/api/v1/server-key"),

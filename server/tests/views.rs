@@ -9,9 +9,9 @@ mod support;
 use std::collections::BTreeSet;
 
 use attest_api::{
-    Approval, ApprovalList, ApprovePending, AuditEntry, AuditPage, AuditVerification, EkSource,
-    ErrorBody, Health, Hex, Machine, MachineDetail, MachineList, OfflineBundle, PendingStatus,
-    Role, Status, Timestamp, VoteState, Whoami,
+    Approval, ApprovalList, ApprovePending, AuditCheckpoint, AuditEntry, AuditPage,
+    AuditVerification, EkSource, ErrorBody, Health, Hex, Machine, MachineDetail, MachineList,
+    OfflineBundle, PendingStatus, Role, Status, Timestamp, VoteState, Whoami,
 };
 use base64ct::Encoding;
 use serde::Serialize;
@@ -197,6 +197,15 @@ fn entry(first: bool) -> AuditEntry {
     }
 }
 
+fn checkpoint() -> AuditCheckpoint {
+    AuditCheckpoint {
+        seq: 20,
+        entry_hash: Hex([0xab; 48]),
+        timestamp: 1_700_000_000,
+        signature: attest_api::NonceSignature([0x5a; 96]),
+    }
+}
+
 #[test]
 fn every_view_matches_its_schema() {
     let server = Server::start();
@@ -261,6 +270,20 @@ fn every_view_matches_its_schema() {
             root_hash: "0".repeat(96),
             first_invalid_id: None,
             error: None,
+            checkpoints: 0,
+            latest_checkpoint: None,
+        },
+    );
+    doc.sample(
+        "AuditVerification",
+        &AuditVerification {
+            valid: true,
+            entries: 20,
+            root_hash: "ab".repeat(48),
+            first_invalid_id: None,
+            error: None,
+            checkpoints: 4,
+            latest_checkpoint: Some(checkpoint()),
         },
     );
     doc.sample(
@@ -271,8 +294,11 @@ fn every_view_matches_its_schema() {
             root_hash: "ab".repeat(48),
             first_invalid_id: Some(3),
             error: Some("entry 3 was modified (hash mismatch)".into()),
+            checkpoints: 0,
+            latest_checkpoint: None,
         },
     );
+    doc.sample("AuditCheckpoint", &checkpoint());
     doc.sample(
         "Error",
         &ErrorBody {
@@ -435,6 +461,20 @@ fn the_servers_answers_are_the_views() {
     doc.answer::<AuditPage>("AuditPage", &get(&format!("/api/v1/audit?machine_id={a}")));
     let v: AuditVerification = doc.answer("AuditVerification", &get("/api/v1/audit/verify"));
     assert!(v.valid);
+    let latest = v
+        .latest_checkpoint
+        .expect("the verification signs the head");
+    assert_eq!(latest.seq, v.entries);
+    let all = get("/api/v1/audit/checkpoints");
+    let all = all.as_array().expect("a bare array");
+    let last = all.last().expect("at least the verification's checkpoint");
+    assert_eq!(
+        doc.answer::<AuditCheckpoint>("AuditCheckpoint", last),
+        latest
+    );
+    for c in all {
+        doc.answer::<AuditCheckpoint>("AuditCheckpoint", c);
+    }
 
     let (status, error) = server.call("GET", "/api/v1/machines/nope", Some(ADMIN), None);
     assert_eq!(status, 404);

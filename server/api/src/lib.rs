@@ -28,6 +28,7 @@ pub use escape::escape;
 
 pub use attest_common::fingerprint::EkSource;
 pub use attest_common::lifecycle::Status;
+pub use attest_common::nonce::{Domain, NonceError, NonceSignature, VerifyingKey};
 pub use attest_common::wire::{Hex, Role, Timestamp};
 
 /// A machine as the operator API shows it: `GET /api/v1/machines` (each element), the answer
@@ -190,7 +191,8 @@ pub struct AuditPage {
     pub per_page: u64,
 }
 
-/// `GET /api/v1/audit/verify`: the hash chain recomputed.
+/// `GET /api/v1/audit/verify`: the hash chain recomputed, and checked against the server's
+/// signed checkpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditVerification {
     pub valid: bool,
@@ -200,6 +202,60 @@ pub struct AuditVerification {
     pub root_hash: String,
     pub first_invalid_id: Option<u64>,
     pub error: Option<String>,
+    /// Signed checkpoints found good (up to the first bad one).
+    pub checkpoints: u64,
+    /// The newest checkpoint (the one this verification made, if the head had moved), for
+    /// the client to keep; `null` when there is none or the log is not valid.
+    pub latest_checkpoint: Option<AuditCheckpoint>,
+}
+
+/// A signed statement by the server's response key that its audit chain's entry `seq` had
+/// hash `entry_hash` at `timestamp` (DESIGN.md §6). Each element of
+/// `GET /api/v1/audit/checkpoints`; kept by the server in its registry and, copied, by
+/// operators where the server cannot rewrite them.
+///
+/// The signature (ECDSA P-384 / SHA-384, r ‖ s, base64 in JSON) covers
+/// `attest_common::nonce`'s message for the `audit-checkpoint` domain, with the entry hash as
+/// the nonce and `u64be(seq) ‖ u64be(timestamp)` as the context:
+///
+/// ```text
+/// "itl-attestation/v1/audit-checkpoint" ‖ 0x00 ‖ u32be(48) ‖ entry_hash
+///     ‖ u32be(16) ‖ u64be(seq) ‖ u64be(timestamp)
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCheckpoint {
+    /// The sequence number of the entry vouched for (the chain head when signed).
+    pub seq: u64,
+    /// That entry's hash.
+    pub entry_hash: Hex<48>,
+    /// When it was signed, seconds since the epoch.
+    pub timestamp: u64,
+    pub signature: NonceSignature,
+}
+
+impl AuditCheckpoint {
+    /// The signature's domain.
+    pub const DOMAIN: Domain = Domain::AuditCheckpoint;
+
+    /// The signed message's context: `u64be(seq) ‖ u64be(timestamp)` (the entry hash is
+    /// its nonce).
+    pub fn context(seq: u64, timestamp: u64) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&seq.to_be_bytes());
+        out[8..].copy_from_slice(&timestamp.to_be_bytes());
+        out
+    }
+
+    /// Whether `key` signed exactly this seq, entry hash and timestamp.
+    pub fn verify(&self, key: &VerifyingKey) -> Result<(), NonceError> {
+        attest_common::nonce::verify(
+            key,
+            Self::DOMAIN,
+            &self.entry_hash.0,
+            &Self::context(self.seq, self.timestamp),
+            &self.signature,
+        )
+    }
 }
 
 /// Every error answer: `{error: <code>, message: <human sentence>}`.
@@ -336,6 +392,74 @@ mod tests {
         let wrong = json!({"status": "approved", "approvals_received": 1,
                            "approvals_required": 2, "expires_at": "1970-01-01T00:00:00Z"});
         assert!(serde_json::from_value::<ApprovePending>(wrong).is_err());
+    }
+
+    /// The checkpoint's signed message: every field is covered, the domain is its own, and
+    /// the message is exactly the documented bytes (so OpenSSL can check it too).
+    #[test]
+    fn a_checkpoint_signature_covers_seq_hash_and_timestamp() {
+        use p384::ecdsa::SigningKey;
+        let key = SigningKey::from_slice(&[7u8; 48]).unwrap();
+        let other = SigningKey::from_slice(&[9u8; 48]).unwrap();
+        let (seq, hash, timestamp) = (20u64, [0xab; 48], 1_700_000_000u64);
+        let context = AuditCheckpoint::context(seq, timestamp);
+        let signed = AuditCheckpoint {
+            seq,
+            entry_hash: Hex(hash),
+            timestamp,
+            signature: attest_common::nonce::sign(&key, Domain::AuditCheckpoint, &hash, &context),
+        };
+        let vk = key.verifying_key();
+        assert_eq!(signed.verify(vk), Ok(()));
+        let changed = [
+            AuditCheckpoint {
+                seq: 21,
+                ..signed.clone()
+            },
+            AuditCheckpoint {
+                entry_hash: Hex([0xac; 48]),
+                ..signed.clone()
+            },
+            AuditCheckpoint {
+                timestamp: timestamp + 1,
+                ..signed.clone()
+            },
+        ];
+        for c in &changed {
+            assert_eq!(c.verify(vk), Err(NonceError::BadSignature), "{c:?}");
+        }
+        assert_eq!(
+            signed.verify(other.verifying_key()),
+            Err(NonceError::BadSignature)
+        );
+        // The same bytes signed for another purpose do not make a checkpoint.
+        let action = AuditCheckpoint {
+            signature: attest_common::nonce::sign(&key, Domain::Action, &hash, &context),
+            ..signed.clone()
+        };
+        assert_eq!(action.verify(vk), Err(NonceError::BadSignature));
+
+        let mut message = Vec::new();
+        attest_common::nonce::message_parts(Domain::AuditCheckpoint, &hash, &context, |p| {
+            message.extend_from_slice(p)
+        });
+        let mut want = b"itl-attestation/v1/audit-checkpoint\0".to_vec();
+        want.extend_from_slice(&48u32.to_be_bytes());
+        want.extend_from_slice(&hash);
+        want.extend_from_slice(&16u32.to_be_bytes());
+        want.extend_from_slice(&seq.to_be_bytes());
+        want.extend_from_slice(&timestamp.to_be_bytes());
+        assert_eq!(message, want);
+
+        // JSON: hex hash, base64 signature, numbers; and back.
+        let v = serde_json::to_value(&signed).unwrap();
+        assert_eq!(v["entry_hash"], "ab".repeat(48));
+        assert_eq!(v["seq"], 20);
+        assert_eq!(v["signature"].as_str().unwrap().len(), 128);
+        assert_eq!(
+            serde_json::from_value::<AuditCheckpoint>(v).unwrap(),
+            signed
+        );
     }
 
     #[test]

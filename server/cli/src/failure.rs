@@ -18,7 +18,8 @@ pub enum Failure {
     Auth(String),
     /// 4: the server or the OpenID provider cannot be reached.
     Unreachable(String),
-    /// 5: `audit verify` found the chain broken.
+    /// 5: `audit verify` found the chain broken, or a checkpoint that does not verify or is
+    /// gone.
     AuditInvalid(String),
     /// 6: a destructive command was not confirmed.
     NotConfirmed,

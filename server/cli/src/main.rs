@@ -66,7 +66,7 @@ enum Command {
     /// Machines: list, inspect, approve, lock, revoke, offline bundles, receipts.
     #[command(subcommand)]
     Machine(MachineCommand),
-    /// The audit log: list entries, verify the hash chain.
+    /// The audit log: list entries, verify the hash chain and its signed checkpoints.
     #[command(subcommand)]
     Audit(AuditCommand),
 }
@@ -178,8 +178,22 @@ pub enum AuditCommand {
         #[arg(long)]
         machine_id: Option<String>,
     },
-    /// Recompute the hash chain; exit 0 only when it is valid.
-    Verify,
+    /// Recompute the hash chain and check it against the server's signed checkpoints, whose
+    /// signatures this CLI checks too; exit 0 only when all is valid.
+    Verify {
+        /// The server's public key (PEM, from `GET /api/v1/server-key` kept beforehand) to
+        /// check the checkpoints with; without it the key is fetched from the server, which
+        /// is not pinning it.
+        #[arg(long, value_name = "FILE")]
+        server_key: Option<PathBuf>,
+        /// Checkpoints exported earlier (`attestation audit checkpoints > FILE`): each must
+        /// still be in the server's log with the same entry hash.
+        #[arg(long, value_name = "FILE")]
+        checkpoints: Option<PathBuf>,
+    },
+    /// Every signed checkpoint of the audit chain (JSON, oldest first), to keep where the
+    /// server cannot rewrite it.
+    Checkpoints,
     /// The actions audit entries record, and what each means.
     Actions,
 }

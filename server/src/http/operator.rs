@@ -231,10 +231,20 @@ pub async fn whoami<R: Registry>(req: Req<R>) -> Reply {
     ))
 }
 
+/// `GET /api/v1/audit/verify` (operator): the chain checked against the signed checkpoints;
+/// a valid log's head is signed as it is answered.
 pub async fn audit_verify<R: Registry>(req: Req<R>) -> Reply {
     req.operator().await?;
     let v = req.service(|s| s.audit_verify()).await?;
     Ok(response::json(StatusCode::OK, &views::verification(v)))
+}
+
+/// `GET /api/v1/audit/checkpoints` (operator): every signed checkpoint, oldest first, a bare
+/// array, for operators to copy where the server cannot rewrite them.
+pub async fn audit_checkpoints<R: Registry>(req: Req<R>) -> Reply {
+    req.operator().await?;
+    let all = req.service(|s| s.audit_checkpoints()).await?;
+    Ok(response::json(StatusCode::OK, &all))
 }
 
 pub async fn metrics<R: Registry>(req: Req<R>) -> Reply {

@@ -65,6 +65,7 @@ pub fn table<R: Registry>() -> Vec<Route<R>> {
         GET "/api/v1/whoami" => operator::whoami,
         GET "/api/v1/audit" => operator::audit_list,
         GET "/api/v1/audit/verify" => operator::audit_verify,
+        GET "/api/v1/audit/checkpoints" => operator::audit_checkpoints,
         GET "/metrics" => operator::metrics,
     }
 }

@@ -14,12 +14,14 @@ use crate::metrics::Counters;
 use crate::responsekey::ResponseSigner;
 use crate::store::Registry;
 
-/// The response key (DESIGN.md §3.7): signs agent answers; its public half is pinned by
-/// agents.
+/// The response key (DESIGN.md §3.7): signs agent answers and the audit chain's checkpoints
+/// (DESIGN.md §6); its public half is pinned by agents and operators.
 pub struct ResponseKey {
     pub signer: ResponseSigner,
     /// DER SubjectPublicKeyInfo.
     pub spki: Vec<u8>,
+    /// The public half, to check checkpoints with.
+    pub public: attest_common::nonce::VerifyingKey,
 }
 
 impl ResponseKey {
@@ -27,7 +29,29 @@ impl ResponseKey {
         Ok(ResponseKey {
             signer: ResponseSigner::new(key)?,
             spki: attest_common::nonce::verifying_key_to_spki(key.verifying_key()).to_vec(),
+            public: *key.verifying_key(),
         })
+    }
+
+    /// The signed checkpoint of audit entry `seq` with hash `entry_hash`, dated `timestamp`:
+    /// the message `attest_api::AuditCheckpoint::verify` checks.
+    pub fn sign_checkpoint(
+        &self,
+        seq: u64,
+        entry_hash: &[u8; 48],
+        timestamp: u64,
+    ) -> crate::audit::Checkpoint {
+        use crate::audit::Checkpoint;
+        Checkpoint {
+            seq,
+            entry_hash: Hex(*entry_hash),
+            timestamp,
+            signature: self.signer.sign(
+                Checkpoint::DOMAIN,
+                entry_hash,
+                &Checkpoint::context(seq, timestamp),
+            ),
+        }
     }
 
     /// The public half, PEM.
@@ -59,7 +83,7 @@ fn bounded<const N: usize>(s: &str) -> Option<heapless::String<N>> {
 
 impl<R: Registry> Service<R> {
     pub(super) fn response_key(&self) -> Result<&ResponseKey, ServiceError> {
-        self.response_key.as_ref().ok_or_else(|| {
+        self.response_key.as_deref().ok_or_else(|| {
             ServiceError::new(
                 ErrorKind::Unavailable,
                 "no_response_key",

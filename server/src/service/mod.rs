@@ -15,6 +15,7 @@ mod approval;
 mod attest;
 mod audited;
 mod challenge;
+mod checkpoints;
 mod config_delivery;
 mod error;
 mod evidence;
@@ -32,6 +33,7 @@ pub use approval::{Approval, Approvals, ApproveOutcome, DualControl, check_cidr,
 pub use attest::AttestOutcome;
 pub use audited::{Actor, Change};
 pub use challenge::{Challenges, parse_pcr_selection};
+pub use checkpoints::AuditCheckpoints;
 pub use config_delivery::ConfigFetch;
 pub use error::{ErrorKind, ServiceError, not_found};
 pub use offline::{Admitted, Enrollment, OfflineBundle};
@@ -57,7 +59,10 @@ pub struct Service<R: Registry> {
     enrollment: Option<Enrollment>,
     iso: Option<IsoSource>,
     service_url: Option<String>,
-    response_key: Option<ResponseKey>,
+    /// Shared with the registry's checkpoint signer (`checkpoints`).
+    response_key: Option<std::sync::Arc<ResponseKey>>,
+    /// `ITL_AUDIT_CHECKPOINT_ENTRIES` and `_MINUTES`.
+    audit_checkpoints: AuditCheckpoints,
     /// `ITL_CONFIG_URL_SECONDS`: how long a single-use config URL lives.
     config_url_seconds: u64,
     /// What `GET /metrics` counts.
@@ -86,6 +91,7 @@ impl<R: Registry> Service<R> {
             iso: None,
             service_url: None,
             response_key: None,
+            audit_checkpoints: AuditCheckpoints::default(),
             config_url_seconds: 300,
             counters: Counters::default(),
             refusals: refusals::Refusals::default(),
@@ -160,9 +166,19 @@ impl<R: Registry> Service<R> {
         self
     }
 
-    /// Signs agent answers with this key (DESIGN.md §3.7).
+    /// Signs agent answers (DESIGN.md §3.7) and the audit log's checkpoints (§6) with this
+    /// key.
     pub fn with_response_key(mut self, key: ResponseKey) -> Service<R> {
-        self.response_key = Some(key);
+        self.response_key = Some(std::sync::Arc::new(key));
+        self.install_checkpoint_signer();
+        self
+    }
+
+    /// Signs a checkpoint of the audit chain this often (`ITL_AUDIT_CHECKPOINT_ENTRIES`,
+    /// `ITL_AUDIT_CHECKPOINT_MINUTES`).
+    pub fn with_audit_checkpoints(mut self, checkpoints: AuditCheckpoints) -> Service<R> {
+        self.audit_checkpoints = checkpoints;
+        self.install_checkpoint_signer();
         self
     }
 

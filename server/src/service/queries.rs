@@ -1,5 +1,6 @@
-//! What operators read: machines (one or all, each with its staleness), the audit log and
-//! its verification, the `/metrics` text, and a live backup of the registry.
+//! What operators read: machines (one or all, each with its staleness), the audit log (its
+//! verification and checkpoints are in `checkpoints`), the `/metrics` text, and a live
+//! backup of the registry.
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -7,7 +8,7 @@ use std::path::{Path, PathBuf};
 use attest_common::lifecycle::Status;
 
 use super::{Actor, Change, Service, ServiceError, not_found};
-use crate::audit::{AuditEntry, Verification};
+use crate::audit::AuditEntry;
 use crate::audit_action::AuditAction;
 use crate::record::MachineRecord;
 use crate::store::{BackupSummary, Registry};
@@ -54,11 +55,6 @@ impl<R: Registry> Service<R> {
         per_page: usize,
     ) -> Result<(Vec<AuditEntry>, usize), ServiceError> {
         Ok(self.registry.audit_page(machine_id, page, per_page)?)
-    }
-
-    /// Recomputes the audit chain.
-    pub fn audit_verify(&self) -> Result<Verification, ServiceError> {
-        Ok(self.registry.audit_verify()?)
     }
 
     /// The `/metrics` exposition text.

@@ -4,7 +4,7 @@
 pub mod redb;
 mod registry;
 
-pub use registry::{Registry, RegistryTx};
+pub use registry::{CheckpointSigner, Registry, RegistryTx};
 
 /// One operator's vote toward a dual-control approval.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -16,6 +16,13 @@
 //! - **Nothing is acknowledged before it is durable.** `write` and `write_batched` return
 //!   only once the transaction is on disk (group commit shares one fsync among many callers,
 //!   it never answers early); a rolled-back transaction leaves nothing, not even its log lines.
+//! - **Checkpoints sign the chain head they read, in the same transaction.** A checkpoint
+//!   ([`RegistryTx::put_checkpoint`]) vouches for the entry [`RegistryTx::audit_head`] read in
+//!   the transaction that writes it, so it never names an entry that is not (yet) committed;
+//!   and when a [`CheckpointSigner`] is installed, [`RegistryTx::audit`] writes the checkpoint
+//!   of every entry whose seq is a multiple of its interval in the entry's own transaction.
+//!   Checkpoints are append-only: one at or below the latest is refused, never replaced (a
+//!   log cut short and grown again must not erase the checkpoint that shows it).
 //! - **Reads outside a transaction see committed data only** (`machine`, `each_machine`,
 //!   `audit_page`, ...); a scan may span several snapshots (see `each_machine`).
 //!
@@ -23,8 +30,11 @@
 
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::Arc;
 
-use crate::audit::{AuditEntry, NewEntry, Verification};
+use attest_common::nonce::VerifyingKey;
+
+use crate::audit::{AuditEntry, Checkpoint, NewEntry, Verification};
 use crate::challenge::ChallengeKey;
 use crate::record::MachineRecord;
 
@@ -77,8 +87,27 @@ pub trait RegistryTx {
     /// Forgets grants that expired before `now`.
     fn purge_grants(&self, now: u64) -> Result<usize, StoreError>;
 
-    /// Appends an audit entry linked to the chain head, in this transaction.
+    /// Appends an audit entry linked to the chain head, in this transaction; with a
+    /// [`CheckpointSigner`] installed, also the checkpoint of the new entry when its seq is a
+    /// multiple of the signer's interval (and no checkpoint at or after it exists).
     fn audit(&self, entry: NewEntry, now: u64) -> Result<AuditEntry, StoreError>;
+
+    /// The chain head (the last entry) as this transaction sees it; `None`: the log is empty.
+    fn audit_head(&self) -> Result<Option<AuditEntry>, StoreError>;
+    /// The checkpoint with the highest seq, as this transaction sees it.
+    fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
+    /// Stores a checkpoint of the head this transaction read (see the module's contract);
+    /// false, and nothing written, when a checkpoint at or after its seq exists.
+    fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<bool, StoreError>;
+}
+
+/// Signs the checkpoints [`RegistryTx::audit`] makes every `interval` entries: the service's
+/// response key (the registry never holds a key of its own).
+pub trait CheckpointSigner: Send + Sync {
+    /// A checkpoint every this many entries (`ITL_AUDIT_CHECKPOINT_ENTRIES`, at least 1).
+    fn interval(&self) -> u64;
+    /// The signed checkpoint of entry `seq` with hash `entry_hash`, dated `timestamp`.
+    fn sign(&self, seq: u64, entry_hash: &[u8; 48], timestamp: u64) -> Checkpoint;
 }
 
 /// A registry (see the module's contract).
@@ -126,8 +155,23 @@ pub trait Registry: Send + Sync + 'static {
         per_page: usize,
     ) -> Result<(Vec<AuditEntry>, usize), StoreError>;
 
-    /// Recomputes the whole audit chain, one entry at a time.
-    fn audit_verify(&self) -> Result<Verification, StoreError>;
+    /// Recomputes the whole audit chain, one entry at a time, and checks it against every
+    /// stored checkpoint (`crate::audit::verify_with_checkpoints`), from one snapshot;
+    /// signatures are checked with `key` when it is given.
+    fn audit_verify_with(&self, key: Option<&VerifyingKey>) -> Result<Verification, StoreError>;
+
+    /// [`Registry::audit_verify_with`] without checking signatures.
+    fn audit_verify(&self) -> Result<Verification, StoreError> {
+        self.audit_verify_with(None)
+    }
+
+    /// Every checkpoint, oldest (lowest seq) first. In memory: one per
+    /// `ITL_AUDIT_CHECKPOINT_ENTRIES` entries, per `ITL_AUDIT_CHECKPOINT_MINUTES` of activity
+    /// and per verification that found new entries (≈ 9,000 a year at one an hour, 1.5 MB).
+    fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
+
+    /// Installs (or, `None`, removes) the signer of the checkpoints audit appends make.
+    fn set_checkpoint_signer(&mut self, signer: Option<Arc<dyn CheckpointSigner>>);
 
     /// The key challenge nonces are derived with: made once, kept with the registry, the
     /// same for every server on it.

@@ -56,6 +56,15 @@ pub fn agent_bin() -> PathBuf {
     beside_tests("attest-agent", "attest-host-agent")
 }
 
+/// The operator CLI `attestation` (cargo test --workspace builds it; alone:
+/// `cargo build -p attest-cli`).
+pub fn cli_bin() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_attestation") {
+        Some(bin) => PathBuf::from(bin),
+        None => beside_tests("attestation", "attest-cli"),
+    }
+}
+
 /// The `attestation-server` binary: cargo names it to the server's own tests; the CLI's
 /// tests find it in the target directory.
 pub fn server_bin() -> PathBuf {

@@ -29,7 +29,15 @@ pub fn backup(config: &Config, to: &std::path::Path) -> ExitCode {
         },
         Err(e) => return fail(e.to_string()),
     };
-    let verified = match RedbRegistry::audit_verify_file(&partial) {
+    // The checkpoints' signatures are checked with the response key when it is there.
+    let key = config
+        .data_dir
+        .join(attest_server::responsekey::FILE_NAME)
+        .exists()
+        .then(|| attest_server::responsekey::load_or_create(&config.data_dir).ok())
+        .flatten()
+        .map(|(k, _)| *k.verifying_key());
+    let verified = match RedbRegistry::audit_verify_file_with(&partial, key.as_ref()) {
         Ok(v) if v.valid => v,
         Ok(v) => {
             return fail(format!(

@@ -130,6 +130,7 @@ fn service(config: &Config) -> Result<Service<RedbRegistry>, ExitCode> {
         .with_dual_control(config.dual_control.clone())
         .with_challenges(config.challenges.clone())
         .with_config_url_seconds(config.config_url_seconds)
+        .with_audit_checkpoints(config.audit_checkpoints)
         .with_response_key(response_key_parts);
     match &config.config_dir {
         Some(dir) => match BaseConfigs::load(dir) {
@@ -433,7 +434,8 @@ fn name(signal: Signal) -> &'static str {
 }
 
 /// The liveness sweeper: audits machines that turn stale, checking every
-/// `min(interval, 60 s)`, on its own thread until stopped.
+/// `min(interval, 60 s)`, and signs the audit checkpoint that time calls for
+/// (`ITL_AUDIT_CHECKPOINT_MINUTES`), on its own thread until stopped.
 struct Sweeper {
     stop: mpsc::Sender<()>,
     thread: std::thread::JoinHandle<()>,
@@ -449,6 +451,10 @@ impl Sweeper {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
                     if let Err(e) = state.service.sweep_stale() {
                         log::warn(&format!("liveness sweep failed: {e}"));
+                    }
+                    // At least every ITL_AUDIT_CHECKPOINT_MINUTES while entries are added.
+                    if let Err(e) = state.service.checkpoint_if_due() {
+                        log::warn(&format!("audit checkpoint failed: {e}"));
                     }
                 }
             })

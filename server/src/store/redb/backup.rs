@@ -7,8 +7,8 @@ use ::redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefini
 
 use super::scan::audit_verify_in;
 use super::{
-    APPROVALS, AUDIT, BY_EK, BY_TOKEN, GRANTS, MACHINES, META, RedbRegistry, STALE, USED_NONCES,
-    builder,
+    APPROVALS, AUDIT, AUDIT_CHECKPOINTS, BY_EK, BY_TOKEN, GRANTS, MACHINES, META, RedbRegistry,
+    STALE, USED_NONCES, builder,
 };
 use crate::audit;
 use crate::store::{BackupSummary, StoreError};
@@ -51,9 +51,37 @@ impl RedbRegistry {
         Ok(txn.open_table(MACHINES)?.len()?)
     }
 
-    /// Verifies the audit chain of a registry file no process has open (a backup copy).
+    /// Verifies the audit chain of a registry file no process has open (a backup copy)
+    /// against its checkpoints, their signatures not checked.
     pub fn audit_verify_file(path: &Path) -> Result<audit::Verification, StoreError> {
-        audit_verify_in(&builder().open_read_only(path)?.begin_read()?)
+        Self::audit_verify_file_with(path, None)
+    }
+
+    /// The same, the checkpoints' signatures checked with `key` when it is given.
+    pub fn audit_verify_file_with(
+        path: &Path,
+        key: Option<&attest_common::nonce::VerifyingKey>,
+    ) -> Result<audit::Verification, StoreError> {
+        audit_verify_in(&builder().open_read_only(path)?.begin_read()?, key)
+    }
+
+    /// The checkpoints of a registry file no process has open, oldest first.
+    pub fn audit_checkpoints_file(path: &Path) -> Result<Vec<audit::Checkpoint>, StoreError> {
+        let db = builder().open_read_only(path)?;
+        let txn = db.begin_read()?;
+        let table = match txn.open_table(AUDIT_CHECKPOINTS) {
+            Ok(t) => t,
+            Err(::redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            out.push(audit::decode_checkpoint(v.value()).ok_or_else(|| {
+                StoreError(format!("audit checkpoint {} does not decode", k.value()))
+            })?);
+        }
+        Ok(out)
     }
 }
 
@@ -99,6 +127,7 @@ fn copy_registry(read: &::redb::ReadTransaction, to: &Path) -> Result<BackupSumm
     table(read, &write, GRANTS)?;
     table(read, &write, APPROVALS)?;
     let audit_entries = table(read, &write, AUDIT)?;
+    table(read, &write, AUDIT_CHECKPOINTS)?;
     table(read, &write, USED_NONCES)?;
     table(read, &write, STALE)?;
     table(read, &write, META)?;

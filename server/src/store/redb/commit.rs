@@ -53,7 +53,7 @@ impl RedbRegistry {
         let mut txn = self.db.begin_write().map_err(StoreError::from)?;
         txn.set_durability(Durability::None)
             .map_err(|e| StoreError(e.to_string()))?;
-        let tx = RedbTx::new(&txn);
+        let tx = RedbTx::new(&txn, self.checkpoint_signer.as_deref());
         let out = f(&tx)?;
         let logs = tx.logs.into_inner();
         txn.commit().map_err(StoreError::from)?;
@@ -97,7 +97,7 @@ impl RedbRegistry {
         let (mine, logs) = match &batch.failed {
             Some(why) => (Ok(Err(StoreError(why.clone()))), Vec::new()),
             None => {
-                let tx = RedbTx::new(&batch.txn);
+                let tx = RedbTx::new(&batch.txn, self.checkpoint_signer.as_deref());
                 // A member that panics must not leave the others waiting for a commit.
                 let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&tx)));
                 match &mine {

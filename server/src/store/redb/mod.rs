@@ -3,7 +3,8 @@
 //! an entry without its change. Tables: `machines` (id → versioned record), `by_ek`,
 //! `by_token` (SHA-256 of the token), `config_grants` (single-use config URLs, by the
 //! SHA-256 of their token), `approvals` (pending votes under the id, approving
-//! ones under `id#approved`), `used_nonces`, `stale`, `audit`, `meta` (the challenge key).
+//! ones under `id#approved`), `used_nonces`, `stale`, `audit`, `audit_checkpoints` (seq →
+//! signed checkpoint of the chain), `meta` (the challenge key).
 //!
 //! `commit` holds group commit and batching, `tx` the write side of a transaction, `scan`
 //! the whole-table reads, `backup` the logical copy.
@@ -16,21 +17,24 @@ mod tx;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use scan::SCAN_PAGE;
 pub use tx::RedbTx;
 
-use super::{BackupSummary, Registry, StoreError, Vote};
-use crate::audit::{AuditEntry, Verification};
+use super::{BackupSummary, CheckpointSigner, Registry, StoreError, Vote};
+use crate::audit::{AuditEntry, Checkpoint, Verification};
 use crate::challenge::ChallengeKey;
 use crate::record::MachineRecord;
 
 const MACHINES: TableDefinition<&str, &[u8]> = TableDefinition::new("machines");
 const BY_EK: TableDefinition<&str, &str> = TableDefinition::new("by_ek");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Signed checkpoints of the audit chain (DESIGN.md §6): seq → versioned postcard
+/// `crate::audit::Checkpoint`.
+const AUDIT_CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_checkpoints");
 const APPROVALS: TableDefinition<&str, &[u8]> = TableDefinition::new("approvals");
 /// Used challenge nonces (crate::challenge): id (hex expiry ‖ random, so the table is ordered
 /// by expiry) → when it was used. Purged once expired.
@@ -95,6 +99,8 @@ pub struct RedbRegistry {
     batches: AtomicU64,
     batched_writes: AtomicU64,
     challenge_key: ChallengeKey,
+    /// Signs the checkpoints audit appends make (`RegistryTx::audit`); none until installed.
+    checkpoint_signer: Option<Arc<dyn CheckpointSigner>>,
 }
 
 impl RedbRegistry {
@@ -122,6 +128,7 @@ impl RedbRegistry {
         txn.open_table(MACHINES)?;
         txn.open_table(BY_EK)?;
         txn.open_table(AUDIT)?;
+        txn.open_table(AUDIT_CHECKPOINTS)?;
         txn.open_table(APPROVALS)?;
         txn.open_table(BY_TOKEN)?;
         txn.open_table(GRANTS)?;
@@ -160,6 +167,7 @@ impl RedbRegistry {
             batches: AtomicU64::new(0),
             batched_writes: AtomicU64::new(0),
             challenge_key: ChallengeKey::new(&challenge_key),
+            checkpoint_signer: None,
         })
     }
 
@@ -234,8 +242,19 @@ impl Registry for RedbRegistry {
         self.audit_page(machine_id, page, per_page)
     }
 
-    fn audit_verify(&self) -> Result<Verification, StoreError> {
-        self.audit_verify()
+    fn audit_verify_with(
+        &self,
+        key: Option<&attest_common::nonce::VerifyingKey>,
+    ) -> Result<Verification, StoreError> {
+        self.audit_verify_with(key)
+    }
+
+    fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        self.audit_checkpoints()
+    }
+
+    fn set_checkpoint_signer(&mut self, signer: Option<Arc<dyn CheckpointSigner>>) {
+        self.checkpoint_signer = signer;
     }
 
     fn challenge_key(&self) -> &ChallengeKey {

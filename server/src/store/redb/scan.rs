@@ -1,13 +1,14 @@
-//! Whole-table reads: machines page by page, audit pages and the chain's verification,
-//! each holding a page or one entry in memory, never the table.
+//! Whole-table reads: machines page by page, audit pages, the checkpoints and the chain's
+//! verification, each holding a page or one entry in memory, never the table (the
+//! checkpoints, one per many entries, are answered whole).
 
 use std::ops::{Bound, ControlFlow};
 
 use ::redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::tx::{approved_key, decode_votes};
-use super::{APPROVALS, AUDIT, MACHINES, RedbRegistry, STALE};
-use crate::audit::{self, AuditEntry};
+use super::{APPROVALS, AUDIT, AUDIT_CHECKPOINTS, MACHINES, RedbRegistry, STALE};
+use crate::audit::{self, AuditEntry, Checkpoint};
 use crate::record::MachineRecord;
 use crate::store::{StoreError, Vote};
 
@@ -130,29 +131,73 @@ impl RedbRegistry {
         Ok((out, total))
     }
 
+    /// The chain checked against the checkpoints (signatures with `key`, when given), from
+    /// one read transaction.
+    pub fn audit_verify_with(
+        &self,
+        key: Option<&attest_common::nonce::VerifyingKey>,
+    ) -> Result<audit::Verification, StoreError> {
+        audit_verify_in(&self.db.begin_read()?, key)
+    }
+
+    /// The chain checked against the checkpoints, signatures not checked.
     pub fn audit_verify(&self) -> Result<audit::Verification, StoreError> {
-        audit_verify_in(&self.db.begin_read()?)
+        self.audit_verify_with(None)
+    }
+
+    /// Every checkpoint, oldest first.
+    pub fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AUDIT_CHECKPOINTS)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            out.push(audit::decode_checkpoint(v.value()).ok_or_else(|| {
+                StoreError(format!("audit checkpoint {} does not decode", k.value()))
+            })?);
+        }
+        Ok(out)
     }
 }
 
 pub(super) fn audit_verify_in(
     txn: &::redb::ReadTransaction,
+    key: Option<&attest_common::nonce::VerifyingKey>,
 ) -> Result<audit::Verification, StoreError> {
-    {
-        // One entry at a time: the log can outgrow memory.
-        let table = txn.open_table(AUDIT)?;
-        let mut failed = None;
-        let entries = table.iter()?.map_while(|item| match item {
-            Ok((k, v)) => Some((k.value(), AuditEntry::decode(v.value()))),
+    // One entry and one checkpoint at a time: the log can outgrow memory.
+    let table = txn.open_table(AUDIT)?;
+    // A file from before checkpoints has no such table: no checkpoints.
+    let checkpoints = match txn.open_table(AUDIT_CHECKPOINTS) {
+        Ok(t) => Some(t),
+        Err(::redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let mut failed = None;
+    let entries = table.iter()?.map_while(|item| match item {
+        Ok((k, v)) => Some((k.value(), AuditEntry::decode(v.value()))),
+        Err(e) => {
+            failed = Some(e);
+            None
+        }
+    });
+    let mut failed_checkpoints = None;
+    let checkpoint_items = match &checkpoints {
+        Some(t) => Some(t.iter()?),
+        None => None,
+    };
+    let checkpoints = checkpoint_items
+        .into_iter()
+        .flatten()
+        .map_while(|item| match item {
+            Ok((k, v)) => Some((k.value(), audit::decode_checkpoint(v.value()))),
             Err(e) => {
-                failed = Some(e);
+                failed_checkpoints = Some(e);
                 None
             }
         });
-        let verification = audit::verify(entries);
-        match failed {
-            Some(e) => Err(e.into()),
-            None => Ok(verification),
-        }
+    let verification = audit::verify_with_checkpoints(entries, checkpoints, key);
+    match failed.or(failed_checkpoints) {
+        Some(e) => Err(e.into()),
+        None => Ok(verification),
     }
 }

@@ -1,24 +1,32 @@
 //! The write side of one redb transaction: every read and write the service makes inside
-//! a change, and the audit append that links the chain in the same transaction.
+//! a change, and the audit append that links the chain (and, when due, signs a checkpoint of
+//! it) in the same transaction.
 
 use ::redb::ReadableTable;
 
-use super::{APPROVALS, AUDIT, BY_EK, BY_TOKEN, GRANTS, MACHINES, STALE, USED_NONCES};
-use crate::audit::{self, AuditEntry, NewEntry};
+use super::{
+    APPROVALS, AUDIT, AUDIT_CHECKPOINTS, BY_EK, BY_TOKEN, GRANTS, MACHINES, STALE, USED_NONCES,
+};
+use crate::audit::{self, AuditEntry, Checkpoint, NewEntry};
 use crate::record::MachineRecord;
-use crate::store::{ConfigGrant, RegistryTx, StoreError, Vote};
+use crate::store::{CheckpointSigner, ConfigGrant, RegistryTx, StoreError, Vote};
 
 /// The write side of one redb write transaction.
 pub struct RedbTx<'a> {
     pub(super) txn: &'a ::redb::WriteTransaction,
     pub(super) logs: std::cell::RefCell<Vec<String>>,
+    signer: Option<&'a dyn CheckpointSigner>,
 }
 
 impl<'a> RedbTx<'a> {
-    pub(super) fn new(txn: &'a ::redb::WriteTransaction) -> RedbTx<'a> {
+    pub(super) fn new(
+        txn: &'a ::redb::WriteTransaction,
+        signer: Option<&'a dyn CheckpointSigner>,
+    ) -> RedbTx<'a> {
         RedbTx {
             txn,
             logs: Default::default(),
+            signer,
         }
     }
 }
@@ -217,7 +225,54 @@ impl RegistryTx for RedbTx<'_> {
         };
         let sealed = AuditEntry::seal(entry, seq, now, prev);
         table.insert(seq, sealed.encode().as_slice())?;
+        drop(table);
+        if let Some(signer) = self.signer
+            && seq % signer.interval().max(1) == 0
+        {
+            // Dated no earlier than the latest checkpoint, whatever the clock did (one that
+            // does not decode is for verification to report, not a reason to refuse changes).
+            let latest = self.latest_checkpoint().ok().flatten();
+            let at = latest.map_or(now, |c| c.timestamp.max(now));
+            self.put_checkpoint(&signer.sign(seq, &sealed.entry_hash.0, at))?;
+        }
         Ok(sealed)
+    }
+
+    fn audit_head(&self) -> Result<Option<AuditEntry>, StoreError> {
+        let table = self.txn.open_table(AUDIT)?;
+        let last = table.last()?;
+        match last {
+            Some((k, v)) => AuditEntry::decode(v.value())
+                .map(Some)
+                .ok_or_else(|| StoreError(format!("audit entry {} does not decode", k.value()))),
+            None => Ok(None),
+        }
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let table = self.txn.open_table(AUDIT_CHECKPOINTS)?;
+        let last = table.last()?;
+        match last {
+            Some((k, v)) => audit::decode_checkpoint(v.value())
+                .map(Some)
+                .ok_or_else(|| {
+                    StoreError(format!("audit checkpoint {} does not decode", k.value()))
+                }),
+            None => Ok(None),
+        }
+    }
+
+    fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<bool, StoreError> {
+        let mut table = self.txn.open_table(AUDIT_CHECKPOINTS)?;
+        let latest = table.last()?.map(|(k, _)| k.value());
+        if latest.is_some_and(|l| l >= checkpoint.seq) {
+            return Ok(false);
+        }
+        table.insert(
+            checkpoint.seq,
+            audit::encode_checkpoint(checkpoint).as_slice(),
+        )?;
+        Ok(true)
     }
 }
 
