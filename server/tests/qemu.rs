@@ -161,6 +161,10 @@ fn qemu_image_registers_attests_and_is_wiped() {
         .find_map(|w| w.strip_prefix("config_sha384="))
         .unwrap();
     assert_eq!(digest.len(), 96, "{att}");
+    assert!(
+        att.contains("/api/v1/config/<single use, not shown>"),
+        "the console shows no config token: {att}"
+    );
     let (_, m) = server.call("GET", &format!("/api/v1/machines/{id}"), Some(ADMIN), None);
     assert_eq!(m["status"], "attested", "{m}");
     assert!(line(&console, "relay: first_frame_ms=").len() > 20);

@@ -230,12 +230,17 @@ fn report(console: &mut Uart, outcome: &Outcome) {
                 Some(d) => attest_common::hex::encode(&d[..], &mut hex),
                 None => "-",
             };
+            // The config URL is a single-use bearer link to the config's secrets: the
+            // console (a serial log anyone may read) shows where, not the token.
+            let base = config_url
+                .as_deref()
+                .and_then(|u| u.rsplit_once('/'))
+                .map_or("-", |(base, _)| base);
             writeln!(
                 console,
                 "itl-firmware: attested machine={machine_id} status={status} action={action} \
-                 config_url={} config_sha384={digest} next_in={seconds_to_next_attestation}s \
-                 (signature verified)",
-                config_url.as_deref().unwrap_or("-")
+                 config_url={base}/<single use, not shown> config_sha384={digest} \
+                 next_in={seconds_to_next_attestation}s (signature verified)"
             )
         }
         Outcome::ReceiptSaved => writeln!(console, "itl-firmware: receipt saved by the relay"),
