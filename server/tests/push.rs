@@ -354,7 +354,7 @@ fn attacks_are_refused_audited_and_change_nothing() {
     let swtpm_b = Swtpm::start();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let server = start_server(d, &[("ITL_CHALLENGE_LIFETIME_SECONDS", "2")]);
+    let server = start_server(d, &[("ITL_CHALLENGE_LIFETIME_SECONDS", "4")]);
     let a = agent(&swtpm_a, &server.url, d, "a");
     let id = a.ok(&["self-register"])["machine_id"].clone();
     approve(&server, &id, "worker-app", "node-a");
@@ -461,10 +461,11 @@ fn attacks_are_refused_audited_and_change_nothing() {
     );
     let written = entries();
     assert_eq!(snapshot(&machine(&server, &id)), before);
-    // Expired nonce (lifetime 2 s).
+    // Expired nonce (lifetime 4 s: at least 3 s with whole seconds, so that a loaded CI
+    // machine still builds its quotes in time).
     let late =
         serde_json::to_string(&attest_request(&server, &mut tpm_a, &ak_a, fp_a, None)).unwrap();
-    std::thread::sleep(Duration::from_millis(3100));
+    std::thread::sleep(Duration::from_millis(5100));
     let (status, err) = server.call("POST", "/api/v1/attest", None, Some(&late));
     assert_eq!(
         (status, err["error"].as_str()),
