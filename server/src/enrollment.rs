@@ -553,14 +553,6 @@ impl EnrollmentCa {
     }
 }
 
-/// The machine id (CN) a certificate claims, without checking anything else: for naming a
-/// refused attempt in the audit log.
-pub fn claimed_machine_id(der: &[u8]) -> Option<String> {
-    let cert = Certificate::from_der(der).ok()?;
-    let cn = cert.tbs_certificate().subject().common_name().ok()??;
-    Some(String::from(cn))
-}
-
 /// Whether `key_pem` (PKCS#8) is the private key of the certificate `cert_pem`.
 pub fn key_matches_cert(key_pem: &str, cert_pem: &str) -> bool {
     let Ok(key) = SigningKey::from_pkcs8_pem(key_pem) else {

@@ -103,7 +103,8 @@ impl<R: Registry> Service<R> {
                 self.proven(&record, &c, &e, now)?;
                 c
             };
-            self.use_nonce(tx, &req.nonce_id, now)?;
+            // Opened above (`open_nonce`): only its single use is left to record.
+            self.mark_used(tx, &req.nonce_id, now)?;
             self.apply(tx, record, &candidate, req, actor, now)
         })?
     }

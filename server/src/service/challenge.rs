@@ -141,6 +141,18 @@ impl<R: Registry> Service<R> {
         now: u64,
     ) -> Result<[u8; 32], ServiceError> {
         let nonce = self.open_nonce(nonce_id, now)?;
+        self.mark_used(tx, nonce_id, now)?;
+        Ok(nonce)
+    }
+
+    /// Records an opened challenge id as used in `tx`: a replay → 409 (unauthenticated:
+    /// the caller rolls back). Used nonces that have expired are purged here.
+    pub(super) fn mark_used(
+        &self,
+        tx: &impl RegistryTx,
+        nonce_id: &str,
+        now: u64,
+    ) -> Result<(), ServiceError> {
         if !tx.use_nonce(nonce_id, now)? {
             return Err(self.unauthenticated(Refusal::ReplayedNonce, now, || {
                 ServiceError::conflict(
@@ -153,7 +165,7 @@ impl<R: Registry> Service<R> {
             }));
         }
         tx.purge_nonces(now)?;
-        Ok(nonce)
+        Ok(())
     }
 
     /// A refusal of a contact that proved nothing: counted, logged at a bounded rate, and

@@ -53,7 +53,7 @@ impl<R: Registry> Service<R> {
             }));
         }
         self.registry.write(|tx| {
-            self.use_nonce(tx, &req.nonce_id, now)?;
+            self.mark_used(tx, &req.nonce_id, now)?;
             let mut record = tx
                 .machine(&cert.machine_id)?
                 .ok_or_else(|| not_found(&cert.machine_id))?;
