@@ -189,6 +189,10 @@ pub struct Evidence<'a> {
     pub attest: &'a [u8],
     pub signature: &'a [u8],
     pub pcrs: &'a [PcrRead],
+    /// The TPM2B_PUBLIC of the AK that signed the quote: sent with every attestation, so
+    /// the server checks the quote against this boot's AK (and, once it is activated, binds
+    /// it) rather than against whatever AK another registration of this EK left on record.
+    pub ak_public: &'a [u8],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -710,7 +714,7 @@ impl Agent {
             signature: Blob::from_slice(e.signature).ok_or(AgentError::TooLarge)?,
             pcr_values,
             activation_proof,
-            ak_public: None,
+            ak_public: Some(Blob::from_slice(e.ak_public).ok_or(AgentError::TooLarge)?),
             config_applied: None,
         })
     }

@@ -155,6 +155,7 @@ pub fn drive<T: TpmTransport, L: Link>(
                         attest: &q.attest,
                         signature: &q.signature,
                         pcrs: pcrs.as_slice() as &[PcrRead],
+                        ak_public: &ak.public,
                     })),
                     Err(e) => agent.quoted(Err(*e)),
                 }

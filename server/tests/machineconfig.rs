@@ -105,12 +105,19 @@ fn approved_machines_get_valid_configs_and_refused_ones_none() {
         "the long-lived token never yields secrets (they come by a single-use URL of a \
          verified attestation: tests/attest.rs)"
     );
-    let (status, _) = get_text(&url);
-    assert_eq!(status, 200);
-    let actions = server.audit_column(&id, "action");
+    let written = server.audit_column(&id, "action");
+    assert_eq!(written.last().map(String::as_str), Some("config-consumed"));
+    // Used again (whoever holds the ISO's kernel arguments may): served, nothing written,
+    // counted for /metrics.
+    for _ in 0..20 {
+        let (status, again) = get_text(&url);
+        assert_eq!((status, &again), (200, &yaml));
+    }
+    assert_eq!(server.audit_column(&id, "action"), written);
+    let (_, metrics) = server.call_text("GET", "/metrics", Some(ADMIN), None);
     assert!(
-        actions.ends_with(&["config-consumed".to_owned(), "config-refetch".to_owned()]),
-        "{actions:?}"
+        metrics.contains("itl_unauthenticated_total{reason=\"config_refetch\"} 20"),
+        "{metrics}"
     );
 
     // Unknown token: 404. Revoked machine: 403, nothing served.

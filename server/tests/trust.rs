@@ -472,3 +472,72 @@ fn a_refused_attestation_rotates_nothing() {
     assert!(!actions.iter().any(|a| a == "ak-rotated"), "{actions:?}");
     assert_eq!(actions.last().map(String::as_str), Some("attest-failed"));
 }
+
+/// Review finding (EK squatting): someone who knows a machine's EK certificate (public) and
+/// owns a TPM of their own registers that certificate with their own TPM's AK before the
+/// machine first boots. They cannot activate the credential (it is made for the victim's
+/// EK), so their AK is never bound; the honest machine then registers its own AK, activates
+/// it, and attests after the operator's approval.
+#[test]
+fn an_ek_registered_first_by_someone_else_is_still_the_machines() {
+    let swtpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_configs(dir.path(), &[]);
+    let cert = swtpm.ek_cert_der(attest_host_agent::tpm::EkType::EccP384.cert_nv_index());
+    let fp = attest_common::ek_fingerprint(&cert).unwrap().fingerprint;
+
+    // The squatter's AK: a restricted signing key of their own TPM.
+    let theirs = Swtpm::start();
+    let (ak, ctx) = (
+        dir.path().join("squatter-ak.pub"),
+        dir.path().join("squatter.ctx"),
+    );
+    theirs.tpm2(
+        "tpm2_createprimary",
+        &[
+            "-C",
+            "e",
+            "-G",
+            "ecc384:ecdsa-sha384:null",
+            "-g",
+            "sha384",
+            "-a",
+            "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign",
+            "-c",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    theirs.tpm2(
+        "tpm2_readpublic",
+        &["-c", ctx.to_str().unwrap(), "-o", ak.to_str().unwrap()],
+    );
+    let b64 = |b: &[u8]| base64ct::Base64::encode_string(b);
+    let squat = serde_json::json!({
+        "ek_fingerprint": fp.to_string(), "ek_source": "cert", "ek_cert_pem": b64(&cert),
+        "ak_public": b64(&std::fs::read(&ak).unwrap()), "hw_serial": "squatter",
+    });
+    let (status, reg) = server.call(
+        "POST",
+        "/api/v1/self-register",
+        None,
+        Some(&squat.to_string()),
+    );
+    assert_eq!(status, 201, "{reg}");
+    let id = reg["machine_id"].as_str().unwrap().to_owned();
+    approve(&server, &id, "worker-app", "victim");
+
+    // The honest machine: same EK, its own AK, activated with the same EK.
+    let a = agent(&swtpm, &server.url, dir.path(), "victim");
+    assert_eq!(a.ok(&["self-register"])["machine_id"], id);
+    assert_eq!(a.ok(&["attest", "--once"])["action"], "apply-config");
+    assert_eq!(a.ok(&["attest", "--once"])["action"], "none");
+    assert_eq!(machine(&server, &id)["status"], "attested");
+    assert!(dir.path().join("victim-applied.yaml").exists());
+    let details = server.audit_column(&id, "detail");
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("AK rotated") && d.contains("never activated")),
+        "{details:?}"
+    );
+}

@@ -123,7 +123,10 @@ impl AuditAction {
             AuditAction::ConfigConsumed => {
                 "A config fetched: the full one by a single-use URL, or a token's first use."
             }
-            AuditAction::ConfigRefetch => "The same config fetched again.",
+            AuditAction::ConfigRefetch => {
+                "A long-lived config token used again (earlier releases; now counted and logged, \
+                 not written)."
+            }
             AuditAction::OfflineBundle => {
                 "An offline bundle (and its enrollment certificate) issued."
             }

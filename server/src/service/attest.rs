@@ -209,17 +209,23 @@ impl<R: Registry> Service<R> {
         let mut changes: Vec<String> = Vec::new();
         let mut rotated = None;
         if candidate.rotation {
-            let first = record.ak_public.is_none();
+            // No AK was ever activated: the one on record was registered without proof (by
+            // the machine itself, or by someone who knew its EK certificate).
+            let first = !record.ak_activated;
             record.ak_public = Some(candidate.ak.clone());
             record.ak_activated = true;
             record.activation_secret = None;
             // A new AK is a reinstalled or reset machine: it needs its config again.
             record.config_delivered_at = None;
             let detail = format!(
-                "AK rotated: id={} ek={} (a new AK{} activated by the same EK)",
+                "AK rotated: id={} ek={} (a new AK activated by the same EK{})",
                 record.id,
                 record.ek_fingerprint,
-                if first { ", the first one," } else { "" }
+                if first {
+                    "; the AK registered before was never activated"
+                } else {
+                    ""
+                }
             );
             rotated = Some(detail);
         } else if !record.ak_activated {

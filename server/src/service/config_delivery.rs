@@ -10,6 +10,7 @@ use attest_common::wire::Role;
 use attest_common::wire::Timestamp;
 
 use super::attest::sha384;
+use super::refusals::Refusal;
 use super::{Actor, Change, ErrorKind, Service, ServiceError, not_found};
 use crate::audit_action::AuditAction;
 use crate::machineconfig::BaseConfigs;
@@ -75,10 +76,15 @@ impl<R: Registry> Service<R> {
         let configs = self.configs()?;
         let now = self.platform.now();
         let hash = token_key(token);
+        if let Some(record) = self.registry.machine_by_token_hash(&hash)?
+            && record.config_fetched
+        {
+            return self.refetch(configs, record, now);
+        }
         self.registry.write(|tx| {
             if let Some(grant) = tx.take_grant(&hash)? {
                 // Used up whatever follows: committed even when refused below.
-                return Ok(self.deliver(tx, grant, actor, now));
+                return Ok::<_, ServiceError>(self.deliver(tx, grant, actor, now));
             }
             let mut record = tx.machine_by_token_hash(&hash)?.ok_or_else(|| {
                 ServiceError::new(
@@ -87,38 +93,53 @@ impl<R: Registry> Service<R> {
                     "unknown config token (single-use config URLs work once)",
                 )
             })?;
-            refuse_state(&record)?;
-            let (Some(role), Some(hostname), Some(ip)) = (
-                record.role,
-                record.hostname.clone(),
-                record.assigned_ip.clone(),
-            ) else {
-                return Err(ServiceError::forbidden(
-                    "not_approved",
-                    format!("machine {} is not approved", record.id),
-                ));
-            };
-            let yaml =
-                BaseConfigs::to_yaml(&BaseConfigs::public(&configs.render(role, &hostname, &ip)));
-            let first = !record.config_fetched;
-            let detail = if first {
-                format!("Config token consumed for machine {} (role={role} hostname={hostname}; no secrets)", record.id)
-            } else {
-                format!("Config re-fetch for machine {} (token already consumed; no secrets)", record.id)
-            };
-            let action = match first {
-                true => AuditAction::ConfigConsumed,
-                false => AuditAction::ConfigRefetch,
-            };
+            let yaml = public_config(configs, &record)?;
+            if record.config_fetched {
+                // Consumed meanwhile by a concurrent fetch: a re-fetch, which writes nothing.
+                return Ok(Ok(ConfigFetch {
+                    machine_id: record.id,
+                    yaml,
+                    first: false,
+                }));
+            }
+            let detail = format!(
+                "Config token consumed for machine {} (role={} hostname={}; no secrets)",
+                record.id,
+                record.role.map_or("none", |r| r.as_str()),
+                record.hostname.as_deref().unwrap_or("")
+            );
             record.config_fetched = true;
             tx.put_machine(&record)?;
-            Change::about(action, &record, detail).record(tx, actor, now)?;
+            Change::about(AuditAction::ConfigConsumed, &record, detail).record(tx, actor, now)?;
             Ok(Ok(ConfigFetch {
                 machine_id: record.id,
                 yaml,
-                first,
+                first: true,
             }))
         })?
+    }
+
+    /// A long-lived token used again: its secret-free config, served from a read. Whoever
+    /// holds the token (it is in the ISO's kernel arguments) may ask as often as they like,
+    /// so nothing durable is written: counted and logged at a bounded rate (`refusals`).
+    fn refetch(
+        &self,
+        configs: &BaseConfigs,
+        record: MachineRecord,
+        now: u64,
+    ) -> Result<ConfigFetch, ServiceError> {
+        let yaml = public_config(configs, &record)?;
+        self.refusals.note(Refusal::ConfigRefetch, now, || {
+            format!(
+                "Config re-fetch for machine {} (token already consumed; no secrets)",
+                record.id
+            )
+        });
+        Ok(ConfigFetch {
+            machine_id: record.id,
+            yaml,
+            first: false,
+        })
     }
 
     /// Serves a single-use grant (already taken out of the registry in `tx`).
@@ -186,6 +207,22 @@ impl<R: Registry> Service<R> {
             configs.base(role),
         )))
     }
+}
+
+/// The secret-free config of an approved machine that is not refused.
+fn public_config(configs: &BaseConfigs, record: &MachineRecord) -> Result<String, ServiceError> {
+    refuse_state(record)?;
+    let (Some(role), Some(hostname), Some(ip)) =
+        (record.role, &record.hostname, &record.assigned_ip)
+    else {
+        return Err(ServiceError::forbidden(
+            "not_approved",
+            format!("machine {} is not approved", record.id),
+        ));
+    };
+    Ok(BaseConfigs::to_yaml(&BaseConfigs::public(
+        &configs.render(role, hostname, ip),
+    )))
 }
 
 /// Locked, revoked and rejected machines get no configuration at all.

@@ -36,10 +36,12 @@ pub enum Refusal {
     Reregistration,
     /// An EK certificate that does not chain to a trusted CA (`ITL_EK_CHAIN=strict`).
     UntrustedEk,
+    /// A long-lived config token used again (served its secret-free config; logged).
+    ConfigRefetch,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 11] = [
+    pub const ALL: [Refusal; 12] = [
         Refusal::UnknownNonce,
         Refusal::ExpiredNonce,
         Refusal::ReplayedNonce,
@@ -51,6 +53,7 @@ impl Refusal {
         Refusal::BadEnrollment,
         Refusal::Reregistration,
         Refusal::UntrustedEk,
+        Refusal::ConfigRefetch,
     ];
 
     /// The `reason` label of `itl_unauthenticated_total`.
@@ -67,6 +70,7 @@ impl Refusal {
             Refusal::BadEnrollment => "bad_enrollment",
             Refusal::Reregistration => "reregistration",
             Refusal::UntrustedEk => "untrusted_ek",
+            Refusal::ConfigRefetch => "config_refetch",
         }
     }
 }
@@ -74,7 +78,7 @@ impl Refusal {
 /// Counts and a rate-limited log of unauthenticated contacts.
 #[derive(Debug, Default)]
 pub struct Refusals {
-    counts: [AtomicU64; 11],
+    counts: [AtomicU64; Refusal::ALL.len()],
     /// Per reason: when it was last logged, and how many were left out since.
     logged: Mutex<HashMap<Refusal, (u64, u64)>>,
 }

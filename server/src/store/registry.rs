@@ -133,6 +133,8 @@ pub trait Registry: Send + Sync + 'static {
 
     fn machine(&self, id: &str) -> Result<Option<MachineRecord>, StoreError>;
     fn machine_by_ek(&self, fingerprint: &str) -> Result<Option<MachineRecord>, StoreError>;
+    /// The machine whose long-lived config token has this hash (`token_key`).
+    fn machine_by_token_hash(&self, hash: &str) -> Result<Option<MachineRecord>, StoreError>;
 
     /// Every machine in id order, one at a time, with whether it carries a stale mark,
     /// until `f` breaks. Not one snapshot: a machine that exists throughout is seen exactly

@@ -183,8 +183,22 @@ impl RedbRegistry {
 
     /// The machine of an EK (as of the last commit).
     pub fn machine_by_ek(&self, fingerprint: &str) -> Result<Option<MachineRecord>, StoreError> {
+        self.machine_by_index(BY_EK, fingerprint)
+    }
+
+    /// The machine of a long-lived config token's hash (as of the last commit).
+    pub fn machine_by_token_hash(&self, hash: &str) -> Result<Option<MachineRecord>, StoreError> {
+        self.machine_by_index(BY_TOKEN, hash)
+    }
+
+    /// The machine an index (`by_ek`, `by_token`) names under `key`, in one read snapshot.
+    fn machine_by_index(
+        &self,
+        index: TableDefinition<&str, &str>,
+        key: &str,
+    ) -> Result<Option<MachineRecord>, StoreError> {
         let txn = self.db.begin_read()?;
-        let id = match txn.open_table(BY_EK)?.get(fingerprint)? {
+        let id = match txn.open_table(index)?.get(key)? {
             Some(v) => v.value().to_owned(),
             None => return Ok(None),
         };
@@ -220,6 +234,10 @@ impl Registry for RedbRegistry {
 
     fn machine_by_ek(&self, fingerprint: &str) -> Result<Option<MachineRecord>, StoreError> {
         self.machine_by_ek(fingerprint)
+    }
+
+    fn machine_by_token_hash(&self, hash: &str) -> Result<Option<MachineRecord>, StoreError> {
+        self.machine_by_token_hash(hash)
     }
 
     fn each_machine(
