@@ -46,6 +46,8 @@ pub struct Config {
     pub challenges: Challenges,
     /// `ITL_CONFIG_URL_SECONDS`: lifetime of a single-use config URL.
     pub config_url_seconds: u64,
+    /// `ITL_MAX_UNVERIFIED_PENDING`: unapproved machines with an unverified EK at most.
+    pub max_unverified_pending: u64,
     /// `ITL_EK_CHAIN`, `ITL_EK_CA_DIR`, `ITL_EK_AIA_FETCH`.
     pub ek_chain: crate::ekchain::EkChainConfig,
     /// `ITL_OIDC_ENABLED` with `ITL_OIDC_ISSUER`, `ITL_OIDC_AUDIENCE`, `ITL_OIDC_OPERATOR_ROLE`.
@@ -88,6 +90,7 @@ impl std::fmt::Debug for Config {
             .field("dual_control", &self.dual_control)
             .field("challenges", &self.challenges)
             .field("config_url_seconds", &self.config_url_seconds)
+            .field("max_unverified_pending", &self.max_unverified_pending)
             .field("ek_chain", &self.ek_chain)
             .field("oidc", &self.oidc)
             .field("pcr_policy_file", &self.pcr_policy_file)
@@ -264,6 +267,13 @@ impl Config {
             10..=3600,
             "a number of seconds",
         )?;
+        let max_unverified_pending = number(
+            get("ITL_MAX_UNVERIFIED_PENDING"),
+            "ITL_MAX_UNVERIFIED_PENDING",
+            crate::service::DEFAULT_MAX_UNVERIFIED_PENDING,
+            1..=1_000_000,
+            "a number of machines",
+        )?;
         let ek_chain = crate::ekchain::EkChainConfig::from_lookup(&get)?;
         let pcr_policy_file = get("ITL_PCR_POLICY_FILE").map(PathBuf::from);
         let enrollment_ca_dir = get("ITL_ENROLLMENT_CA_DIR")
@@ -438,6 +448,7 @@ impl Config {
                 liveness_factor,
             },
             config_url_seconds,
+            max_unverified_pending,
             ek_chain,
             oidc,
             pcr_policy_file,

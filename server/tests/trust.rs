@@ -541,3 +541,75 @@ fn an_ek_registered_first_by_someone_else_is_still_the_machines() {
         "{details:?}"
     );
 }
+
+/// Review finding (durable writes without a TPM): under `ITL_EK_CHAIN=warn` a made-up EK
+/// gets a record for the approver, but at most `ITL_MAX_UNVERIFIED_PENDING` of them wait at
+/// once; beyond that registrations of unverified EKs are refused with nothing written, while
+/// an EK that chains to a TPM vendor is still accepted, and an operator's rejection makes
+/// room again.
+#[test]
+fn made_up_eks_cannot_fill_the_registry() {
+    use aws_lc_rs::encoding::AsDer as _;
+    use aws_lc_rs::signature::{ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
+    let swtpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cas = dir.path().join("ek-cas");
+    std::fs::create_dir_all(&cas).unwrap();
+    for name in ["swtpm-localca-rootca-cert.pem", "issuercert.pem"] {
+        std::fs::copy(swtpm.manufacturer_ca_dir().join(name), cas.join(name)).unwrap();
+    }
+    let server = start_with_configs(
+        dir.path(),
+        &[
+            ("ITL_MAX_UNVERIFIED_PENDING", "3"),
+            ("ITL_EK_CA_DIR", cas.to_str().unwrap()),
+        ],
+    );
+    let made_up = || {
+        let key = EcdsaKeyPair::generate(&ECDSA_P384_SHA384_ASN1_SIGNING).unwrap();
+        let spki = key.public_key().as_der().unwrap().as_ref().to_vec();
+        let fp = attest_common::ek_fingerprint(&spki).unwrap().fingerprint;
+        serde_json::json!({
+            "ek_fingerprint": fp.to_string(), "ek_source": "pub",
+            "ek_public": base64ct::Base64::encode_string(&spki),
+        })
+        .to_string()
+    };
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (status, reg) = server.call("POST", "/api/v1/self-register", None, Some(&made_up()));
+        assert_eq!(status, 201, "{reg}");
+        ids.push(reg["machine_id"].as_str().unwrap().to_owned());
+    }
+    let written = audit_total(&server);
+    for _ in 0..20 {
+        let (status, err) = server.call("POST", "/api/v1/self-register", None, Some(&made_up()));
+        assert_eq!(
+            (status, err["error"].as_str()),
+            (503, Some("registration_quota")),
+            "{err}"
+        );
+    }
+    assert_eq!(audit_total(&server), written, "nothing written");
+    let (_, list) = server.call("GET", "/api/v1/machines", Some(ADMIN), None);
+    assert_eq!(list["total"], 3);
+    assert_eq!(
+        metric(
+            &server,
+            "itl_unauthenticated_total{reason=\"registration_quota\"}"
+        ),
+        20
+    );
+
+    // A real TPM's EK (chains to its manufacturer's CA) is not counted.
+    let (a, id) = attested(&server, &swtpm, dir.path(), "honest");
+    assert_eq!(machine(&server, &id)["ek_chain"]["status"], "verified");
+    assert_eq!(a.ok(&["attest", "--once"])["action"], "none");
+
+    // Rejecting one makes room for one.
+    server.admin(&ids[0], "reject", r#"{"reason":"not ours"}"#);
+    let (status, reg) = server.call("POST", "/api/v1/self-register", None, Some(&made_up()));
+    assert_eq!(status, 201, "{reg}");
+    let (status, _) = server.call("POST", "/api/v1/self-register", None, Some(&made_up()));
+    assert_eq!(status, 503);
+}

@@ -148,6 +148,18 @@ impl<R: Registry> Service<R> {
         approval: &Approval,
         actor: &Actor,
     ) -> Result<ApproveOutcome, ServiceError> {
+        let outcome = self.vote(id, approval, actor);
+        // An approved machine no longer waits: counted again at the next registration.
+        self.unverified_quota.forget();
+        outcome
+    }
+
+    fn vote(
+        &self,
+        id: &str,
+        approval: &Approval,
+        actor: &Actor,
+    ) -> Result<ApproveOutcome, ServiceError> {
         check_hostname(&approval.hostname)?;
         check_cidr(&approval.assigned_ip)?;
         let now = self.platform.now();

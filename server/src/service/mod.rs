@@ -25,6 +25,7 @@ mod offline;
 mod operate;
 pub mod platform;
 mod queries;
+mod quota;
 mod refusals;
 mod register;
 
@@ -38,6 +39,7 @@ pub use config_delivery::ConfigFetch;
 pub use error::{ErrorKind, ServiceError, not_found};
 pub use offline::{Admitted, Enrollment, OfflineBundle};
 pub use platform::Platform;
+pub use quota::DEFAULT_MAX_UNVERIFIED_PENDING;
 pub use register::Registered;
 
 use crate::challenge::ChallengeKey;
@@ -74,6 +76,8 @@ pub struct Service<R: Registry> {
     /// Derives activation secrets (`ChallengeKey::activation_secret`); kept in a file
     /// beside the registry, never in it, so a registry backup cannot make credentials.
     activation_key: ChallengeKey,
+    /// `ITL_MAX_UNVERIFIED_PENDING`: unapproved machines with an unverified EK.
+    unverified_quota: quota::UnverifiedQuota,
 }
 
 impl<R: Registry> Service<R> {
@@ -98,6 +102,7 @@ impl<R: Registry> Service<R> {
             ek_chain: None,
             // Per process unless the binary loads the kept one (`with_activation_key`).
             activation_key: ChallengeKey::new(&Platform::default().bytes::<48>()),
+            unverified_quota: quota::UnverifiedQuota::default(),
         }
     }
 
@@ -110,6 +115,13 @@ impl<R: Registry> Service<R> {
     /// Checks EK certificate chains at registration and import, as `policy` says.
     pub fn with_ek_chain(mut self, chain: EkChain, policy: EkChainPolicy) -> Service<R> {
         self.ek_chain = (policy != EkChainPolicy::Off).then_some((chain, policy));
+        self
+    }
+
+    /// At most `limit` unapproved machines with an EK no vendor vouches for
+    /// (`ITL_MAX_UNVERIFIED_PENDING`; `None`: no bound).
+    pub fn with_unverified_pending_limit(mut self, limit: Option<u64>) -> Service<R> {
+        self.unverified_quota = quota::UnverifiedQuota::new(limit);
         self
     }
 

@@ -77,9 +77,13 @@ impl<R: Registry> Service<R> {
         };
         let detail = format!("Machine {verb}: id={id}{extra} reason={reason}");
         let now = self.platform.now();
-        self.registry
+        let changed = self
+            .registry
             .write(|tx| apply_event(tx, id, event, actor, detail, now, |_| {}))
-            .map(|r| r.expect("these events keep the record"))
+            .map(|r| r.expect("these events keep the record"));
+        // A rejected machine no longer waits for approval.
+        self.unverified_quota.forget();
+        changed
     }
 
     pub fn reject(
@@ -123,9 +127,12 @@ impl<R: Registry> Service<R> {
     pub fn delete(&self, id: &str, actor: &Actor) -> Result<(), ServiceError> {
         let detail = format!("Machine record deleted: id={id}");
         let now = self.platform.now();
-        self.registry
+        let deleted = self
+            .registry
             .write(|tx| apply_event(tx, id, Event::Delete, actor, detail, now, |_| {}))
-            .map(|_| ())
+            .map(|_| ());
+        self.unverified_quota.forget();
+        deleted
     }
 
     /// Forgets a machine's PCR baseline: its next verified attestation pins a new one (after

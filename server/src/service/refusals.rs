@@ -38,10 +38,12 @@ pub enum Refusal {
     UntrustedEk,
     /// A long-lived config token used again (served its secret-free config; logged).
     ConfigRefetch,
+    /// A registration of an unverified EK beyond `ITL_MAX_UNVERIFIED_PENDING`.
+    RegistrationQuota,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 12] = [
+    pub const ALL: [Refusal; 13] = [
         Refusal::UnknownNonce,
         Refusal::ExpiredNonce,
         Refusal::ReplayedNonce,
@@ -54,6 +56,7 @@ impl Refusal {
         Refusal::Reregistration,
         Refusal::UntrustedEk,
         Refusal::ConfigRefetch,
+        Refusal::RegistrationQuota,
     ];
 
     /// The `reason` label of `itl_unauthenticated_total`.
@@ -71,6 +74,7 @@ impl Refusal {
             Refusal::Reregistration => "reregistration",
             Refusal::UntrustedEk => "untrusted_ek",
             Refusal::ConfigRefetch => "config_refetch",
+            Refusal::RegistrationQuota => "registration_quota",
         }
     }
 }

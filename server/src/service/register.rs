@@ -219,6 +219,20 @@ impl<R: Registry> Service<R> {
             return self.reregister(req, ak.as_ref(), known, event, now);
         }
         let ek_chain = self.ek_chain_verdict(req, &ek, now)?;
+        let unverified = !matches!(ek_chain, EkChainStatus::Verified { .. });
+        if unverified && let Err(limit) = self.unverified_quota.check(&self.registry, now)? {
+            return Err(self.unauthenticated(Refusal::RegistrationQuota, now, || {
+                ServiceError::new(
+                    ErrorKind::Unavailable,
+                    "registration_quota",
+                    format!(
+                        "{limit} machines with an EK no TPM vendor vouches for are waiting for \
+                         approval (ITL_MAX_UNVERIFIED_PENDING={limit}): an operator must \
+                         approve, reject or delete some before more are accepted"
+                    ),
+                )
+            }));
+        }
         let credential = match &ak {
             Some(ak) => Some(self.ak_credential(&ek, &fp, ak, None)?),
             None => None,
@@ -263,13 +277,18 @@ impl<R: Registry> Service<R> {
             Ok(Some(record))
         })?;
         match created {
-            Some(machine) => Ok(Registered {
-                machine,
-                iso_url,
-                created: true,
-                credential,
-                config_token: token,
-            }),
+            Some(machine) => {
+                if unverified {
+                    self.unverified_quota.added();
+                }
+                Ok(Registered {
+                    machine,
+                    iso_url,
+                    created: true,
+                    credential,
+                    config_token: token,
+                })
+            }
             None => {
                 let known = self.registry.machine_by_ek(&fp)?.ok_or_else(|| {
                     ServiceError::conflict("registration_race", "the machine vanished; retry")

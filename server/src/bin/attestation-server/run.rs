@@ -130,6 +130,7 @@ fn service(config: &Config) -> Result<Service<RedbRegistry>, ExitCode> {
         .with_dual_control(config.dual_control.clone())
         .with_challenges(config.challenges.clone())
         .with_config_url_seconds(config.config_url_seconds)
+        .with_unverified_pending_limit(Some(config.max_unverified_pending))
         .with_audit_checkpoints(config.audit_checkpoints)
         .with_response_key(response_key_parts);
     match &config.config_dir {
