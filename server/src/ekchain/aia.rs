@@ -11,7 +11,9 @@
 //! [`super::MAX_AIA_FETCHES`] per verification), what came back is never shown beyond "not a
 //! certificate", and a URL that failed is not tried again for [`RETRY_AFTER_SECONDS`].
 //! Answers are cached in memory (bounded) and, given a directory, on disk (one DER file per
-//! URL, named by the SHA-256 of the URL), so a restart does not fetch again.
+//! URL, named by the SHA-256 of the URL), so a restart does not fetch again. Only a
+//! certificate that a verified chain used is written to disk (`keep`): the URLs come from
+//! agents, and what they point at must not fill the disk.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -75,11 +77,7 @@ impl AiaFetcher {
             .and_then(|der| accept(&der).ok());
         let result = match from_disk {
             Some(cert) => Ok(cert),
-            None => self.fetch(url).and_then(|bytes| {
-                let cert = accept(&bytes)?;
-                self.save(url, &cert.der);
-                Ok(cert)
-            }),
+            None => self.fetch(url).and_then(|bytes| accept(&bytes)),
         };
         let mut cache = self.lock();
         if cache.len() >= MAX_ENTRIES {
@@ -129,11 +127,15 @@ impl AiaFetcher {
         Some(dir.join(format!("{}.der", crate::audit::hex(&digest))))
     }
 
-    /// Best effort: a cache that cannot be written only means fetching again after a restart.
-    fn save(&self, url: &str, der: &[u8]) {
+    /// Keeps the certificate fetched from `url` on disk (a verified chain used it). Best
+    /// effort: a cache that cannot be written only means fetching again after a restart.
+    pub(crate) fn keep(&self, url: &str, der: &[u8]) {
         let Some(path) = self.disk_path(url) else {
             return;
         };
+        if path.exists() {
+            return;
+        }
         let tmp = path.with_extension("tmp");
         let _ = path
             .parent()

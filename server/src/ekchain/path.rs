@@ -40,11 +40,23 @@ pub(crate) fn build(
         now,
         signatures: 0,
         fetches: 0,
+        fetched: Vec::new(),
         failures: Vec::new(),
     };
     let mut path = vec![leaf];
     match search.extend(&mut path, false) {
-        Some(found) => Ok(found),
+        Some(found) => {
+            // Only what a verified path used goes to the disk cache: certificates fetched
+            // from URLs an agent chose, that led nowhere, must not pile up there.
+            if let Some(aia) = aia {
+                for (url, cert) in &search.fetched {
+                    if found.iter().any(|c| c.der == cert.der) {
+                        aia.keep(url, &cert.der);
+                    }
+                }
+            }
+            Ok(found)
+        }
         None if search.failures.is_empty() => Err("no path to the EK trust store".into()),
         None => Err(search.failures.join("; ")),
     }
@@ -60,6 +72,8 @@ struct Search<'a> {
     now: u64,
     signatures: usize,
     fetches: usize,
+    /// What was fetched, by URL.
+    fetched: Vec<(String, Arc<Cert>)>,
     failures: Vec<String>,
 }
 
@@ -173,6 +187,7 @@ impl Search<'_> {
             self.fetches += 1;
             match aia.get(url, self.now) {
                 Ok(c) if c.subject.matches(&child.issuer) && key_ids_agree(child, &c) => {
+                    self.fetched.push((url.clone(), c.clone()));
                     return vec![(c, false)];
                 }
                 Ok(c) => self.fail(format!(

@@ -208,9 +208,13 @@ fn bad_answers_are_refused() {
         let url = server.url(file);
         let leaf = issue("CN=ek", signer.unwrap_or(&i), &leaf_opts(&url));
         server.answer(Some(body));
-        let on = fetching(chain_of(&[&r]), None);
+        let cache = tempfile::tempdir().unwrap();
+        let on = fetching(chain_of(&[&r]), Some(cache.path()));
         let why = reason(&on.verify(&leaf.der, NOW)).to_owned();
         assert!(why.contains(expected), "{file}: {why}");
+        // Nothing that led to no verified chain is kept on disk (the URL was the agent's).
+        let kept = std::fs::read_dir(cache.path()).map_or(0, |d| d.count());
+        assert_eq!(kept, 0, "{file}: written to the disk cache");
         // A failed URL is not tried again at once.
         let hits = server.hits();
         assert!(!on.verify(&leaf.der, NOW).is_verified());
