@@ -505,3 +505,54 @@ fn dual_control_counts_principals_and_break_glass_only_when_allowed() {
         }
     }
 }
+
+/// Review finding: a vote stored before principals (a display name only, read back as
+/// `legacy:<name>`) cannot tell whether its voter is the operator voting now; it does not
+/// count, is not shown as pending, and the quorum needs two principals of today. An
+/// operator's audit entry names their principal.
+#[test]
+fn votes_from_before_principals_do_not_count() {
+    use attest_server::store::{LEGACY_PRINCIPAL, Registry as _, RegistryTx as _, Vote};
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, clock) = dual(&dir.path().join("legacy.redb"), 2, 600);
+    let id = svc
+        .register(&request(EK_P384), true, &Actor::agent(None))
+        .unwrap()
+        .machine
+        .id;
+    let a = approval();
+    let legacy = Vote {
+        identity: "alice".into(),
+        principal: format!("{LEGACY_PRINCIPAL}alice"),
+        role: a.role,
+        hostname: a.hostname.clone(),
+        assigned_ip: a.assigned_ip.clone(),
+        at: clock.now(),
+    };
+    svc.registry()
+        .write(|tx| tx.put_pending_votes(&id, &[legacy]))
+        .unwrap();
+    assert!(svc.approvals(&id).unwrap().pending.is_empty());
+    match svc.approve(&id, &a, &operator("alice")).unwrap() {
+        ApproveOutcome::Pending {
+            approvals_received, ..
+        } => assert_eq!(approvals_received, 1, "the legacy vote counted"),
+        other => panic!("approved by one person: {other:?}"),
+    }
+    let record = approved(svc.approve(&id, &a, &operator("bob")).unwrap());
+    assert_eq!(record.state.status, Status::Registered);
+    let details: Vec<String> = svc
+        .registry()
+        .audit_page(Some(&id), 1, 100)
+        .unwrap()
+        .0
+        .into_iter()
+        .map(|e| e.detail)
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.ends_with("[principal oidc:https://sso.example#bob]")),
+        "{details:?}"
+    );
+}

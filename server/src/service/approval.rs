@@ -11,7 +11,7 @@ use super::operate::apply_event;
 use super::{Actor, Change, Service, ServiceError, not_found};
 use crate::audit_action::AuditAction;
 use crate::record::MachineRecord;
-use crate::store::{Registry, RegistryTx, Vote};
+use crate::store::{LEGACY_PRINCIPAL, Registry, RegistryTx, Vote};
 
 /// An operator's approval: what the machine becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +199,9 @@ impl<R: Registry> Service<R> {
             // Refuse before counting: a vote for a machine that cannot be approved is void.
             transition(Some(record.state), Event::Approve)?;
             let mut votes = tx.pending_votes(id)?;
+            // Votes cast before principals existed name only a display name, which cannot
+            // tell one person from another: they do not count; their operators vote again.
+            votes.retain(|v| !v.principal.starts_with(LEGACY_PRINCIPAL));
             if votes
                 .first()
                 .is_some_and(|f| now > f.at + dc.window_seconds)
@@ -270,6 +273,7 @@ impl<R: Registry> Service<R> {
     pub fn approvals(&self, id: &str) -> Result<Approvals, ServiceError> {
         self.machine(id)?;
         let (mut pending, approved) = self.registry.votes(id)?;
+        pending.retain(|v| !v.principal.starts_with(LEGACY_PRINCIPAL));
         let window = self.dual_control.window_seconds;
         if pending
             .first()

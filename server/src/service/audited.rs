@@ -126,10 +126,16 @@ impl Change {
     }
 
     /// Appends the entry in `tx` and queues the log line (with the operator, when one acts).
+    /// An OIDC operator's entry also names the principal (issuer and subject): display
+    /// names are chosen by users and may repeat, the principal is who it was.
     pub fn record(self, tx: &impl RegistryTx, actor: &Actor, now: u64) -> Result<(), StoreError> {
+        let detail = match actor.principal.starts_with("oidc:") {
+            true => format!("{} [principal {}]", self.detail, actor.principal),
+            false => self.detail,
+        };
         let line = match actor.identity.as_str() {
-            "agent" => self.detail.clone(),
-            who => format!("{} by={}", self.detail, crate::log::escape(who)),
+            "agent" => detail.clone(),
+            who => format!("{detail} by={}", crate::log::escape(who)),
         };
         tx.audit(
             NewEntry {
@@ -138,7 +144,7 @@ impl Change {
                 machine_id: self.machine_id,
                 prev_state: self.from.map(|s| s.to_string()),
                 new_state: self.to.map(|s| s.to_string()),
-                detail: self.detail,
+                detail,
                 source_ip: actor.source_ip.clone(),
             },
             now,

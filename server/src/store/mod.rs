@@ -20,6 +20,10 @@ pub struct Vote {
     pub at: u64,
 }
 
+/// The principal prefix of a vote stored before principals existed (`legacy:<display
+/// name>`): shown in the history, never counted toward a quorum.
+pub const LEGACY_PRINCIPAL: &str = "legacy:";
+
 /// A storage failure: the request cannot be served and nothing was written.
 #[derive(Debug)]
 pub struct StoreError(pub String);

@@ -327,7 +327,7 @@ pub(super) fn decode_votes(bytes: &[u8]) -> Result<Vec<Vote>, StoreError> {
                     .into_iter()
                     .map(|v| Vote {
                         // Before principals, the display name was what counted.
-                        principal: format!("legacy:{}", v.identity),
+                        principal: format!("{}{}", crate::store::LEGACY_PRINCIPAL, v.identity),
                         identity: v.identity,
                         role: v.role,
                         hostname: v.hostname,
