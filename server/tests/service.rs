@@ -512,7 +512,7 @@ fn dual_control_counts_principals_and_break_glass_only_when_allowed() {
 /// operator's audit entry names their principal.
 #[test]
 fn votes_from_before_principals_do_not_count() {
-    use attest_server::store::{LEGACY_PRINCIPAL, Registry as _, RegistryTx as _, Vote};
+    use attest_server::store::{LEGACY_PRINCIPAL, RegistryTx as _, Vote};
     let dir = tempfile::tempdir().unwrap();
     let (svc, clock) = dual(&dir.path().join("legacy.redb"), 2, 600);
     let id = svc
