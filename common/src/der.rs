@@ -3,7 +3,11 @@
 //! The fingerprint must be computed over exactly the bytes of one DER object, and we must be
 //! able to tell a certificate from a bare SubjectPublicKeyInfo and to pull the EK public key
 //! out of a certificate. A full X.509 parser needs `alloc`; this walker needs nothing, never
-//! panics on any input (property-tested), and rejects indefinite or over-long lengths.
+//! panics on any input (property-tested), and reads DER only (DESIGN.md §3.1): indefinite,
+//! over-long and non-minimal lengths are refused, and so are bytes left inside a structure
+//! after its last field. One key must have one encoding, or one EK could come back under
+//! many fingerprints; [`check_strict`] walks a whole object and names the offset of the
+//! first fault.
 
 /// DER tag numbers we need (universal class, constructed where applicable).
 pub const SEQUENCE: u8 = 0x30;
@@ -25,6 +29,31 @@ pub enum DerError {
     UnsupportedTag,
     /// A tag other than the one the structure requires.
     UnexpectedTag { expected: u8, found: u8 },
+    /// A length in the long form where the short form fits, or with a leading zero byte
+    /// (BER allows both; DER does not).
+    NonMinimalLength,
+    /// Bytes left inside a structure after its last field, or after the object.
+    ExtraData,
+    /// Constructed objects nested deeper than [`MAX_DEPTH`].
+    TooDeep,
+}
+
+/// Deepest nesting [`check_strict`] follows (X.509 certificates use about 8).
+pub const MAX_DEPTH: usize = 16;
+
+/// A DER fault and where it is: the offset of the object it was found in, from the start
+/// of the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DerFault {
+    pub offset: usize,
+    pub error: DerError,
+}
+
+impl core::fmt::Display for DerFault {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} at byte offset {}", self.error, self.offset)
+    }
 }
 
 impl core::fmt::Display for DerError {
@@ -36,6 +65,9 @@ impl core::fmt::Display for DerError {
             DerError::UnexpectedTag { expected, found } => {
                 write!(f, "tag {found:#04x} where {expected:#04x} was expected")
             }
+            DerError::NonMinimalLength => f.write_str("non-minimal length encoding (not DER)"),
+            DerError::ExtraData => f.write_str("bytes after the last field of a structure"),
+            DerError::TooDeep => write!(f, "nested deeper than {MAX_DEPTH} levels"),
         }
     }
 }
@@ -67,9 +99,15 @@ pub fn read_tlv(input: &[u8]) -> Result<(Tlv<'_>, &[u8]), DerError> {
         if rest.len() < n {
             return Err(DerError::Truncated);
         }
+        if rest[0] == 0 {
+            return Err(DerError::NonMinimalLength);
+        }
         let mut len = 0usize;
         for &b in &rest[..n] {
             len = (len << 8) | b as usize;
+        }
+        if len < 0x80 {
+            return Err(DerError::NonMinimalLength);
         }
         rest = &rest[n..];
         len
@@ -87,6 +125,39 @@ pub fn read_tlv(input: &[u8]) -> Result<(Tlv<'_>, &[u8]), DerError> {
         },
         &rest[len..],
     ))
+}
+
+/// Checks that `der` is exactly one DER object: minimal lengths everywhere, every
+/// constructed object exactly filled by its children, nothing after it.
+pub fn check_strict(der: &[u8]) -> Result<(), DerFault> {
+    let rest = walk(der, 0, 0)?;
+    match rest {
+        0 => Ok(()),
+        left => Err(DerFault {
+            offset: der.len() - left,
+            error: DerError::ExtraData,
+        }),
+    }
+}
+
+/// Checks the object at the front of `input` (at `offset` in the whole) and its children;
+/// returns how many bytes of `input` follow it.
+fn walk(input: &[u8], offset: usize, depth: usize) -> Result<usize, DerFault> {
+    let fault = |error| DerFault { offset, error };
+    if depth > MAX_DEPTH {
+        return Err(fault(DerError::TooDeep));
+    }
+    let (tlv, rest) = read_tlv(input).map_err(fault)?;
+    if tlv.tag & 0x20 != 0 {
+        let header = tlv.raw.len() - tlv.value.len();
+        let mut children = tlv.value;
+        while !children.is_empty() {
+            let at = offset + header + (tlv.value.len() - children.len());
+            let left = walk(children, at, depth + 1)?;
+            children = &children[children.len() - left..];
+        }
+    }
+    Ok(rest.len())
 }
 
 /// Reads one TLV with the given tag.
@@ -124,7 +195,10 @@ pub fn parse_certificate(der: &[u8]) -> Result<CertificateRef<'_>, DerError> {
     let (cert, _) = expect(der, SEQUENCE)?;
     let (tbs, rest) = expect(cert.value, SEQUENCE)?;
     let (_sig_alg, rest) = expect(rest, SEQUENCE)?;
-    let (_sig, _) = expect(rest, BIT_STRING)?;
+    let (_sig, rest) = expect(rest, BIT_STRING)?;
+    if !rest.is_empty() {
+        return Err(DerError::ExtraData);
+    }
     let mut fields = tbs.value;
     if fields.first() == Some(&CONTEXT_0) {
         fields = read_tlv(fields)?.1;
@@ -160,12 +234,19 @@ pub struct SpkiRef<'a> {
 pub fn parse_spki(der: &[u8]) -> Result<SpkiRef<'_>, DerError> {
     let (spki, _) = expect(der, SEQUENCE)?;
     let (alg, rest) = expect(spki.value, SEQUENCE)?;
-    let (bits, _) = expect(rest, BIT_STRING)?;
+    let (bits, rest) = expect(rest, BIT_STRING)?;
+    if !rest.is_empty() {
+        return Err(DerError::ExtraData);
+    }
     let (oid, params) = expect(alg.value, OID)?;
     let parameters = if params.is_empty() {
         None
     } else {
-        Some(read_tlv(params)?.0)
+        let (params, rest) = read_tlv(params)?;
+        if !rest.is_empty() {
+            return Err(DerError::ExtraData);
+        }
+        Some(params)
     };
     let (&unused, key) = bits.value.split_first().ok_or(DerError::Truncated)?;
     if unused != 0 {
@@ -196,6 +277,49 @@ mod tests {
     }
 
     #[test]
+    fn non_minimal_lengths_and_extra_bytes_are_refused() {
+        // 2 written in the long form, and 200 with a leading zero byte.
+        assert_eq!(
+            read_tlv(&[0x04, 0x81, 0x02, 0xaa, 0xbb]),
+            Err(DerError::NonMinimalLength)
+        );
+        let mut padded = [0u8; 4 + 200];
+        padded[..4].copy_from_slice(&[0x04, 0x82, 0x00, 200]);
+        assert_eq!(read_tlv(&padded), Err(DerError::NonMinimalLength));
+        // A SEQUENCE { SEQUENCE { INTEGER 1 } } whose inner length is non-minimal: the
+        // fault is named at the inner object's offset.
+        let nested = [0x30, 0x06, 0x30, 0x81, 0x03, 0x02, 0x01, 0x01];
+        assert_eq!(
+            check_strict(&nested),
+            Err(DerFault {
+                offset: 2,
+                error: DerError::NonMinimalLength
+            })
+        );
+        assert_eq!(check_strict(&[0x30, 0x03, 0x02, 0x01, 0x01]), Ok(()));
+        assert_eq!(
+            check_strict(&[0x30, 0x03, 0x02, 0x01, 0x01, 0x00]),
+            Err(DerFault {
+                offset: 5,
+                error: DerError::ExtraData
+            })
+        );
+        // A child running past its parent's end.
+        assert_eq!(
+            check_strict(&[0x30, 0x02, 0x02, 0x01, 0x01]),
+            Err(DerFault {
+                offset: 2,
+                error: DerError::Truncated
+            })
+        );
+        let mut deep = [0u8; 2 * (MAX_DEPTH + 2)];
+        for (i, pair) in deep.chunks_mut(2).enumerate() {
+            pair.copy_from_slice(&[0x30, (2 * (MAX_DEPTH + 1 - i)) as u8]);
+        }
+        assert_eq!(check_strict(&deep).unwrap_err().error, DerError::TooDeep);
+    }
+
+    #[test]
     fn rejects_bad_lengths() {
         assert_eq!(read_tlv(&[]), Err(DerError::Truncated));
         assert_eq!(read_tlv(&[0x30]), Err(DerError::Truncated));
@@ -214,6 +338,7 @@ mod tests {
             let _ = parse_certificate(&bytes);
             let _ = parse_spki(&bytes);
             let _ = object_len(&bytes);
+            let _ = check_strict(&bytes);
         }
     }
 }

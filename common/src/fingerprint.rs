@@ -175,7 +175,9 @@ pub enum FingerprintError {
     UnsupportedPemLabel,
     /// Larger than [`MAX_EK_DER`].
     TooLarge { max: usize },
-    /// The DER is malformed.
+    /// Not DER (BER length forms, a child running past its parent), at this offset.
+    Encoding(der::DerFault),
+    /// DER, but not the structure expected.
     Der(DerError),
     /// Bytes after the first DER object.
     TrailingData { object_len: usize, input_len: usize },
@@ -198,6 +200,7 @@ impl fmt::Display for FingerprintError {
             FingerprintError::TooLarge { max } => {
                 write!(f, "EK material larger than {max} bytes of DER")
             }
+            FingerprintError::Encoding(e) => write!(f, "not valid DER: {e}"),
             FingerprintError::Der(e) => write!(f, "not valid DER: {e}"),
             FingerprintError::TrailingData {
                 object_len,
@@ -263,6 +266,8 @@ fn check_der(der: &[u8], expected: Option<EkSource>) -> Result<EkSource, Fingerp
             input_len: der.len(),
         });
     }
+    // One key, one encoding: a re-encoded certificate must not be a new fingerprint.
+    der::check_strict(der).map_err(FingerprintError::Encoding)?;
     let as_cert = || der::parse_certificate(der).map(|_| EkSource::Cert);
     let as_pub = || der::parse_spki(der).map(|_| EkSource::Pub);
     match expected {

@@ -117,20 +117,6 @@ pub(crate) fn only(input: &[u8], tag: u8) -> Result<Tlv<'_>, Bad> {
     Ok(tlv)
 }
 
-/// Whether `tlv`'s length is in its shortest form (DER).
-pub(crate) fn minimal_length(tlv: &Tlv<'_>) -> bool {
-    let len = tlv.value.len();
-    let header = tlv.raw.len() - len;
-    let needed = match len {
-        0..=0x7f => 2,
-        0x80..=0xff => 3,
-        0x100..=0xffff => 4,
-        0x1_0000..=0xff_ffff => 5,
-        _ => 6,
-    };
-    header == needed
-}
-
 /// A non-negative INTEGER's value, saturating at `u32::MAX`; leading zero bytes (a
 /// non-minimal encoding) are accepted. `None` for a negative or empty integer.
 pub(crate) fn small_uint(content: &[u8]) -> Option<u32> {
@@ -223,11 +209,11 @@ mod tests {
         assert!(items(&[0x05, 0x00, 0x05]).is_err());
         assert_eq!(items(&[0x05, 0x00, 0x05, 0x00]).unwrap().len(), 2);
         assert!(only(&[0x05, 0x00, 0x05, 0x00], NULL).is_err());
-        let tlv = |b: &'static [u8]| read_tlv(b).unwrap().0;
-        assert!(minimal_length(&tlv(&[0x04, 0x01, 0xaa])));
-        assert!(!minimal_length(&tlv(&[0x04, 0x81, 0x01, 0xaa])));
+        // The reader is DER only (`attest_common::der`): lengths in their shortest form.
+        assert!(read_tlv(&[0x04, 0x01, 0xaa]).is_ok());
+        assert!(read_tlv(&[0x04, 0x81, 0x01, 0xaa]).is_err());
         let mut long = vec![0x04, 0x81, 0x80];
         long.extend([0u8; 0x80]);
-        assert!(minimal_length(&read_tlv(&long).unwrap().0));
+        assert!(read_tlv(&long).is_ok());
     }
 }

@@ -9,9 +9,10 @@
 //!   encoded serials are all accepted), nor the version beyond its presence;
 //! - small integers (pathLenConstraint) may carry leading zero bytes; BOOLEANs are true when
 //!   non-zero (BER);
-//! - lengths inside `tbsCertificate` may be non-minimal (outside it, where nothing is signed,
-//!   they must be minimal), but all must be definite and fit four bytes, and every structure
-//!   must fill its parent exactly: no trailing bytes anywhere, none after the certificate;
+//! - lengths, though, are DER everywhere (`attest_common::der`: definite, shortest form, at
+//!   most four bytes), and every structure must fill its parent exactly: no trailing bytes
+//!   anywhere, none after the certificate. One EK certificate has one encoding, so it has
+//!   one fingerprint (DESIGN.md §3.1);
 //! - an unreadable validity time is kept as unknown (validity is reported, not enforced).
 //!
 //! Every signature is checked over the exact `tbsCertificate` bytes, so reading leniently
@@ -94,11 +95,6 @@ impl Cert {
                 "not SEQUENCE { tbsCertificate, signatureAlgorithm, BIT STRING }",
             ));
         };
-        // Outside tbsCertificate nothing is signed: strict DER there, so that no re-encoding
-        // of a valid certificate verifies too.
-        if !asn1::minimal_length(&cert) || !asn1::minimal_length(&sig) {
-            return Err(Bad::Other("non-minimal length outside tbsCertificate"));
-        }
         if tbs.tag != SEQUENCE || sig_alg.tag != SEQUENCE || sig.tag != BIT_STRING {
             return Err(Bad::Other(
                 "not SEQUENCE { tbsCertificate, signatureAlgorithm, BIT STRING }",

@@ -20,7 +20,7 @@
 //! the registration's business.
 //!
 //! Certificates are read by a lenient walker (`cert.rs` says exactly what it tolerates:
-//! negative and non-minimal serials and integers, non-minimal lengths); signatures are always
+//! negative and non-minimal serials and integers; lengths must be DER); signatures are always
 //! over the exact bytes received.
 //!
 //! - `store.rs`: the trust store (bundled + `ITL_EK_CA_DIR`); `bundled.rs`: its file list
