@@ -259,23 +259,28 @@ pub fn der_source(der: &[u8]) -> Result<EkSource, FingerprintError> {
 
 /// Checks that `der` is exactly one certificate or SPKI (of the expected kind, if given).
 fn check_der(der: &[u8], expected: Option<EkSource>) -> Result<EkSource, FingerprintError> {
-    let len = der::object_len(der).map_err(FingerprintError::Der)?;
-    if len != der.len() {
-        return Err(FingerprintError::TrailingData {
-            object_len: len,
-            input_len: der.len(),
+    // One key, one encoding: a re-encoded certificate must not be a new fingerprint.
+    if let Err(fault) = der::check_strict(der) {
+        return Err(match der::object_len(der) {
+            Ok(len) if len < der.len() && fault.offset == len => FingerprintError::TrailingData {
+                object_len: len,
+                input_len: der.len(),
+            },
+            _ => FingerprintError::Encoding(fault),
         });
     }
-    // One key, one encoding: a re-encoded certificate must not be a new fingerprint.
-    der::check_strict(der).map_err(FingerprintError::Encoding)?;
     let as_cert = || der::parse_certificate(der).map(|_| EkSource::Cert);
     let as_pub = || der::parse_spki(der).map(|_| EkSource::Pub);
     match expected {
         Some(EkSource::Cert) => as_cert().map_err(FingerprintError::Der),
         Some(EkSource::Pub) => as_pub().map_err(FingerprintError::Der),
-        None => as_cert()
-            .or_else(|_| as_pub())
-            .map_err(|_| FingerprintError::NotCertificateOrPublicKey),
+        None => as_cert().or_else(|cert| {
+            as_pub().map_err(|_| match cert {
+                // Shaped like a certificate, with a field too many: say so.
+                DerError::ExtraData => FingerprintError::Der(cert),
+                _ => FingerprintError::NotCertificateOrPublicKey,
+            })
+        }),
     }
 }
 
@@ -348,7 +353,7 @@ mod tests {
         );
         assert!(matches!(
             ek_fingerprint(b"hello"),
-            Err(FingerprintError::Der(_))
+            Err(FingerprintError::Encoding(_))
         ));
     }
 

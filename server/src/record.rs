@@ -261,6 +261,24 @@ impl MachineRecord {
         self.role.is_some() && self.hostname.is_some() && self.assigned_ip.is_some()
     }
 
+    /// The canonical id of the machine's EK key (`EkKey::canonical_id`, hex), which the
+    /// registry indexes so that one EK key is one machine whatever encoding brought it;
+    /// `None` for a key no credential can be made for (then nothing could prove it).
+    pub fn ek_key_id(&self) -> Option<String> {
+        let spki = match self.ek_source {
+            EkSource::Cert => {
+                let cert = self.ek_cert_der.as_deref()?;
+                attest_common::der::parse_certificate(cert)
+                    .ok()?
+                    .spki
+                    .to_vec()
+            }
+            EkSource::Pub => self.ek_public_der.clone()?,
+        };
+        let key = attest_common::tpm::credential::EkKey::from_spki(&spki).ok()?;
+        Some(crate::audit::hex(&key.canonical_id()))
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![CURRENT_VERSION];
         // Every field is serialisable; postcard into a Vec cannot fail for them.

@@ -287,3 +287,45 @@ fn a_scan_sees_every_machine_once_across_pages() {
         .unwrap();
     assert_eq!(taken, SCAN_PAGE);
 }
+
+/// A registry written before the EK key index existed gets it on open: a machine stored
+/// then is found by its EK key afterwards, and a registry that has it is not scanned again.
+#[test]
+fn the_ek_key_index_is_built_for_an_older_registry() {
+    use attest_server::store::Registry as _;
+    const BY_EK_KEY: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("by_ek_key");
+    const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+    let pem = include_str!("../../common/tests/fixtures/swtpm-ek-p384.pem");
+    let mut der = [0u8; attest_common::fingerprint::MAX_EK_DER];
+    let (cert, _) = attest_common::fingerprint::decode_ek(pem.as_bytes(), &mut der).unwrap();
+    let mut m = record("m-1");
+    m.ek_cert_der = Some(cert.to_vec());
+    let key = m.ek_key_id().expect("a P-384 EK has a key id");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("attestation.redb");
+    let store = RedbRegistry::open(&path).unwrap();
+    store.write(|tx| tx.put_machine(&m)).unwrap();
+    drop(store);
+    // As the previous release left it: no index, no mark.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(BY_EK_KEY).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .remove("ek-key-index")
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = RedbRegistry::open(&path).unwrap();
+    let found = store.write(|tx| tx.machine_by_ek_key(&key)).unwrap();
+    assert_eq!(found.map(|r| r.id).as_deref(), Some("m-1"));
+    store.write(|tx| tx.delete_machine(&m)).unwrap();
+    assert!(
+        store
+            .write(|tx| tx.machine_by_ek_key(&key))
+            .unwrap()
+            .is_none()
+    );
+}

@@ -174,6 +174,34 @@ impl EkKey {
             _ => Err(CredentialError::UnsupportedEk),
         }
     }
+
+    /// The key itself, whatever encoding carried it (DESIGN.md §3.1: one EK key is one
+    /// machine): SHA-384 over a domain label, the key type and its numbers in a fixed form
+    /// (RSA: the modulus without leading zeros and the exponent as four bytes; ECC: the
+    /// curve and the uncompressed point). Two certificates of one key, or a certificate and
+    /// the bare public key, give the same value.
+    pub fn canonical_id(&self) -> [u8; 48] {
+        use sha2::{Digest as _, Sha384};
+        let mut h = Sha384::new();
+        h.update(b"itl-ek-key/v1\0");
+        match &self.key {
+            PublicKey::Rsa { modulus, exponent } => {
+                let start = modulus.iter().take_while(|b| **b == 0).count();
+                h.update(b"rsa\0");
+                h.update(((modulus.len() - start) as u32).to_be_bytes());
+                h.update(&modulus[start..]);
+                h.update(exponent.to_be_bytes());
+            }
+            PublicKey::Ecc { curve, point } => {
+                h.update(match curve {
+                    EccCurve::P256 => b"ecc-p256\0".as_slice(),
+                    EccCurve::P384 => b"ecc-p384\0".as_slice(),
+                });
+                h.update(point);
+            }
+        }
+        h.finalize().into()
+    }
 }
 
 /// MakeCredential's output, both marshalled with their TPM2B size prefixes.

@@ -119,6 +119,37 @@ pub(super) fn check_identity(
     Ok((material, Some(ak)))
 }
 
+/// Refuses a new record whose EK key is already another machine's under another fingerprint
+/// (a re-encoded or re-issued certificate, a self-made certificate over a known key, or the
+/// bare key of a machine registered by its certificate): one EK key is one machine
+/// (DESIGN.md §3.1), and a revoked TPM comes back only after an operator deletes its record.
+pub(super) fn refuse_known_key(
+    tx: &impl RegistryTx,
+    record: &MachineRecord,
+) -> Result<(), ServiceError> {
+    let Some(key) = record.ek_key_id() else {
+        return Ok(());
+    };
+    match tx.machine_by_ek_key(&key)? {
+        Some(other) if other.id != record.id => Err(ServiceError::conflict(
+            "ek_key_known",
+            format!(
+                "this EK key is already machine {}'s ({}, registered with ek_fingerprint {} \
+                 from its {}): one EK key is one machine; register with that material, or \
+                 delete that record first",
+                other.id,
+                other.state.status,
+                other.ek_fingerprint,
+                match other.ek_source {
+                    EkSource::Cert => "EK certificate",
+                    EkSource::Pub => "EK public key",
+                }
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// What a machine says about itself (hardware identity, wanted role, cluster), onto its
 /// record.
 pub(super) fn describe(record: &mut MachineRecord, req: &RegisterRequest) {
@@ -263,6 +294,7 @@ impl<R: Registry> Service<R> {
             describe(&mut record, req);
             record.ek_chain = ek_chain.clone();
             record.config_token_hash = token.as_deref().map(crate::store::token_key);
+            refuse_known_key(tx, &record)?;
             tx.put_machine(&record)?;
             let action = match self_register {
                 true => AuditAction::SelfRegister,

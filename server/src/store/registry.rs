@@ -49,6 +49,8 @@ pub trait RegistryTx {
     fn machine_by_ek(&self, fingerprint: &str) -> Result<Option<MachineRecord>, StoreError>;
     /// The machine whose long-lived config token has this hash (`store::token_key`).
     fn machine_by_token_hash(&self, hash: &str) -> Result<Option<MachineRecord>, StoreError>;
+    /// The machine whose EK key has this canonical id (`MachineRecord::ek_key_id`).
+    fn machine_by_ek_key(&self, key_id: &str) -> Result<Option<MachineRecord>, StoreError>;
     /// Stores a record and indexes its EK fingerprint and config token.
     fn put_machine(&self, record: &MachineRecord) -> Result<(), StoreError>;
     /// Stores a record whose indexed fields (EK fingerprint, config token) are unchanged.

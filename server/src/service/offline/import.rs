@@ -6,7 +6,7 @@ use attest_common::wire::TpmReceipt;
 use super::Admitted;
 use crate::audit_action::AuditAction;
 use crate::record::MachineRecord;
-use crate::service::register::{check_identity, describe};
+use crate::service::register::{check_identity, describe, refuse_known_key};
 use crate::service::{Actor, Change, ErrorKind, Service, ServiceError};
 use crate::store::{Registry, RegistryTx};
 
@@ -51,6 +51,7 @@ impl<R: Registry> Service<R> {
             record.ak_public = req.ak_public.as_ref().map(|p| p.to_vec());
             describe(&mut record, req);
             record.ek_chain = ek_chain;
+            refuse_known_key(tx, &record)?;
             tx.put_machine(&record)?;
             let detail = format!(
                 "New machine imported: id={} ek={fp} agent={} receipt_created_at={}",

@@ -7,8 +7,8 @@ use ::redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefini
 
 use super::scan::audit_verify_in;
 use super::{
-    APPROVALS, AUDIT, AUDIT_CHECKPOINTS, BY_EK, BY_TOKEN, GRANTS, MACHINES, META, RedbRegistry,
-    STALE, USED_NONCES, builder,
+    APPROVALS, AUDIT, AUDIT_CHECKPOINTS, BY_EK, BY_EK_KEY, BY_TOKEN, GRANTS, MACHINES, META,
+    RedbRegistry, STALE, USED_NONCES, builder,
 };
 use crate::audit;
 use crate::store::{BackupSummary, StoreError};
@@ -123,6 +123,7 @@ fn copy_registry(read: &::redb::ReadTransaction, to: &Path) -> Result<BackupSumm
     }
     let machines = table(read, &write, MACHINES)?;
     table(read, &write, BY_EK)?;
+    table(read, &write, BY_EK_KEY)?;
     table(read, &write, BY_TOKEN)?;
     table(read, &write, GRANTS)?;
     table(read, &write, APPROVALS)?;

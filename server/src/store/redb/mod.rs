@@ -45,6 +45,9 @@ const OLD_NONCES: TableDefinition<&str, &[u8]> = TableDefinition::new("nonces");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Machines whose staleness has been audited → when (cleared when they attest again).
 const STALE: TableDefinition<&str, u64> = TableDefinition::new("stale");
+/// Canonical id of an EK key (`MachineRecord::ek_key_id`) → machine id: one EK key, one
+/// machine, whatever encoding brought it.
+const BY_EK_KEY: TableDefinition<&str, &str> = TableDefinition::new("by_ek_key");
 /// SHA-256 (hex) of a config token → machine id.
 const BY_TOKEN: TableDefinition<&str, &str> = TableDefinition::new("by_token");
 /// SHA-256 (hex) of a single-use config URL's token → its grant (postcard `ConfigGrant`).
@@ -131,6 +134,7 @@ impl RedbRegistry {
         txn.open_table(AUDIT_CHECKPOINTS)?;
         txn.open_table(APPROVALS)?;
         txn.open_table(BY_TOKEN)?;
+        index_ek_keys(&txn)?;
         txn.open_table(GRANTS)?;
         txn.open_table(USED_NONCES)?;
         txn.open_table(STALE)?;
@@ -209,6 +213,28 @@ impl RedbRegistry {
             None => None,
         })
     }
+}
+
+/// Fills the EK key index once, for a registry written before it existed.
+fn index_ek_keys(txn: &::redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META)?;
+    if meta.get("ek-key-index")?.is_some() {
+        return Ok(());
+    }
+    let mut index = txn.open_table(BY_EK_KEY)?;
+    let machines = txn.open_table(MACHINES)?;
+    for item in machines.iter()? {
+        let (id, bytes) = item?;
+        // An undecodable record is reported where it is read; it has no key to index.
+        let Ok(record) = MachineRecord::decode(bytes.value()) else {
+            continue;
+        };
+        if let Some(key) = record.ek_key_id() {
+            index.insert(key.as_str(), id.value())?;
+        }
+    }
+    meta.insert("ek-key-index", [1u8].as_slice())?;
+    Ok(())
 }
 
 impl Registry for RedbRegistry {

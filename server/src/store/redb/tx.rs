@@ -5,7 +5,8 @@
 use ::redb::ReadableTable;
 
 use super::{
-    APPROVALS, AUDIT, AUDIT_CHECKPOINTS, BY_EK, BY_TOKEN, GRANTS, MACHINES, STALE, USED_NONCES,
+    APPROVALS, AUDIT, AUDIT_CHECKPOINTS, BY_EK, BY_EK_KEY, BY_TOKEN, GRANTS, MACHINES, STALE,
+    USED_NONCES,
 };
 use crate::audit::{self, AuditEntry, Checkpoint, NewEntry};
 use crate::record::MachineRecord;
@@ -76,7 +77,24 @@ impl RegistryTx for RedbTx<'_> {
         self.txn
             .open_table(BY_EK)?
             .insert(record.ek_fingerprint.as_str(), record.id.as_str())?;
+        if let Some(key) = record.ek_key_id() {
+            self.txn
+                .open_table(BY_EK_KEY)?
+                .insert(key.as_str(), record.id.as_str())?;
+        }
         Ok(())
+    }
+
+    fn machine_by_ek_key(&self, key_id: &str) -> Result<Option<MachineRecord>, StoreError> {
+        let id = {
+            let table = self.txn.open_table(BY_EK_KEY)?;
+            let found = table.get(key_id)?;
+            found.map(|v| v.value().to_owned())
+        };
+        match id {
+            Some(id) => self.machine(&id),
+            None => Ok(None),
+        }
     }
 
     /// Stores a record whose indexed fields (EK fingerprint, config token) are unchanged.
@@ -103,6 +121,9 @@ impl RegistryTx for RedbTx<'_> {
         self.txn
             .open_table(BY_EK)?
             .remove(record.ek_fingerprint.as_str())?;
+        if let Some(key) = record.ek_key_id() {
+            self.txn.open_table(BY_EK_KEY)?.remove(key.as_str())?;
+        }
         if let Some(hash) = &record.config_token_hash {
             self.txn.open_table(BY_TOKEN)?.remove(hash.as_str())?;
         }
