@@ -292,7 +292,6 @@ fn a_scan_sees_every_machine_once_across_pages() {
 /// then is found by its EK key afterwards, and a registry that has it is not scanned again.
 #[test]
 fn the_ek_key_index_is_built_for_an_older_registry() {
-    use attest_server::store::Registry as _;
     const BY_EK_KEY: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("by_ek_key");
     const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
     let pem = include_str!("../../common/tests/fixtures/swtpm-ek-p384.pem");
