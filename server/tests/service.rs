@@ -406,10 +406,13 @@ fn challenge_nonces_are_single_use_expire_and_survive_restart() {
         ..Challenges::default()
     };
     let clock = ManualClock::at(1_800_000_000);
+    // The key the binary keeps in ITL_DATA_DIR/challenge-key, beside the registry.
+    let key = || attest_server::challenge::ChallengeKey::new(&[7u8; 48]);
     let clocked = |path: &Path| {
         open(path)
             .with_challenges(short.clone())
             .with_platform(Platform::with_clock(clock.clone()))
+            .with_challenge_key(key())
     };
     let (used_id, expiring_id, unused) = {
         let svc = clocked(&path);
@@ -460,6 +463,15 @@ fn challenge_nonces_are_single_use_expire_and_survive_restart() {
         .write(|tx| svc.use_nonce(tx, &expiring_id, now + 5))
         .unwrap_err();
     assert_eq!((e.kind, e.code), (ErrorKind::Gone, "nonce_expired"));
+    drop(svc);
+    // The registry alone (a backup, without the key file beside it) opens no challenge.
+    let other = attest_server::challenge::ChallengeKey::new(&[8u8; 48]);
+    let fresh = clocked(&path).with_challenge_key(other);
+    let e = fresh
+        .registry()
+        .write(|tx| fresh.use_nonce(tx, &expiring_id, now))
+        .unwrap_err();
+    assert_eq!(e.code, "unknown_nonce");
 }
 
 /// Dual control counts principals: the break-glass token only when

@@ -423,10 +423,11 @@ fn ek_material_other_than_the_fingerprinted_one_is_refused() {
     assert_eq!(audit_total(&server), written);
 }
 
-/// Review finding 2: the key activation secrets are derived with lives beside the registry
-/// (0600), not in it: a registry backup cannot make credentials.
+/// Review finding 2: the keys activation secrets and challenges are derived with live beside
+/// the registry (0600), not in it: a registry backup can make neither credentials nor
+/// challenges.
 #[test]
-fn the_activation_key_is_not_in_the_registry() {
+fn server_keys_are_not_in_the_registry() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     let server = start_with_configs(dir.path(), &[]);
@@ -445,6 +446,18 @@ fn the_activation_key_is_not_in_the_registry() {
         "the backup holds the key"
     );
     assert!(!backup.windows(96).any(|w| w == key.trim().as_bytes()));
+    // Nor the challenge key: a backup must not mint challenge ids for later (review F2).
+    let path = server.data_dir.join("challenge-key");
+    let key = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    attest_common::hex::decode_into(key.trim(), &mut bytes).unwrap();
+    assert!(
+        !backup.windows(48).any(|w| w == bytes),
+        "the backup holds the challenge key"
+    );
 }
 
 /// Review finding 5: an AK rotation takes effect only with an accepted attestation. A reset

@@ -86,10 +86,7 @@ impl<R: Registry> Service<R> {
     pub fn challenge(&self) -> ChallengeResponse {
         crate::metrics::Counters::count(&self.counters.challenges);
         let expires_at = self.platform.now() + self.challenges.lifetime_seconds;
-        let (nonce_id, nonce) = self
-            .registry
-            .challenge_key()
-            .issue(expires_at, self.platform.bytes());
+        let (nonce_id, nonce) = self.challenge_key.issue(expires_at, self.platform.bytes());
         ChallengeResponse {
             nonce_id: heapless::String::try_from(nonce_id.as_str()).unwrap_or_default(),
             nonce: Hex(nonce),
@@ -108,7 +105,7 @@ impl<R: Registry> Service<R> {
     pub(super) fn open_nonce(&self, nonce_id: &str, now: u64) -> Result<[u8; 32], ServiceError> {
         use crate::challenge::Unusable;
         let shown = || crate::log::escape(nonce_id).into_owned();
-        match self.registry.challenge_key().open(nonce_id, now) {
+        match self.challenge_key.open(nonce_id, now) {
             Ok((nonce, _)) => Ok(nonce),
             Err(Unusable::Malformed) => {
                 Err(self.unauthenticated(Refusal::UnknownNonce, now, || {

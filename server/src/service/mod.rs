@@ -76,6 +76,10 @@ pub struct Service<R: Registry> {
     /// Derives activation secrets (`ChallengeKey::activation_secret`); kept in a file
     /// beside the registry, never in it, so a registry backup cannot make credentials.
     activation_key: ChallengeKey,
+    /// Derives and checks challenge ids and nonces; kept in a file beside the registry
+    /// (`ITL_DATA_DIR/challenge-key`), never in it, so a registry backup cannot mint
+    /// challenges for a later time.
+    challenge_key: ChallengeKey,
     /// `ITL_MAX_UNVERIFIED_PENDING`: unapproved machines with an unverified EK.
     unverified_quota: quota::UnverifiedQuota,
 }
@@ -102,6 +106,8 @@ impl<R: Registry> Service<R> {
             ek_chain: None,
             // Per process unless the binary loads the kept one (`with_activation_key`).
             activation_key: ChallengeKey::new(&Platform::default().bytes::<48>()),
+            // Likewise (`with_challenge_key`): then a restart forgets outstanding challenges.
+            challenge_key: ChallengeKey::new(&Platform::default().bytes::<48>()),
             unverified_quota: quota::UnverifiedQuota::default(),
         }
     }
@@ -109,6 +115,12 @@ impl<R: Registry> Service<R> {
     /// Derives activation secrets with this key (`ITL_DATA_DIR/activation-key`).
     pub fn with_activation_key(mut self, key: ChallengeKey) -> Service<R> {
         self.activation_key = key;
+        self
+    }
+
+    /// Derives challenges with this key (`ITL_DATA_DIR/challenge-key`).
+    pub fn with_challenge_key(mut self, key: ChallengeKey) -> Service<R> {
+        self.challenge_key = key;
         self
     }
 

@@ -35,7 +35,6 @@ use std::sync::Arc;
 use attest_common::nonce::VerifyingKey;
 
 use crate::audit::{AuditEntry, Checkpoint, NewEntry, Verification};
-use crate::challenge::ChallengeKey;
 use crate::record::MachineRecord;
 
 use super::{BackupSummary, ConfigGrant, StoreError, Vote};
@@ -176,10 +175,6 @@ pub trait Registry: Send + Sync + 'static {
 
     /// Installs (or, `None`, removes) the signer of the checkpoints audit appends make.
     fn set_checkpoint_signer(&mut self, signer: Option<Arc<dyn CheckpointSigner>>);
-
-    /// The key challenge nonces are derived with: made once, kept with the registry, the
-    /// same for every server on it.
-    fn challenge_key(&self) -> &ChallengeKey;
 
     /// A consistent copy of the whole registry into a new file `to`, from one snapshot,
     /// while writes go on.

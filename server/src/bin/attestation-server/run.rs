@@ -100,33 +100,11 @@ fn service(config: &Config) -> Result<Service<RedbRegistry>, ExitCode> {
         },
         config.data_dir.join(responsekey::FILE_NAME).display()
     ));
-    let activation_path = config.data_dir.join("activation-key");
-    let activation_key = match attest_server::secret_file::load_or_create(
-        &activation_path,
-        48,
-        "activation key",
-        |b| getrandom::fill(b).expect("the operating system's random number generator failed"),
-        |_| true,
-    ) {
-        Ok((key, created)) => {
-            log::info(&format!(
-                "Activation key {} {}",
-                if created {
-                    "generated in"
-                } else {
-                    "loaded from"
-                },
-                activation_path.display()
-            ));
-            attest_server::challenge::ChallengeKey::new(&key)
-        }
-        Err(e) => {
-            eprintln!("attestation-server: activation key (ITL_DATA_DIR): {e}");
-            return Err(ExitCode::FAILURE);
-        }
-    };
+    let activation_key = server_secret(&config.data_dir, "activation-key", "Activation key")?;
+    let challenge_key = server_secret(&config.data_dir, "challenge-key", "Challenge key")?;
     let mut service = Service::new(store)
         .with_activation_key(activation_key)
+        .with_challenge_key(challenge_key)
         .with_dual_control(config.dual_control.clone())
         .with_challenges(config.challenges.clone())
         .with_config_url_seconds(config.config_url_seconds)
@@ -467,5 +445,39 @@ impl Sweeper {
     fn stop(self) {
         drop(self.stop);
         let _ = self.thread.join();
+    }
+}
+
+/// A 48-byte key kept in `ITL_DATA_DIR/<file>` (0600, beside the registry and never in it or
+/// its backups): loaded, or made on first start.
+fn server_secret(
+    data_dir: &std::path::Path,
+    file: &str,
+    what: &str,
+) -> Result<attest_server::challenge::ChallengeKey, ExitCode> {
+    let path = data_dir.join(file);
+    match attest_server::secret_file::load_or_create(
+        &path,
+        48,
+        &what.to_lowercase(),
+        |b| getrandom::fill(b).expect("the operating system's random number generator failed"),
+        |_| true,
+    ) {
+        Ok((key, created)) => {
+            let done = if created {
+                "generated in"
+            } else {
+                "loaded from"
+            };
+            log::info(&format!("{what} {done} {}", path.display()));
+            Ok(attest_server::challenge::ChallengeKey::new(&key))
+        }
+        Err(e) => {
+            eprintln!(
+                "attestation-server: {} (ITL_DATA_DIR): {e}",
+                what.to_lowercase()
+            );
+            Err(ExitCode::FAILURE)
+        }
     }
 }

@@ -26,7 +26,6 @@ pub use tx::RedbTx;
 
 use super::{BackupSummary, CheckpointSigner, Registry, StoreError, Vote};
 use crate::audit::{AuditEntry, Checkpoint, Verification};
-use crate::challenge::ChallengeKey;
 use crate::record::MachineRecord;
 
 const MACHINES: TableDefinition<&str, &[u8]> = TableDefinition::new("machines");
@@ -41,7 +40,8 @@ const APPROVALS: TableDefinition<&str, &[u8]> = TableDefinition::new("approvals"
 const USED_NONCES: TableDefinition<&str, u64> = TableDefinition::new("used_nonces");
 /// Challenge nonces as stored before they were derived (crate::challenge); dropped on open.
 const OLD_NONCES: TableDefinition<&str, &[u8]> = TableDefinition::new("nonces");
-/// Server secrets that live with the registry (the challenge key).
+/// Marks of one-time migrations (`ek-key-index`); no secret (the challenge key of earlier
+/// releases is removed on open).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Machines whose staleness has been audited → when (cleared when they attest again).
 const STALE: TableDefinition<&str, u64> = TableDefinition::new("stale");
@@ -101,7 +101,6 @@ pub struct RedbRegistry {
     /// Batches committed and the writes they held, since the registry was opened.
     batches: AtomicU64,
     batched_writes: AtomicU64,
-    challenge_key: ChallengeKey,
     /// Signs the checkpoints audit appends make (`RegistryTx::audit`); none until installed.
     checkpoint_signer: Option<Arc<dyn CheckpointSigner>>,
 }
@@ -139,27 +138,10 @@ impl RedbRegistry {
         txn.open_table(USED_NONCES)?;
         txn.open_table(STALE)?;
         txn.delete_table(OLD_NONCES)?;
-        let challenge_key = {
-            let mut meta = txn.open_table(META)?;
-            let stored = meta.get("challenge-key")?.map(|v| v.value().to_vec());
-            match stored {
-                Some(key) if key.len() == 48 => key,
-                Some(key) => {
-                    return Err(StoreError(format!(
-                        "the challenge key in the registry has {} bytes, not 48",
-                        key.len()
-                    )));
-                }
-                None => {
-                    let mut key = vec![0u8; 48];
-                    getrandom::fill(&mut key).map_err(|e| {
-                        StoreError(format!("no randomness for the challenge key: {e}"))
-                    })?;
-                    meta.insert("challenge-key", key.as_slice())?;
-                    key
-                }
-            }
-        };
+        // Earlier releases kept the challenge key here, so every backup carried it (and with
+        // it the power to mint challenge ids for any future minute): it now lives in a file
+        // beside the registry (`ITL_DATA_DIR/challenge-key`), and the stored one is dropped.
+        txn.open_table(META)?.remove("challenge-key")?;
         txn.commit()?;
         Ok(RedbRegistry {
             db,
@@ -170,7 +152,6 @@ impl RedbRegistry {
             batch_waiting: AtomicUsize::new(0),
             batches: AtomicU64::new(0),
             batched_writes: AtomicU64::new(0),
-            challenge_key: ChallengeKey::new(&challenge_key),
             checkpoint_signer: None,
         })
     }
@@ -299,10 +280,6 @@ impl Registry for RedbRegistry {
 
     fn set_checkpoint_signer(&mut self, signer: Option<Arc<dyn CheckpointSigner>>) {
         self.checkpoint_signer = signer;
-    }
-
-    fn challenge_key(&self) -> &ChallengeKey {
-        &self.challenge_key
     }
 
     fn backup(&self, to: &Path) -> Result<BackupSummary, StoreError> {
