@@ -245,7 +245,9 @@ pub fn transition(from: Option<State>, event: Event) -> Result<Transition, Refus
         (PendingApproval, Event::Attest) => Ok(tell(Some(state), Action::Pending)),
         (Registered, Event::Attest) => Ok(tell(to(Attested), Action::ApplyConfig)),
         (Attested, Event::Attest) => Ok(tell(to(Attested), Action::None)),
-        (Registered | Attested, Event::Enroll) => Ok(plain(to(Attested))),
+        // Proof of the enrollment key, not of the TPM (the key is a file on the stick): the
+        // state does not change; only a verified quote makes a machine attested (§3.8).
+        (Registered | Attested, Event::Enroll) => Ok(plain(Some(state))),
         (Attested, Event::Lock) => Ok(plain(to(Locked))),
         (Locked, Event::Unlock) => Ok(plain(to(Attested))),
         (Locked, Event::Attest) => Ok(tell(Some(state), Action::Lock)),

@@ -71,10 +71,10 @@ fn expected(from: Option<State>, event: Event) -> Option<Transition> {
         (Some(cur), Event::Attest) if cur.status == Revoked && cur.wipe_pending => {
             t(s(Revoked), Some(Action::Wipe), false)
         }
-        // Enrollment (air-gapped path): an approved machine proving its enrollment key is
-        // attested; everything else is refused.
+        // Enrollment (air-gapped path): an approved machine proving its enrollment key
+        // stays as it is (only a quote attests); everything else is refused.
         (Some(cur), Event::Enroll) if matches!(cur.status, Registered | Attested) => {
-            t(s(Attested), None, false)
+            t(Some(cur), None, false)
         }
         (Some(cur), Event::Lock) if cur.status == Attested => t(s(Locked), None, false),
         (Some(cur), Event::Unlock) if cur.status == Locked => t(s(Attested), None, false),

@@ -449,12 +449,16 @@ fn enrollment_ca_offline_bundle_and_enroll() {
     );
     assert_eq!(status_of(&server, &id), "registered");
 
-    // The real thing, with the bundle's key, as `attest-agent enroll` does it: attested.
+    // The real thing, with the bundle's key, as `attest-agent enroll` does it: proven and
+    // audited, but not attested (review F3: the key is a file, not the TPM; only a verified
+    // quote makes a machine attested).
     std::fs::write(&node_key, &key_pem).unwrap();
     let (code, out, err) = agent_enroll();
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(out, format!("machine_id={id}\nstatus=attested\n"));
-    assert_eq!(status_of(&server, &id), "attested");
+    assert_eq!(out, format!("machine_id={id}\nstatus=registered\n"));
+    assert_eq!(status_of(&server, &id), "registered");
+    let actions = server.audit_column(&id, "action");
+    assert_eq!(actions.last().map(String::as_str), Some("enroll"));
 
     // Again by hand, then the same nonce again is a replay.
     let c = challenge(&server);
@@ -462,9 +466,9 @@ fn enrollment_ca_offline_bundle_and_enroll() {
     assert_eq!(s, 200, "{r}");
     assert_eq!(
         (r["machine_id"].as_str(), r["status"].as_str()),
-        (Some(id.as_str()), Some("attested"))
+        (Some(id.as_str()), Some("registered"))
     );
-    assert_eq!(status_of(&server, &id), "attested");
+    assert_eq!(status_of(&server, &id), "registered");
     let (s, e) = enroll(&server, &cert_pem, &key, &id, &c, None);
     assert_eq!(
         (s, e["error"].as_str()),
@@ -472,10 +476,10 @@ fn enrollment_ca_offline_bundle_and_enroll() {
         "{e}"
     );
 
-    // Locked: refused on /enroll and for bundles.
+    // Revoked: refused on /enroll and for bundles.
     let (s, _) = server.call(
         "POST",
-        &format!("/api/v1/machines/{id}/lock"),
+        &format!("/api/v1/machines/{id}/revoke"),
         Some(ADMIN),
         Some(r#"{"reason":"stolen"}"#),
     );
@@ -486,7 +490,7 @@ fn enrollment_ca_offline_bundle_and_enroll() {
         (403, Some("machine_refused")),
         "{e}"
     );
-    assert_eq!(status_of(&server, &id), "locked");
+    assert_eq!(status_of(&server, &id), "revoked");
     let (s, e) = server.call(
         "GET",
         &format!("/api/v1/machines/{id}/offline-bundle"),

@@ -18,6 +18,8 @@ impl<R: Registry> Service<R> {
     /// of its enrollment certificate. The certificate must chain to the Enrollment CA, be
     /// valid now and name the machine's EK; the machine must be approved and not locked,
     /// revoked or rejected. A proven attempt uses its nonce and is audited, refused or not.
+    /// It does not change the machine's state: the enrollment key is a file, not the TPM,
+    /// and only a verified quote makes a machine attested (DESIGN.md §3.8).
     pub fn enroll(&self, req: &EnrollRequest, actor: &Actor) -> Result<Admitted, ServiceError> {
         let enrollment = self.enrollment()?;
         let now = self.platform.now();
