@@ -86,6 +86,7 @@ fn schemas() -> Value {
         "last_attested_at": nullable(time()),
         "stale": {"type": "boolean", "description": "attested, but silent for longer than the interval × ITL_LIVENESS_FACTOR"},
         "pcr_baseline_pinned": {"type": "boolean"},
+        "tpm_proven": {"type": "boolean", "description": "the TPM activated the credential for its AK; until then hardware fields and desired role are unproven claims"},
         "ek_chain": {"type": "object", "required": ["status"],
             "description": "whether the EK certificate chains to a TPM vendor's CA (ITL_EK_CHAIN)",
             "properties": {

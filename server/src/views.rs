@@ -37,6 +37,7 @@ pub fn machine(m: &MachineRecord, stale: bool) -> Machine {
         last_attested_at: m.last_attested_at.map(Timestamp),
         stale,
         pcr_baseline_pinned: m.pcr_baseline.is_some(),
+        tpm_proven: m.ak_activated,
         ek_chain: match &m.ek_chain {
             EkChainStatus::Unchecked => attest_api::EkChain::Unchecked,
             EkChainStatus::Verified { by } => attest_api::EkChain::Verified { by: by.clone() },

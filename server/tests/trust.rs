@@ -537,6 +537,8 @@ fn an_ek_registered_first_by_someone_else_is_still_the_machines() {
     );
     assert_eq!(status, 201, "{reg}");
     let id = reg["machine_id"].as_str().unwrap().to_owned();
+    // The approver sees that nothing about it is proven yet (review F1).
+    assert_eq!(machine(&server, &id)["tpm_proven"], false);
     approve(&server, &id, "worker-app", "victim");
 
     // The honest machine: same EK, its own AK, activated with the same EK.
@@ -545,6 +547,7 @@ fn an_ek_registered_first_by_someone_else_is_still_the_machines() {
     assert_eq!(a.ok(&["attest", "--once"])["action"], "apply-config");
     assert_eq!(a.ok(&["attest", "--once"])["action"], "none");
     assert_eq!(machine(&server, &id)["status"], "attested");
+    assert_eq!(machine(&server, &id)["tpm_proven"], true);
     assert!(dir.path().join("victim-applied.yaml").exists());
     let details = server.audit_column(&id, "detail");
     assert!(

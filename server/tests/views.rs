@@ -158,6 +158,7 @@ fn machine(complete: bool) -> Machine {
         last_attested_at: complete.then_some(Timestamp(1_700_000_120)),
         stale: complete,
         pcr_baseline_pinned: complete,
+        tpm_proven: complete,
         ek_chain: if complete {
             attest_api::EkChain::Verified {
                 by: "Infineon OPTIGA(TM) RSA Root CA".into(),

@@ -60,6 +60,10 @@ pub struct Machine {
     pub stale: bool,
     /// A PCR baseline is pinned (by the first verified attestation after approval).
     pub pcr_baseline_pinned: bool,
+    /// The machine's TPM has proven itself (activated the credential for its AK). Until
+    /// then its hardware fields and desired role are only what someone claimed with its
+    /// (public) EK certificate: an approver should know.
+    pub tpm_proven: bool,
     /// Whether the EK certificate chains to a TPM vendor's CA (DESIGN.md §3.1): what the
     /// approver should know before approving.
     pub ek_chain: EkChain,
@@ -326,6 +330,7 @@ mod tests {
             last_attested_at: None,
             stale: false,
             pcr_baseline_pinned: false,
+            tpm_proven: false,
             ek_chain: EkChain::Unverified {
                 reason: "no trusted issuer".into(),
             },
@@ -349,7 +354,8 @@ mod tests {
         );
         assert_eq!(v["created_at"], "2023-11-14T22:13:20Z");
         assert_eq!(v["last_attested_at"], json!(null));
-        assert_eq!(v.as_object().unwrap().len(), 20);
+        assert_eq!(v.as_object().unwrap().len(), 21);
+        assert_eq!(v["tpm_proven"], false);
     }
 
     #[test]
@@ -366,7 +372,7 @@ mod tests {
             }],
         };
         let v = serde_json::to_value(&detail).unwrap();
-        assert_eq!(v.as_object().unwrap().len(), 21);
+        assert_eq!(v.as_object().unwrap().len(), 22);
         assert_eq!(v["approvals"][0]["state"], "pending");
         assert_eq!(v["approvals"][0]["at"], "2023-11-14T22:15:00Z");
         let back: MachineDetail = serde_json::from_value(v.clone()).unwrap();

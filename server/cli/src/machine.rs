@@ -59,6 +59,14 @@ fn show_machine(m: &Machine) {
                 attest_api::EkChain::Unchecked => "not checked".into(),
             },
         ),
+        (
+            "tpm",
+            if m.tpm_proven {
+                "proven (credential activated)".into()
+            } else {
+                "NOT YET PROVEN: hardware fields and desired role are claims".into()
+            },
+        ),
         ("hw serial", text(m.hw_serial.as_ref())),
         ("hw uuid", text(m.hw_uuid.as_ref())),
         (
