@@ -103,11 +103,18 @@ impl AiaFetcher {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(format!("{url}: not an http(s) URL"));
         }
-        let mut response = self
-            .agent
-            .get(url)
-            .call()
-            .map_err(|e| format!("fetching {url}: {e}"))?;
+        // What went wrong on the network stays in the server's log: the reason reaches
+        // whoever registered (the URL was theirs), and "connection refused" against
+        // "timed out" would make the server a port scanner for them.
+        let unreachable = |e: ureq::Error| {
+            crate::log::warn(&format!(
+                "AIA fetch of {} failed: {}",
+                crate::log::escape(url),
+                crate::log::escape(&e.to_string())
+            ));
+            format!("{url} could not be fetched (the server's log says why)")
+        };
+        let mut response = self.agent.get(url).call().map_err(unreachable)?;
         response
             .body_mut()
             .with_config()
@@ -117,7 +124,7 @@ impl AiaFetcher {
                 ureq::Error::BodyExceedsLimit(_) => {
                     format!("{url}: answer larger than {MAX_AIA_BYTES} bytes")
                 }
-                e => format!("fetching {url}: {e}"),
+                e => unreachable(e),
             })
     }
 

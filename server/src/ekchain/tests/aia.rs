@@ -229,4 +229,24 @@ fn silent_server_times_out() {
     let on = chain_of(&[&r]).with_aia_fetching(Duration::from_millis(500), None);
     let v = quickly(Duration::from_secs(3), || on.verify(&leaf.der, NOW));
     assert!(reason(&v).contains("could not be fetched"), "{v:?}");
+    // A closed port reads the same as a silent one (review F6: the reason reaches whoever
+    // registered, and must not make the server their port scanner).
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/ca.crt", l.local_addr().unwrap())
+    };
+    let (r2, _, leaf2) = aia_chain(&closed);
+    let on = chain_of(&[&r2]).with_aia_fetching(Duration::from_millis(500), None);
+    let refused = reason(&on.verify(&leaf2.der, NOW)).to_owned();
+    let timed_out = reason(&v).to_owned();
+    for why in [&refused, &timed_out] {
+        let lower = why.to_lowercase();
+        assert!(
+            why.contains("could not be fetched (the server's log says why)")
+                && !lower.contains("refused")
+                && !lower.contains("timed out")
+                && !lower.contains("timeout"),
+            "{why}"
+        );
+    }
 }
