@@ -242,6 +242,13 @@ fn zero_touch_attestation_end_to_end() {
     let again = again.unwrap();
     assert_eq!(again.action, Action::ApplyConfig);
     assert_ne!(again.config_url, r.config_url);
+    // One live URL per machine: a newer answer's URL voids the one before it (review F9).
+    let (_, _, newest) = agent.attest(&server, None, false);
+    let newest = newest.unwrap().config_url.unwrap().to_string();
+    let (status, _) = fetch(again.config_url.as_ref().unwrap());
+    assert_eq!(status, 404, "an older, unused URL still served");
+    let (status, _) = fetch(&newest);
+    assert_eq!(status, 200);
     agent.applied = Some(digest.as_slice().try_into().unwrap());
 
     // Attested: plain heartbeat.
@@ -360,15 +367,16 @@ fn zero_touch_attestation_end_to_end() {
     assert_eq!(sample("itl_machines{status=\"revoked\"}"), 1);
     assert_eq!(sample("itl_machines{status=\"pending_approval\"}"), 0);
     assert_eq!(sample("itl_machines{status=\"attested\"}"), 0);
-    // Accepted: pending twice, apply-config twice, the heartbeat, lock, wipe. Refused: two
-    // bad activation proofs, the forged PCR value, two policy violations, the revoked
-    // machine's last contact, the stranger, and the seven replays (without a challenge).
-    assert_eq!(sample("itl_attestations_total{result=\"accepted\"}"), 7);
-    assert_eq!(sample("itl_attestations_total{result=\"refused\"}"), 14);
-    assert_eq!(sample("itl_challenges_issued_total"), 14);
+    // Accepted: pending twice, apply-config three times, the heartbeat, lock, wipe.
+    // Refused: two bad activation proofs, the forged PCR value, two policy violations, the
+    // revoked machine's last contact, the stranger, and the eight replays (without a
+    // challenge; each accepted attestation is replayed once).
+    assert_eq!(sample("itl_attestations_total{result=\"accepted\"}"), 8);
+    assert_eq!(sample("itl_attestations_total{result=\"refused\"}"), 15);
+    assert_eq!(sample("itl_challenges_issued_total"), 15);
     assert_eq!(
         sample("itl_unauthenticated_total{reason=\"replayed_nonce\"}"),
-        7
+        8
     );
     assert_eq!(
         sample("itl_unauthenticated_total{reason=\"no_activation\"}"),

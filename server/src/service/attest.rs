@@ -352,7 +352,8 @@ impl<R: Registry> Service<R> {
         };
         let token = self.platform.token();
         let sha384 = sha384(yaml.as_bytes());
-        tx.purge_grants(now)?;
+        // One live URL per machine: the one this answer carries.
+        tx.purge_grants(now, &record.id)?;
         tx.put_grant(
             &token_key(&token),
             &ConfigGrant {

@@ -85,8 +85,9 @@ pub trait RegistryTx {
     fn put_grant(&self, token_hash: &str, grant: &ConfigGrant) -> Result<(), StoreError>;
     /// Removes and answers the grant of a token hash (single use), if there is one.
     fn take_grant(&self, token_hash: &str) -> Result<Option<ConfigGrant>, StoreError>;
-    /// Forgets grants that expired before `now`.
-    fn purge_grants(&self, now: u64) -> Result<usize, StoreError>;
+    /// Forgets grants that expired before `now`, and every grant of machine `superseded`
+    /// (a newer one is about to replace them: one live config URL per machine).
+    fn purge_grants(&self, now: u64, superseded: &str) -> Result<usize, StoreError>;
 
     /// Appends an audit entry linked to the chain head, in this transaction; with a
     /// [`CheckpointSigner`] installed, also the checkpoint of the new entry when its seq is a

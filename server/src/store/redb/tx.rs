@@ -217,13 +217,13 @@ impl RegistryTx for RedbTx<'_> {
         }
     }
 
-    fn purge_grants(&self, now: u64) -> Result<usize, StoreError> {
+    fn purge_grants(&self, now: u64, superseded: &str) -> Result<usize, StoreError> {
         let mut table = self.txn.open_table(GRANTS)?;
         let mut expired = Vec::new();
         for item in table.iter()? {
             let (k, v) = item?;
             let grant: Option<ConfigGrant> = postcard::from_bytes(v.value()).ok();
-            if grant.is_none_or(|g| g.expires_at < now) {
+            if grant.is_none_or(|g| g.expires_at < now || g.machine_id == superseded) {
                 expired.push(k.value().to_owned());
             }
         }
