@@ -11,7 +11,7 @@ use std::str::FromStr as _;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use attest_common::lifecycle::{Action, Status};
+use attest_common::lifecycle::Action;
 use attest_common::nonce::{Domain, verify, verifying_key_from_spki, verifying_key_to_spki};
 use attest_common::tpm::hash::{HashAlg, hmac};
 use attest_common::wire::{
@@ -444,10 +444,10 @@ impl Agent {
         )
         .map_err(|_| UnverifiedAnswer)?;
 
-        if secret.is_some() && response.status == Status::Attested {
-            // The server accepted the proof; the secret has done its work.
-            self.state.forget_activation_secret()?;
-        }
+        // The activation secret is kept (0600) for as long as this AK lives: another agent
+        // of the same TPM (the firmware, a second installation) may bind its own AK in
+        // between, and only the proof takes this AK back (review F8). Without the TPM that
+        // holds the AK it proves nothing.
         enrollment.machine_id = response.machine_id.to_string();
         let mut done = Attested {
             response: response.clone(),

@@ -172,10 +172,6 @@ impl StateDir {
     pub fn save_activation_secret(&self, secret: &[u8]) -> Result<()> {
         self.write(ACTIVATION_SECRET, secret)
     }
-
-    pub fn forget_activation_secret(&self) -> Result<()> {
-        self.remove(ACTIVATION_SECRET)
-    }
 }
 
 #[cfg(test)]
@@ -213,8 +209,7 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        state.forget_activation_secret().unwrap();
-        assert_eq!(state.activation_secret().unwrap(), None);
+        assert_eq!(state.activation_secret().unwrap(), Some(vec![7; 32]));
 
         state.write(AK_PUBLIC, b"x").unwrap();
         let err = state.ak().unwrap_err().to_string();

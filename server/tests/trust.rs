@@ -629,3 +629,28 @@ fn made_up_eks_cannot_fill_the_registry() {
     let (status, _) = server.call("POST", "/api/v1/self-register", None, Some(&made_up()));
     assert_eq!(status, 503);
 }
+
+/// Review finding F8: two agents of one TPM (the firmware and the installed system, or two
+/// installations) each bind their own AK by proof. Each takes the record back with its
+/// activation proof instead of being locked out with `activation_failed`.
+#[test]
+fn two_agents_of_one_tpm_each_prove_their_ak() {
+    let swtpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_configs(dir.path(), &[]);
+    let (a, id) = attested(&server, &swtpm, dir.path(), "first");
+    let b = agent(&swtpm, &server.url, dir.path(), "second");
+    assert_eq!(b.ok(&["self-register"])["machine_id"], id);
+    for round in 0..2 {
+        for (who, agent) in [("first", &a), ("second", &b)] {
+            let out = agent.run(&["attest", "--once"]);
+            assert_eq!(out.code, 0, "round {round}, {who}: {}", out.stderr);
+            assert_eq!(out.kv["status"], "attested", "round {round}, {who}");
+        }
+    }
+    let actions = server.audit_column(&id, "action");
+    assert!(
+        actions.iter().filter(|a| *a == "ak-rotated").count() >= 3,
+        "{actions:?}"
+    );
+}
