@@ -241,9 +241,17 @@ impl Agent {
                     ))
             ))),
             Some(_) => {}
-            None => self
-                .state
-                .write(PINNED_SERVER_KEY, server_key_pem(&fetched).as_bytes())?,
+            None => {
+                if server.starts_with("http://") {
+                    // Trust on first use over plain HTTP trusts whoever answered (review
+                    // F4): allowed for labs (allow_plain_http), said loudly.
+                    eprintln!(
+                        "attest-agent: warning: pinning the server key fetched over plain HTTP                          from {server}: anyone on the path could have answered; in production                          give the key with --server-key (or server_key in the config)"
+                    );
+                }
+                self.state
+                    .write(PINNED_SERVER_KEY, server_key_pem(&fetched).as_bytes())?
+            }
         }
 
         let mut tpm = self.open_tpm()?;
