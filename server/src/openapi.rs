@@ -86,6 +86,12 @@ fn schemas() -> Value {
         "last_attested_at": nullable(time()),
         "stale": {"type": "boolean", "description": "attested, but silent for longer than the interval × ITL_LIVENESS_FACTOR"},
         "pcr_baseline_pinned": {"type": "boolean"},
+        "tpm_clock": nullable(json!({"type": "object",
+            "description": "TPMS_CLOCK_INFO and firmwareVersion of the last accepted quote",
+            "required": ["reset_count", "restart_count", "clock_ms", "safe", "firmware_version"],
+            "properties": {
+                "reset_count": integer(), "restart_count": integer(), "clock_ms": integer(),
+                "safe": {"type": "boolean"}, "firmware_version": string()}})),
         "tpm_proven": {"type": "boolean", "description": "the TPM activated the credential for its AK; until then hardware fields and desired role are unproven claims"},
         "ek_chain": {"type": "object", "required": ["status"],
             "description": "whether the EK certificate chains to a TPM vendor's CA (ITL_EK_CHAIN)",

@@ -24,6 +24,24 @@ pub enum OnViolation {
     Lock,
 }
 
+/// What a change of the TPM's clock information does (`service::tpm_clock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnClock {
+    /// The attestation is refused (audited); the machine keeps its state.
+    Refuse,
+    /// The attestation is accepted and the change audited.
+    Flag,
+}
+
+fn refuse() -> OnClock {
+    OnClock::Refuse
+}
+
+fn flag() -> OnClock {
+    OnClock::Flag
+}
+
 /// The policy for one role.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +54,13 @@ pub struct RolePolicy {
     /// Reference values every machine of the role must quote.
     #[serde(default)]
     pub values: Vec<PcrValue>,
+    /// The TPM's resetCount or restartCount going back, or its clock running backwards
+    /// within one reset (a rolled-back TPM state, an old quote): refused by default.
+    #[serde(default = "refuse")]
+    pub on_clock_rollback: OnClock,
+    /// The TPM's firmware version changing: flagged (audited) by default.
+    #[serde(default = "flag")]
+    pub on_firmware_change: OnClock,
 }
 
 fn yes() -> bool {
@@ -48,6 +73,8 @@ impl Default for RolePolicy {
             pin_baseline: true,
             on_violation: OnViolation::Refuse,
             values: Vec::new(),
+            on_clock_rollback: OnClock::Refuse,
+            on_firmware_change: OnClock::Flag,
         }
     }
 }

@@ -38,6 +38,13 @@ pub fn machine(m: &MachineRecord, stale: bool) -> Machine {
         stale,
         pcr_baseline_pinned: m.pcr_baseline.is_some(),
         tpm_proven: m.ak_activated,
+        tpm_clock: m.tpm_clock.map(|c| attest_api::TpmClock {
+            reset_count: c.reset_count,
+            restart_count: c.restart_count,
+            clock_ms: c.clock,
+            safe: c.safe,
+            firmware_version: format!("{:016x}", c.firmware_version),
+        }),
         ek_chain: match &m.ek_chain {
             EkChainStatus::Unchecked => attest_api::EkChain::Unchecked,
             EkChainStatus::Verified { by } => attest_api::EkChain::Verified { by: by.clone() },

@@ -132,3 +132,64 @@ fn one_ek_key_is_one_machine() {
     let (status, reg) = self_register(&server, by_key);
     assert_eq!(status, 201, "{reg}");
 }
+
+/// DESIGN.md §3.4: the TPM's clock information is kept per machine. A power cycle (a TPM
+/// Reset) shows as a reboot in the audit and the view; a TPM state rolled back to an earlier
+/// snapshot (a vTPM restored: resetCount lower than the last one seen) is refused by
+/// default and audited, the machine unchanged; under a role policy that only flags it, it
+/// is accepted and audited.
+#[test]
+fn reboots_are_seen_and_rolled_back_tpms_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"roles": {"worker-infra": {"on_clock_rollback": "flag"}}}"#,
+    )
+    .unwrap();
+    let server = start_with_configs(
+        dir.path(),
+        &[("ITL_PCR_POLICY_FILE", policy.to_str().unwrap())],
+    );
+    let resets = |m: &Value| m["tpm_clock"]["reset_count"].as_u64().unwrap();
+    for (name, role, refused) in [("a", "worker-app", true), ("b", "worker-infra", false)] {
+        let mut swtpm = Swtpm::start();
+        let a = agent(&swtpm, &server.url, dir.path(), name);
+        let id = a.ok(&["self-register"])["machine_id"].clone();
+        approve(&server, &id, role, name);
+        assert_eq!(a.ok(&["attest", "--once"])["action"], "apply-config");
+        let first = resets(&machine(&server, &id));
+
+        let snapshot = dir.path().join(format!("{name}-tpm-snapshot"));
+        swtpm.save_state(&snapshot);
+        swtpm.power_cycle();
+        a.ok(&["attest", "--once"]);
+        let after = machine(&server, &id);
+        assert_eq!(resets(&after), first + 2, "{name}");
+        let details = server.audit_column(&id, "detail");
+        assert!(
+            details.last().unwrap().contains("rebooted: resetCount"),
+            "{name}: {details:?}"
+        );
+
+        // Rolled back to the snapshot.
+        swtpm.restore_state(&snapshot);
+        let out = a.run(&["attest", "--once"]);
+        let last = server.audit_column(&id, "detail").pop().unwrap();
+        assert!(last.contains("resetCount went back"), "{name}: {last}");
+        let now = machine(&server, &id);
+        assert_eq!(now["status"], "attested");
+        if refused {
+            assert_ne!(out.code, 0);
+            assert!(out.stderr.contains("tpm_clock_rollback"), "{}", out.stderr);
+            assert!(last.contains("Attestation failed"), "{last}");
+            assert_eq!(now["tpm_clock"], after["tpm_clock"], "nothing changed");
+        } else {
+            assert_eq!(out.code, 0, "{}", out.stderr);
+            assert!(
+                resets(&now) < resets(&after),
+                "the new values are the reference"
+            );
+        }
+    }
+}

@@ -159,6 +159,13 @@ fn machine(complete: bool) -> Machine {
         stale: complete,
         pcr_baseline_pinned: complete,
         tpm_proven: complete,
+        tpm_clock: complete.then(|| attest_api::TpmClock {
+            reset_count: 5,
+            restart_count: 0,
+            clock_ms: 123_456,
+            safe: true,
+            firmware_version: "0001000200030004".into(),
+        }),
         ek_chain: if complete {
             attest_api::EkChain::Verified {
                 by: "Infineon OPTIGA(TM) RSA Root CA".into(),

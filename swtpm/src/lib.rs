@@ -94,32 +94,54 @@ impl Swtpm {
         // A port found free can be taken before swtpm binds it: retry on early exit.
         for _ in 0..5 {
             let port = free_port_pair();
-            let mut child = Command::new(scripts_dir().join("start.sh"))
-                .arg("--state")
-                .arg(dir.path().join("state"))
-                .arg("--port")
-                .arg(port.to_string())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("run swtpm/start.sh");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok()
-                    && TcpStream::connect(("127.0.0.1", port + 1)).is_ok()
-                {
-                    return Swtpm { child, port, dir };
-                }
-                std::thread::sleep(Duration::from_millis(10));
+            if let Some(child) = spawn(&dir.path().join("state"), port) {
+                return Swtpm { child, port, dir };
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
         panic!("swtpm did not start on 127.0.0.1 after 5 attempts");
+    }
+
+    /// A power loss and power on: swtpm killed (no orderly shutdown) and started again on
+    /// the same state and ports, so the TPM goes through a TPM Reset (resetCount goes up).
+    pub fn power_cycle(&mut self) {
+        self.stop();
+        self.restart();
+    }
+
+    /// Copies the TPM's state to `to` (a directory made for it), as a hypervisor snapshots a
+    /// vTPM: the TPM is stopped meanwhile (a power cycle).
+    pub fn save_state(&mut self, to: &Path) {
+        self.stop();
+        copy_dir(&self.state_dir(), to);
+        self.restart();
+    }
+
+    /// Replaces the TPM's state with one saved earlier (`save_state`) and starts it: a
+    /// vTPM rolled back to a snapshot, its counters and clock back with it.
+    pub fn restore_state(&mut self, from: &Path) {
+        self.stop();
+        let state = self.state_dir();
+        std::fs::remove_dir_all(&state).expect("remove the TPM state");
+        copy_dir(from, &state);
+        self.restart();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts swtpm again on the same ports (they were just released).
+    fn restart(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(child) = spawn(&self.state_dir(), self.port) {
+                self.child = child;
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("swtpm did not start again on port {}", self.port);
     }
 
     /// The command port; the control port is `port() + 1`.
@@ -194,6 +216,45 @@ fn der_len(bytes: &[u8]) -> Option<usize> {
         (len, 2 + n)
     };
     (header + len <= bytes.len()).then_some(header + len)
+}
+
+/// swtpm on `state` and ports `port`, `port + 1`, once it answers; `None` when it exited
+/// first (a port taken meanwhile) or did not answer within 10 s.
+fn spawn(state: &Path, port: u16) -> Option<Child> {
+    let mut child = Command::new(scripts_dir().join("start.sh"))
+        .arg("--state")
+        .arg(state)
+        .arg("--port")
+        .arg(port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run swtpm/start.sh");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && TcpStream::connect(("127.0.0.1", port + 1)).is_ok()
+        {
+            return Some(child);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Copies the files of directory `from` into `to` (created), one level: a TPM state.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy's directory");
+    for entry in std::fs::read_dir(from).expect("read the TPM state") {
+        let entry = entry.expect("read the TPM state");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy the TPM state");
+    }
 }
 
 impl Drop for Swtpm {

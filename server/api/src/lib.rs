@@ -64,9 +64,27 @@ pub struct Machine {
     /// then its hardware fields and desired role are only what someone claimed with its
     /// (public) EK certificate: an approver should know.
     pub tpm_proven: bool,
+    /// The TPM's clock information of its last accepted quote (DESIGN.md §3.4): `null`
+    /// until one.
+    pub tpm_clock: Option<TpmClock>,
     /// Whether the EK certificate chains to a TPM vendor's CA (DESIGN.md §3.1): what the
     /// approver should know before approving.
     pub ek_chain: EkChain,
+}
+
+/// TPMS_CLOCK_INFO and firmwareVersion, as the machine's last accepted quote signed them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TpmClock {
+    /// TPM Resets (reboots) since the TPM was made.
+    pub reset_count: u32,
+    /// TPM Restarts and Resumes since the last reset.
+    pub restart_count: u32,
+    /// Milliseconds the TPM has been powered.
+    pub clock_ms: u64,
+    /// False: the clock may have been reported higher before (a power loss).
+    pub safe: bool,
+    /// The TPM's firmware version, 16 hex digits.
+    pub firmware_version: String,
 }
 
 /// The EK certificate chain check's verdict.
@@ -331,6 +349,7 @@ mod tests {
             stale: false,
             pcr_baseline_pinned: false,
             tpm_proven: false,
+            tpm_clock: None,
             ek_chain: EkChain::Unverified {
                 reason: "no trusted issuer".into(),
             },
@@ -354,8 +373,9 @@ mod tests {
         );
         assert_eq!(v["created_at"], "2023-11-14T22:13:20Z");
         assert_eq!(v["last_attested_at"], json!(null));
-        assert_eq!(v.as_object().unwrap().len(), 21);
+        assert_eq!(v.as_object().unwrap().len(), 22);
         assert_eq!(v["tpm_proven"], false);
+        assert_eq!(v["tpm_clock"], json!(null));
     }
 
     #[test]
@@ -372,7 +392,7 @@ mod tests {
             }],
         };
         let v = serde_json::to_value(&detail).unwrap();
-        assert_eq!(v.as_object().unwrap().len(), 22);
+        assert_eq!(v.as_object().unwrap().len(), 23);
         assert_eq!(v["approvals"][0]["state"], "pending");
         assert_eq!(v["approvals"][0]["at"], "2023-11-14T22:15:00Z");
         let back: MachineDetail = serde_json::from_value(v.clone()).unwrap();

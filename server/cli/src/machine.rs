@@ -67,6 +67,20 @@ fn show_machine(m: &Machine) {
                 "NOT YET PROVEN: hardware fields and desired role are claims".into()
             },
         ),
+        (
+            "tpm clock",
+            match &m.tpm_clock {
+                Some(c) => format!(
+                    "reset {} restart {} clock {} ms{} firmware {}",
+                    c.reset_count,
+                    c.restart_count,
+                    c.clock_ms,
+                    if c.safe { "" } else { " (not safe)" },
+                    text(Some(&c.firmware_version))
+                ),
+                None => "no quote yet".into(),
+            },
+        ),
         ("hw serial", text(m.hw_serial.as_ref())),
         ("hw uuid", text(m.hw_uuid.as_ref())),
         (

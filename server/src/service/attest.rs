@@ -8,21 +8,23 @@
 //! (`refusals`: counted, logged at a bounded rate). Only then is the nonce used, the
 //! lifecycle applied and its answer given: `pending` (not approved), `apply-config` with a
 //! single-use config URL and the digest of that config, `lock`, `wipe`, `none`. A verified
-//! attestation refused by the PCR policy is audited. The routine heartbeat of an attested
-//! machine takes the batched path (`heartbeat`).
+//! attestation refused by the role's policy (PCRs, TPM clock) is audited
+//! (`attest_refused`). The routine heartbeat of an attested machine takes the batched path
+//! (`heartbeat`). Which AK must have signed, and whether the evidence proves the TPM:
+//! `attest_proof`; the single-use config URL an answer carries: `config_delivery`.
 
 use attest_common::crypto::CryptoProvider;
 use attest_common::lifecycle::{Action, Event, Status, Transition, transition};
-use attest_common::tpm::public::TpmPublic;
 use attest_common::wire::AttestRequest;
 
+use super::attest_proof::Proof;
 use super::evidence::Checked;
 use super::refusals::Refusal;
+use super::tpm_clock;
 use super::{Actor, Change, ErrorKind, Service, ServiceError};
 use crate::audit_action::AuditAction;
-use crate::policy::OnViolation;
 use crate::record::MachineRecord;
-use crate::store::{ConfigGrant, Registry, RegistryTx, token_key};
+use crate::store::{Registry, RegistryTx};
 
 /// What an attestation achieved: the lifecycle's answer for the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,13 +34,6 @@ pub struct AttestOutcome {
     pub action: Action,
     /// With `apply-config`: the single-use config token and the SHA-384 of its config.
     pub config: Option<(String, [u8; 48])>,
-}
-
-/// The AK an attestation is checked against: the bound one, or a new one to rotate to.
-struct Candidate {
-    ak: Vec<u8>,
-    secret: Option<Vec<u8>>,
-    rotation: bool,
 }
 
 impl<R: Registry> Service<R> {
@@ -88,8 +83,8 @@ impl<R: Registry> Service<R> {
             };
             // Changed since the snapshot (an operator acted, another attestation rotated the
             // AK): checked again against what is there now.
-            let candidate = if record == snapshot {
-                candidate
+            let (candidate, clock) = if record == snapshot {
+                (candidate, evidence.clock)
             } else {
                 let c = self.candidate(&record, req)?;
                 let e = Checked::new(
@@ -101,107 +96,29 @@ impl<R: Registry> Service<R> {
                     &self.challenges.pcr_selection,
                 );
                 self.proven(&record, &c, &e, now)?;
-                c
+                (c, e.clock)
             };
             // Opened above (`open_nonce`): only its single use is left to record.
             self.mark_used(tx, &req.nonce_id, now)?;
-            self.apply(tx, record, &candidate, req, actor, now)
+            let proof = Proof {
+                candidate: &candidate,
+                clock,
+            };
+            self.apply(tx, record, &proof, req, actor, now)
         })?
     }
 
-    /// The AK the request's quote must verify with, and the secret its activation proof is
-    /// for.
-    fn candidate(
-        &self,
-        record: &MachineRecord,
-        req: &AttestRequest,
-    ) -> Result<Candidate, ServiceError> {
-        let now = self.platform.now();
-        let secret_for = |ak: &[u8]| {
-            TpmPublic::from_tpm2b(ak).ok().map(|k| {
-                self.activation_key
-                    .activation_secret(&record.ek_fingerprint, &k.name)
-                    .to_vec()
-            })
-        };
-        let bound = |ak: &Vec<u8>| Candidate {
-            ak: ak.clone(),
-            // A secret stored by an older release is still the one its agent holds.
-            secret: record.activation_secret.clone().or_else(|| secret_for(ak)),
-            rotation: false,
-        };
-        match (&req.ak_public, &record.ak_public) {
-            (Some(new), Some(ak)) if new.as_slice() == ak.as_slice() => Ok(bound(ak)),
-            (Some(new), _) => Ok(Candidate {
-                ak: new.to_vec(),
-                secret: secret_for(new),
-                rotation: true,
-            }),
-            (None, Some(ak)) => Ok(bound(ak)),
-            (None, None) => Err(self.unauthenticated(Refusal::NoActivation, now, || {
-                ServiceError::new(
-                    ErrorKind::Unprocessable,
-                    "no_ak",
-                    "no AK on record: register or self-register with ak_public first",
-                )
-            })),
-        }
-    }
-
-    /// Whether the evidence proves the TPM: quote by the candidate AK over the challenge,
-    /// and the activation proof where the AK is not yet bound. Refusals write nothing.
-    fn proven(
-        &self,
-        record: &MachineRecord,
-        candidate: &Candidate,
-        evidence: &Checked,
-        now: u64,
-    ) -> Result<(), ServiceError> {
-        if record.state.status == Status::Rejected {
-            return Err(self.unauthenticated(Refusal::RefusedState, now, || {
-                ServiceError::forbidden(
-                    "machine_refused",
-                    format!("machine {} is rejected", record.id),
-                )
-            }));
-        }
-        if let Err(why) = &evidence.quote {
-            let refusal = match evidence.selection_ok {
-                false => Refusal::WrongPcrSelection,
-                true => Refusal::BadQuote,
-            };
-            return Err(self.unauthenticated(refusal, now, || {
-                ServiceError::forbidden(
-                    match evidence.selection_ok {
-                        false => "pcr_selection_mismatch",
-                        true => "quote_invalid",
-                    },
-                    format!("attestation for machine {}: {why}", record.id),
-                )
-            }));
-        }
-        if (candidate.rotation || !record.ak_activated) && !evidence.proven {
-            return Err(self.unauthenticated(Refusal::NoActivation, now, || {
-                ServiceError::forbidden(
-                    "activation_failed",
-                    "credential activation not proven (activation_proof missing or wrong)",
-                )
-            }));
-        }
-        Ok(())
-    }
-
     /// The lifecycle for a proven attestation, in the transaction that used its nonce.
-    #[allow(clippy::too_many_arguments)]
     fn apply(
         &self,
         tx: &R::Tx<'_>,
         mut record: MachineRecord,
-        candidate: &Candidate,
+        proof: &Proof<'_>,
         req: &AttestRequest,
         actor: &Actor,
         now: u64,
     ) -> Result<Result<AttestOutcome, ServiceError>, ServiceError> {
+        let candidate = proof.candidate;
         let prev = record.state.status;
         // What a refusal below leaves: the record as it was (a rotation or an activation
         // takes effect only with an accepted attestation).
@@ -253,6 +170,14 @@ impl<R: Registry> Service<R> {
             && t.to.is_some_and(|s| s.status == Status::Attested)
         {
             let policy = self.policies.for_role(record.role);
+            if let Some(now_clock) = &proof.clock {
+                for change in tpm_clock::changes(record.tpm_clock.as_ref(), now_clock) {
+                    if change.refused_by(policy) {
+                        return self.clock_refused(tx, before, &change, actor, now);
+                    }
+                    changes.push(change.describe().to_owned());
+                }
+            }
             match policy.check(record.pcr_baseline.as_deref(), &req.pcr_values) {
                 Ok(true) => {
                     record.pcr_baseline = Some(req.pcr_values.to_vec());
@@ -268,6 +193,10 @@ impl<R: Registry> Service<R> {
         }
         if let Some(to) = t.to {
             record.state = to;
+        }
+        // Every accepted quote's clock is the reference for the next one.
+        if proof.clock.is_some() {
+            record.tpm_clock = proof.clock;
         }
         if record.state.status == Status::Attested
             && record.config_delivered_at.is_none()
@@ -334,68 +263,6 @@ impl<R: Registry> Service<R> {
             });
         }
         transition(Some(record.state), Event::Attest)
-    }
-
-    /// A single-use URL to the machine's full config when it has not received it since its
-    /// approval: the token and the config's digest, kept as a grant in `tx`.
-    fn grant(
-        &self,
-        tx: &R::Tx<'_>,
-        record: &MachineRecord,
-        now: u64,
-    ) -> Result<Option<(String, [u8; 48])>, ServiceError> {
-        if record.config_delivered_at.is_some() || self.configs.is_none() {
-            return Ok(None);
-        }
-        let Some(yaml) = self.full_config(record) else {
-            return Ok(None);
-        };
-        let token = self.platform.token();
-        let sha384 = sha384(yaml.as_bytes());
-        // One live URL per machine: the one this answer carries.
-        tx.purge_grants(now, &record.id)?;
-        tx.put_grant(
-            &token_key(&token),
-            &ConfigGrant {
-                machine_id: record.id.clone(),
-                expires_at: now + self.config_url_seconds,
-                sha384: sha384.to_vec(),
-            },
-        )?;
-        Ok(Some((token, sha384)))
-    }
-
-    /// A proven attestation whose PCRs the role's policy refuses: audited, and the machine
-    /// (`record` as it was before this attestation: no AK rotation or activation it
-    /// carried takes effect) locked in the same transaction when the policy says so.
-    fn violation(
-        &self,
-        tx: &R::Tx<'_>,
-        mut record: MachineRecord,
-        why: String,
-        actor: &Actor,
-        now: u64,
-    ) -> Result<Result<AttestOutcome, ServiceError>, ServiceError> {
-        let prev = record.state.status;
-        let policy = self.policies.for_role(record.role);
-        let lock = (policy.on_violation == OnViolation::Lock)
-            .then(|| transition(Some(record.state), Event::Lock).ok())
-            .flatten();
-        let why = match lock {
-            Some(Transition {
-                to: Some(locked), ..
-            }) => {
-                record.state = locked;
-                format!("{why}; machine locked by the PCR policy")
-            }
-            _ => why,
-        };
-        record.updated_at = now;
-        tx.put_machine(&record)?;
-        let detail = format!("Attestation failed: id={} reason={why}", record.id);
-        Change::of(AuditAction::AttestFailed, &record, Some(prev), detail)
-            .record(tx, actor, now)?;
-        Ok(Err(ServiceError::forbidden("pcr_policy_violation", why)))
     }
 }
 

@@ -200,6 +200,35 @@ impl<R: Registry> Service<R> {
         })
     }
 
+    /// A single-use URL to the machine's full config when it has not received it since its
+    /// approval: the token and the config's digest, kept as a grant in `tx`.
+    pub(super) fn grant(
+        &self,
+        tx: &R::Tx<'_>,
+        record: &MachineRecord,
+        now: u64,
+    ) -> Result<Option<(String, [u8; 48])>, ServiceError> {
+        if record.config_delivered_at.is_some() || self.configs.is_none() {
+            return Ok(None);
+        }
+        let Some(yaml) = self.full_config(record) else {
+            return Ok(None);
+        };
+        let token = self.platform.token();
+        let sha384 = sha384(yaml.as_bytes());
+        // One live URL per machine: the one this answer carries.
+        tx.purge_grants(now, &record.id)?;
+        tx.put_grant(
+            &token_key(&token),
+            &ConfigGrant {
+                machine_id: record.id.clone(),
+                expires_at: now + self.config_url_seconds,
+                sha384: sha384.to_vec(),
+            },
+        )?;
+        Ok(Some((token, sha384)))
+    }
+
     /// `GET /config`: a role's config without any secret and without machine identity.
     pub fn pending_config(&self, role: Role) -> Result<String, ServiceError> {
         let configs = self.configs()?;

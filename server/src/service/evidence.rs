@@ -8,6 +8,8 @@ use attest_common::tpm::public::TpmPublic;
 use attest_common::tpm::verify_quote;
 use attest_common::wire::{AttestRequest, HashAlg, PcrSelection};
 
+use crate::record::TpmClock;
+
 #[derive(Clone)]
 pub(super) struct Checked {
     /// The activation proof matches the secret.
@@ -16,6 +18,8 @@ pub(super) struct Checked {
     pub quote: Result<(), String>,
     /// False when the quote verified but over another PCR selection than the challenge's.
     pub selection_ok: bool,
+    /// The clock information the verified quote carries.
+    pub clock: Option<TpmClock>,
 }
 
 impl Checked {
@@ -36,6 +40,7 @@ impl Checked {
             _ => false,
         };
         let mut selection_ok = true;
+        let mut clock = None;
         let quote = match TpmPublic::from_tpm2b(ak) {
             Ok(key) => verify_quote(
                 provider,
@@ -47,6 +52,7 @@ impl Checked {
             )
             .map_err(|e| e.to_string())
             .and_then(|q| {
+                clock = Some(TpmClock::of(&q.info));
                 selection_ok = q.selects(selection);
                 match selection_ok {
                     true => Ok(()),
@@ -59,6 +65,7 @@ impl Checked {
             proven,
             quote,
             selection_ok,
+            clock,
         }
     }
 }

@@ -39,6 +39,7 @@ impl<R: Registry> Service<R> {
             }
             let mut record = snapshot;
             record.last_attested_at = Some(now);
+            record.tpm_clock = evidence.clock;
             record.updated_at = now;
             tx.use_nonce(&req.nonce_id, now)?;
             tx.purge_nonces(now)?;
@@ -54,7 +55,8 @@ impl<R: Registry> Service<R> {
     }
 
     /// Whether attesting `record` (taking transition `t`) with this evidence is routine: an
-    /// attested, activated machine whose quote verified, whose PCRs equal its baseline and
+    /// attested, activated machine whose quote verified, whose TPM neither rebooted nor
+    /// changed its counters or firmware since, whose PCRs equal its baseline and
     /// which has its config, told no action and left in its state. Such an attestation changes nothing but the
     /// time of the last one (and clears a stale mark, which the callers check). One
     /// predicate for both paths, so that the batched heartbeat never takes an attestation
@@ -70,6 +72,9 @@ impl<R: Registry> Service<R> {
         record.state.status == Status::Attested
             && record.ak_activated
             && evidence.quote.is_ok()
+            && evidence.clock.is_some_and(|c| {
+                super::tpm_clock::changes(record.tpm_clock.as_ref(), &c).is_empty()
+            })
             && (record.config_delivered_at.is_some() || self.configs.is_none())
             && t.action.unwrap_or(Action::None) == Action::None
             && t.to.is_none_or(|to| to == record.state)

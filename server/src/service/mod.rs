@@ -13,6 +13,8 @@
 mod answers;
 mod approval;
 mod attest;
+mod attest_proof;
+mod attest_refused;
 mod audited;
 mod challenge;
 mod checkpoints;
@@ -28,6 +30,7 @@ mod queries;
 mod quota;
 mod refusals;
 mod register;
+mod tpm_clock;
 
 pub use answers::{ResponseKey, ServerKey};
 pub use approval::{Approval, Approvals, ApproveOutcome, DualControl, check_cidr, check_hostname};

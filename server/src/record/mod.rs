@@ -9,11 +9,16 @@ use attest_common::lifecycle::State;
 use attest_common::wire::Role;
 use serde::{Deserialize, Serialize};
 
-/// The version `encode` writes.
-pub const CURRENT_VERSION: u8 = 3;
+mod legacy;
 
-/// A machine as the registry knows it (version 3: the config token kept only as its hash,
-/// config delivery and the EK chain verdict recorded).
+use legacy::{MachineRecordV1, MachineRecordV2, MachineRecordV3};
+
+/// The version `encode` writes.
+pub const CURRENT_VERSION: u8 = 4;
+
+/// A machine as the registry knows it (version 4: the TPM's clock information of its last
+/// accepted quote; version 3: the config token kept only as its hash, config delivery and
+/// the EK chain verdict recorded).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachineRecord {
     pub id: String,
@@ -58,6 +63,21 @@ pub struct MachineRecord {
     pub pcr_baseline: Option<Vec<attest_common::wire::PcrValue>>,
     /// What the EK certificate chain check said at registration.
     pub ek_chain: EkChainStatus,
+    /// TPMS_CLOCK_INFO and firmwareVersion of the last accepted quote (`service::tpm_clock`).
+    pub tpm_clock: Option<TpmClock>,
+}
+
+/// The TPM's clock information, as its last accepted quote signed it (DESIGN.md §3.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TpmClock {
+    /// Milliseconds the TPM has been powered (its `clock`).
+    pub clock: u64,
+    pub reset_count: u32,
+    pub restart_count: u32,
+    /// False: the clock may have been reported higher before (a power loss before it was
+    /// saved).
+    pub safe: bool,
+    pub firmware_version: u64,
 }
 
 /// The EK certificate chain check's verdict, kept with the machine (DESIGN.md §3.1).
@@ -70,127 +90,6 @@ pub enum EkChainStatus {
     Verified { by: String },
     /// Does not chain to any trusted CA, for this reason.
     Unverified { reason: String },
-}
-
-/// Version 2 (the config token in clear): read and upgraded, never written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct MachineRecordV2 {
-    id: String,
-    ek_fingerprint: String,
-    ek_source: EkSource,
-    ek_cert_der: Option<Vec<u8>>,
-    ek_public_der: Option<Vec<u8>>,
-    ak_public: Option<Vec<u8>>,
-    hw_uuid: Option<String>,
-    hw_mac: Option<String>,
-    hw_serial: Option<String>,
-    hw_product: Option<String>,
-    desired_role: Option<Role>,
-    cluster_id: String,
-    state: State,
-    role: Option<Role>,
-    hostname: Option<String>,
-    assigned_ip: Option<String>,
-    created_at: u64,
-    updated_at: u64,
-    last_attested_at: Option<u64>,
-    config_token: Option<String>,
-    config_fetched: bool,
-    activation_secret: Option<Vec<u8>>,
-    ak_activated: bool,
-    pcr_baseline: Option<Vec<attest_common::wire::PcrValue>>,
-}
-
-impl From<MachineRecordV2> for MachineRecord {
-    fn from(v2: MachineRecordV2) -> MachineRecord {
-        MachineRecord {
-            id: v2.id,
-            ek_fingerprint: v2.ek_fingerprint,
-            ek_source: v2.ek_source,
-            ek_cert_der: v2.ek_cert_der,
-            ek_public_der: v2.ek_public_der,
-            ak_public: v2.ak_public,
-            hw_uuid: v2.hw_uuid,
-            hw_mac: v2.hw_mac,
-            hw_serial: v2.hw_serial,
-            hw_product: v2.hw_product,
-            desired_role: v2.desired_role,
-            cluster_id: v2.cluster_id,
-            state: v2.state,
-            role: v2.role,
-            hostname: v2.hostname,
-            assigned_ip: v2.assigned_ip,
-            created_at: v2.created_at,
-            updated_at: v2.updated_at,
-            last_attested_at: v2.last_attested_at,
-            config_token_hash: v2.config_token.as_deref().map(crate::store::token_key),
-            config_fetched: v2.config_fetched,
-            // An attested machine of version 2 got its config through the old token.
-            config_delivered_at: v2
-                .last_attested_at
-                .filter(|_| v2.state.status != attest_common::lifecycle::Status::PendingApproval),
-            activation_secret: v2.activation_secret,
-            ak_activated: v2.ak_activated,
-            pcr_baseline: v2.pcr_baseline,
-            ek_chain: EkChainStatus::Unchecked,
-        }
-    }
-}
-
-/// Version 1 (before config tokens): read and upgraded, never written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct MachineRecordV1 {
-    id: String,
-    ek_fingerprint: String,
-    ek_source: EkSource,
-    ek_cert_der: Option<Vec<u8>>,
-    ek_public_der: Option<Vec<u8>>,
-    ak_public: Option<Vec<u8>>,
-    hw_uuid: Option<String>,
-    hw_mac: Option<String>,
-    hw_serial: Option<String>,
-    hw_product: Option<String>,
-    desired_role: Option<Role>,
-    cluster_id: String,
-    state: State,
-    role: Option<Role>,
-    hostname: Option<String>,
-    assigned_ip: Option<String>,
-    created_at: u64,
-    updated_at: u64,
-    last_attested_at: Option<u64>,
-}
-
-impl From<MachineRecordV1> for MachineRecord {
-    fn from(v1: MachineRecordV1) -> MachineRecord {
-        MachineRecordV2 {
-            id: v1.id,
-            ek_fingerprint: v1.ek_fingerprint,
-            ek_source: v1.ek_source,
-            ek_cert_der: v1.ek_cert_der,
-            ek_public_der: v1.ek_public_der,
-            ak_public: v1.ak_public,
-            hw_uuid: v1.hw_uuid,
-            hw_mac: v1.hw_mac,
-            hw_serial: v1.hw_serial,
-            hw_product: v1.hw_product,
-            desired_role: v1.desired_role,
-            cluster_id: v1.cluster_id,
-            state: v1.state,
-            role: v1.role,
-            hostname: v1.hostname,
-            assigned_ip: v1.assigned_ip,
-            created_at: v1.created_at,
-            updated_at: v1.updated_at,
-            last_attested_at: v1.last_attested_at,
-            config_token: None,
-            config_fetched: false,
-            activation_secret: None,
-            ak_activated: false,
-            pcr_baseline: None,
-        }
-        .into()
-    }
 }
 
 /// Why a stored record could not be read.
@@ -253,6 +152,7 @@ impl MachineRecord {
             ak_activated: false,
             pcr_baseline: None,
             ek_chain: EkChainStatus::Unchecked,
+            tpm_clock: None,
         }
     }
 
@@ -295,7 +195,10 @@ impl MachineRecord {
             Some((&2, body)) => postcard::from_bytes::<MachineRecordV2>(body)
                 .map(MachineRecord::from)
                 .map_err(|e| RecordError::Corrupt(e.to_string())),
-            Some((&3, body)) => {
+            Some((&3, body)) => postcard::from_bytes::<MachineRecordV3>(body)
+                .map(MachineRecord::from)
+                .map_err(|e| RecordError::Corrupt(e.to_string())),
+            Some((&4, body)) => {
                 postcard::from_bytes(body).map_err(|e| RecordError::Corrupt(e.to_string()))
             }
             Some((&v, _)) => Err(RecordError::UnknownVersion(v)),
@@ -336,6 +239,7 @@ mod tests {
             ak_activated: false,
             pcr_baseline: None,
             ek_chain: EkChainStatus::Unchecked,
+            tpm_clock: None,
         }
     }
 
@@ -362,7 +266,7 @@ mod tests {
     /// through the upgrade code (no config token yet).
     #[test]
     fn reads_a_stored_version_1_record() {
-        let stored = include_bytes!("../tests/fixtures/machine-record-v1.bin");
+        let stored = include_bytes!("../../tests/fixtures/machine-record-v1.bin");
         assert_eq!(stored[0], 1);
         assert_eq!(MachineRecord::decode(stored), Ok(sample()));
     }
@@ -373,7 +277,7 @@ mod tests {
     /// that holds it, and the attested machine counts as having its config.
     #[test]
     fn reads_a_stored_version_2_record() {
-        let stored = include_bytes!("../tests/fixtures/machine-record-v2.bin");
+        let stored = include_bytes!("../../tests/fixtures/machine-record-v2.bin");
         assert_eq!(stored[0], 2);
         let r = MachineRecord::decode(stored).unwrap();
         assert_eq!(r.id, "m-2");
@@ -388,6 +292,29 @@ mod tests {
             (r.state.status, r.hostname.as_deref(), r.config_fetched),
             (Status::Attested, Some("cp-2"), true)
         );
+        let written = r.encode();
+        assert_eq!(written[0], CURRENT_VERSION);
+        assert_eq!(MachineRecord::decode(&written), Ok(r));
+    }
+
+    /// A version-3 record as the previous release wrote it: read with no TPM clock yet
+    /// (its next accepted quote is the reference), everything else kept.
+    #[test]
+    fn reads_a_stored_version_3_record() {
+        let stored = include_bytes!("../../tests/fixtures/machine-record-v3.bin");
+        assert_eq!(stored[0], 3);
+        let r = MachineRecord::decode(stored).unwrap();
+        assert_eq!(
+            (r.id.as_str(), r.hostname.as_deref(), r.config_delivered_at),
+            ("m-3", Some("cp-3"), Some(350))
+        );
+        assert_eq!(
+            r.ek_chain,
+            EkChainStatus::Verified {
+                by: "swtpm-localca-rootca".into()
+            }
+        );
+        assert!(r.ak_activated && r.tpm_clock.is_none());
         let written = r.encode();
         assert_eq!(written[0], CURRENT_VERSION);
         assert_eq!(MachineRecord::decode(&written), Ok(r));

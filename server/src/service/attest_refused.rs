@@ -1,0 +1,82 @@
+//! A proven attestation that its machine's role policy refuses (DESIGN.md §3.4): PCRs
+//! that are not the baseline or the reference values, or TPM clock information that went
+//! back. The TPM did prove itself, so the refusal is audited (`attest-failed`) in the
+//! transaction that used the nonce; nothing the attestation carried (an AK rotation, an
+//! activation, new clock values) takes effect, and a PCR violation locks the machine when
+//! the policy says so.
+
+use attest_common::lifecycle::{Event, Transition, transition};
+
+use super::attest::AttestOutcome;
+use super::tpm_clock::ClockChange;
+use super::{Actor, Change, Service, ServiceError};
+use crate::audit_action::AuditAction;
+use crate::policy::OnViolation;
+use crate::record::MachineRecord;
+use crate::store::{Registry, RegistryTx};
+
+impl<R: Registry> Service<R> {
+    /// A proven attestation whose PCRs the role's policy refuses: audited, and the machine
+    /// (`record` as it was before this attestation: no AK rotation or activation it
+    /// carried takes effect) locked in the same transaction when the policy says so.
+    pub(super) fn violation(
+        &self,
+        tx: &R::Tx<'_>,
+        mut record: MachineRecord,
+        why: String,
+        actor: &Actor,
+        now: u64,
+    ) -> Result<Result<AttestOutcome, ServiceError>, ServiceError> {
+        let prev = record.state.status;
+        let policy = self.policies.for_role(record.role);
+        let lock = (policy.on_violation == OnViolation::Lock)
+            .then(|| transition(Some(record.state), Event::Lock).ok())
+            .flatten();
+        let why = match lock {
+            Some(Transition {
+                to: Some(locked), ..
+            }) => {
+                record.state = locked;
+                format!("{why}; machine locked by the PCR policy")
+            }
+            _ => why,
+        };
+        record.updated_at = now;
+        tx.put_machine(&record)?;
+        let detail = format!("Attestation failed: id={} reason={why}", record.id);
+        Change::of(AuditAction::AttestFailed, &record, Some(prev), detail)
+            .record(tx, actor, now)?;
+        Ok(Err(ServiceError::forbidden("pcr_policy_violation", why)))
+    }
+
+    /// A proven attestation whose TPM clock information the role's policy refuses (counters
+    /// or clock gone back, a firmware change when the policy says so): audited, refused,
+    /// and nothing about the machine changes (`record` as it was before this attestation).
+    pub(super) fn clock_refused(
+        &self,
+        tx: &R::Tx<'_>,
+        record: MachineRecord,
+        change: &ClockChange,
+        actor: &Actor,
+        now: u64,
+    ) -> Result<Result<AttestOutcome, ServiceError>, ServiceError> {
+        let code = match change {
+            ClockChange::Rollback(_) => "tpm_clock_rollback",
+            _ => "tpm_firmware_changed",
+        };
+        let detail = format!(
+            "Attestation failed: id={} reason={}",
+            record.id,
+            change.describe()
+        );
+        Change::about(AuditAction::AttestFailed, &record, detail).record(tx, actor, now)?;
+        Ok(Err(ServiceError::forbidden(
+            code,
+            format!(
+                "attestation of machine {} refused by its role's policy: {}",
+                record.id,
+                change.describe()
+            ),
+        )))
+    }
+}
