@@ -575,9 +575,10 @@ impl Agent {
                 Ok(a) if a.response.action == Action::Wipe => None,
                 Ok(a) => {
                     backoff.reset();
-                    Some(Duration::from_secs(
-                        a.response.seconds_to_next_attestation.max(1).into(),
-                    ))
+                    Some(
+                        self.settings
+                            .interval(a.response.seconds_to_next_attestation),
+                    )
                 }
                 Err(e) if e.is::<Fatal>() => None,
                 Err(e) => {

@@ -41,6 +41,8 @@ pub struct Layer {
     pub cluster_id: Option<String>,
     /// Timeout of one HTTP request, seconds.
     pub timeout_seconds: Option<u64>,
+    /// Longest wait between two attestations, whatever interval the server advises.
+    pub max_interval_seconds: Option<u64>,
     #[serde(default)]
     pub hooks: HookLayer,
 }
@@ -88,6 +90,7 @@ impl Layer {
             desired_role: self.desired_role.or(lower.desired_role),
             cluster_id: self.cluster_id.or(lower.cluster_id),
             timeout_seconds: self.timeout_seconds.or(lower.timeout_seconds),
+            max_interval_seconds: self.max_interval_seconds.or(lower.max_interval_seconds),
             hooks: HookLayer {
                 apply_config: self.hooks.apply_config.or(lower.hooks.apply_config),
                 lock: self.hooks.lock.or(lower.hooks.lock),
@@ -117,8 +120,14 @@ pub struct Settings {
     pub desired_role: Option<Role>,
     pub cluster_id: String,
     pub timeout: Duration,
+    /// The advised interval is kept within [`MIN_INTERVAL`] and this
+    /// (`max_interval_seconds`, default 3600).
+    pub max_interval: Duration,
     pub hooks: Hooks,
 }
+
+/// Shortest wait between two attestations, whatever the server advises.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Default)]
 pub struct Hooks {
@@ -161,6 +170,13 @@ impl Settings {
         if timeout == 0 {
             bail!("timeout_seconds must be at least 1");
         }
+        let max_interval = Duration::from_secs(layer.max_interval_seconds.unwrap_or(3600));
+        if max_interval < MIN_INTERVAL {
+            bail!(
+                "max_interval_seconds must be at least {}",
+                MIN_INTERVAL.as_secs()
+            );
+        }
         Ok(Settings {
             server,
             tcti: layer.tcti.unwrap_or_else(|| DEFAULT_TCTI.into()),
@@ -173,6 +189,7 @@ impl Settings {
             desired_role,
             cluster_id: layer.cluster_id.unwrap_or_else(|| "default".into()),
             timeout: Duration::from_secs(timeout),
+            max_interval,
             hooks: Hooks {
                 apply_config: layer.hooks.apply_config,
                 lock: layer.hooks.lock,
@@ -187,6 +204,13 @@ impl Settings {
         self.server.as_deref().ok_or_else(|| {
             anyhow!("no server: pass --server URL, set ATTEST_AGENT_SERVER, or set `server` in the config file")
         })
+    }
+
+    /// How long to wait before the next attestation when the server advises `seconds`:
+    /// never less than [`MIN_INTERVAL`] (an answer, true or forged, cannot make the agent
+    /// hammer the server), never more than `max_interval` (nor make it fall silent).
+    pub fn interval(&self, seconds: u32) -> Duration {
+        Duration::from_secs(seconds.into()).clamp(MIN_INTERVAL, self.max_interval)
     }
 
     /// Refuses a plain `http://` URL unless `allow_plain_http` is set.
@@ -297,5 +321,26 @@ lock = "poweroff"
         };
         let s = Settings::resolve(flags.over(file)).unwrap();
         s.check_scheme("http://10.0.0.1:8080").unwrap();
+    }
+
+    /// Review (issue 25, item 7): the advised interval is bounded on the agent's side.
+    #[test]
+    fn the_advised_interval_is_bounded() {
+        let s = Settings::resolve(Layer::default()).unwrap();
+        assert_eq!(s.interval(0), MIN_INTERVAL);
+        assert_eq!(s.interval(60), Duration::from_secs(60));
+        assert_eq!(s.interval(u32::MAX), Duration::from_secs(3600));
+        let capped = Settings::resolve(Layer {
+            max_interval_seconds: Some(120),
+            ..Layer::default()
+        })
+        .unwrap();
+        assert_eq!(capped.interval(600), Duration::from_secs(120));
+        let err = Settings::resolve(Layer {
+            max_interval_seconds: Some(1),
+            ..Layer::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("at least 2"), "{err}");
     }
 }

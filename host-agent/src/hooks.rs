@@ -3,10 +3,13 @@
 //! A hook is a shell command line (`sh -c`), so operators can write
 //! `talosctl apply-config --insecure --nodes 127.0.0.1 --file /dev/stdin` as they would in
 //! a terminal. It gets the machine config on stdin (apply-config only) and the context in
-//! `ITL_*` variables; it must finish within the hook timeout or it is killed. Only a hook
-//! that exits 0 counts as done.
+//! `ITL_*` variables; it must finish within the hook timeout or it is killed — with every
+//! process it started: the hook runs in a process group of its own, and the whole group is
+//! killed, so no child of a timed-out hook lives on while the hook is started again. Only a
+//! hook that exits 0 counts as done.
 
 use std::io::Write as _;
+use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,6 +22,7 @@ pub fn run(command: &str, stdin: &[u8], env: &[(&str, &str)], timeout: Duration)
         .arg(command)
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
+        .process_group(0)
         .spawn()
         .with_context(|| format!("cannot start hook `{command}`"))?;
     if let Some(mut pipe) = child.stdin.take() {
@@ -37,7 +41,7 @@ pub fn run(command: &str, stdin: &[u8], env: &[(&str, &str)], timeout: Duration)
             bail!("hook `{command}` failed ({status})");
         }
         if started.elapsed() > timeout {
-            let _ = child.kill();
+            kill_group(child.id());
             let _ = child.wait();
             bail!(
                 "hook `{command}` did not finish within {}s and was killed",
@@ -45,6 +49,17 @@ pub fn run(command: &str, stdin: &[u8], env: &[(&str, &str)], timeout: Duration)
             );
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGKILL to process group `pgid` (the hook's: its pid, `process_group(0)`).
+fn kill_group(pgid: u32) {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return;
+    };
+    // SAFETY: kill(2) with a negative pid signals that process group; no memory is shared.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
     }
 }
 
@@ -76,5 +91,26 @@ mod tests {
         assert!(err.to_string().contains("exit status: 3"), "{err}");
         let err = run("sleep 5", b"", &[], Duration::from_millis(100)).unwrap_err();
         assert!(err.to_string().contains("was killed"), "{err}");
+    }
+
+    /// A timed-out hook's children die with it (review: only `sh` was killed before).
+    #[test]
+    fn a_timed_out_hooks_children_are_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("child.pid");
+        let cmd = format!("sleep 30 & echo $! > {} ; wait", pid_file.display());
+        let err = run(&cmd, b"", &[], Duration::from_millis(300)).unwrap_err();
+        assert!(err.to_string().contains("was killed"), "{err}");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // SAFETY: signal 0 only asks whether the process exists.
+        while unsafe { libc::kill(pid, 0) } == 0 {
+            assert!(Instant::now() < deadline, "the hook's child {pid} lives on");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }

@@ -89,6 +89,15 @@ struct Global {
         value_name = "S"
     )]
     timeout_seconds: Option<u64>,
+    /// Longest wait between two attestations, whatever the server advises, seconds
+    /// [default: 3600; at least 2].
+    #[arg(
+        long,
+        global = true,
+        env = "ATTEST_AGENT_MAX_INTERVAL_SECONDS",
+        value_name = "S"
+    )]
+    max_interval_seconds: Option<u64>,
 }
 
 #[derive(Args)]
@@ -202,6 +211,7 @@ fn settings(
         desired_role: reg.and_then(|r| r.role.clone()),
         cluster_id: reg.and_then(|r| r.cluster_id.clone()),
         timeout_seconds: global.timeout_seconds,
+        max_interval_seconds: global.max_interval_seconds,
         hooks: HookLayer {
             apply_config: hooks.and_then(|h| h.on_apply_config.clone()),
             lock: hooks.and_then(|h| h.on_lock.clone()),
@@ -334,7 +344,7 @@ fn receipt(agent: &Agent, out: &std::path::Path) -> Result<()> {
     let r = agent.receipt()?;
     let mut json = serde_json::to_vec_pretty(&r)?;
     json.push(b'\n');
-    std::fs::write(out, json).with_context(|| format!("cannot write {}", out.display()))?;
+    attest_host_agent::state::write_private(out, &json)?;
     println!("ek_fingerprint={}", r.identity.ek_fingerprint);
     println!("receipt={}", out.display());
     Ok(())

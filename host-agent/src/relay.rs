@@ -197,13 +197,12 @@ fn answer(
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory, so a reader
-/// never sees half a receipt.
+/// Writes `bytes` to `path` through a temporary file in the same directory (random name,
+/// `O_EXCL | O_NOFOLLOW`: `state::write_private`), so a reader never sees half a receipt
+/// and a planted link redirects nothing.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))?;
+    crate::state::write_private(path, bytes)?;
     if let Some(d) = dir {
         // Durable rename: sync the directory (best effort on filesystems that refuse it).
         let _ = std::fs::File::open(d).and_then(|f| f.sync_all());

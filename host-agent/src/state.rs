@@ -7,6 +7,12 @@
 //! crashes between registering and attesting does not have to register again. Every file is
 //! written to a temporary name, synced, then renamed: a crash leaves the old file or the new
 //! one, never half of one.
+//!
+//! The directory holds secrets, so it must be ours alone: not a symbolic link, owned by the
+//! agent's user, mode 0700 (set when we own it, refused otherwise). Temporary files get
+//! random names and are created exclusively (`O_EXCL`) without following links
+//! (`O_NOFOLLOW`), and files are read without following links: a link planted in the
+//! directory (or in place of a temporary file) cannot redirect a write or a read.
 
 use std::fs;
 use std::io::Write as _;
@@ -67,10 +73,45 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// Opens (creating it with mode 0700 if needed) the state directory.
+    /// Opens (creating it with mode 0700 if needed) the state directory; refuses one that
+    /// is a symbolic link or belongs to another user.
     pub fn open(path: &Path) -> Result<StateDir> {
-        fs::create_dir_all(path)
-            .with_context(|| format!("cannot create the state directory {}", path.display()))?;
+        use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        match fs::DirBuilder::new().mode(0o700).create(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot create the state directory {}", path.display())
+                });
+            }
+        }
+        let meta = fs::symlink_metadata(path)
+            .with_context(|| format!("cannot inspect the state directory {}", path.display()))?;
+        if meta.file_type().is_symlink() {
+            bail!(
+                "the state directory {} is a symbolic link: refusing it (it holds secrets; \
+                 point the agent at the real directory)",
+                path.display()
+            );
+        }
+        if !meta.is_dir() {
+            bail!("the state directory {} is not a directory", path.display());
+        }
+        // SAFETY: geteuid(2) has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            bail!(
+                "the state directory {} belongs to user {}, not to this agent's user {me}: \
+                 refusing it (it holds secrets)",
+                path.display(),
+                meta.uid()
+            );
+        }
         fs::set_permissions(path, fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot set mode 0700 on {}", path.display()))?;
         Ok(StateDir {
@@ -89,31 +130,32 @@ impl StateDir {
     /// Writes `name` atomically with mode 0600.
     pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let target = self.file(name);
-        let tmp = self.file(&format!(".{name}.tmp"));
-        let result = (|| -> std::io::Result<()> {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.set_permissions(fs::Permissions::from_mode(0o600))?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &target)?;
-            fs::File::open(&self.path)?.sync_all()
-        })();
-        result.with_context(|| format!("cannot write {}", target.display()))
+        write_private(&target, bytes)?;
+        fs::File::open(&self.path)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot write {}", target.display()))
     }
 
-    /// Reads `name`; `None` when it does not exist.
+    /// Reads `name` (never through a symbolic link); `None` when it does not exist.
     pub fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        use std::io::Read as _;
         let path = self.file(name);
-        match fs::read(&path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
+        let opened = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path);
+        let mut file = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                bail!("{} is a symbolic link: refusing to read it", path.display())
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(Some(bytes))
     }
 
     pub fn remove(&self, name: &str) -> Result<()> {
@@ -174,6 +216,43 @@ impl StateDir {
     }
 }
 
+/// Writes `target` whole, mode 0600: a temporary file beside it with a random name, made
+/// exclusively and without following links (`O_EXCL | O_NOFOLLOW`), synced, then renamed
+/// over `target` (a link at `target` is replaced, never followed). Also the agent's other
+/// outputs (receipts).
+pub fn write_private(target: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let tmp = dir.join(format!(
+        ".{name}.{}.tmp",
+        random
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(0o600))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, target)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", target.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +296,58 @@ mod tests {
 
         fs::write(state.path().join(ENROLLMENT), b"{\"version\":9}").unwrap();
         assert!(state.enrollment().is_err());
+    }
+
+    /// Review (issue 25, item 5): a symlinked or foreign state directory is refused, and a
+    /// link planted in it redirects neither a read nor a write.
+    #[test]
+    fn links_and_foreign_directories_are_refused() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        StateDir::open(&real).unwrap();
+        let link = dir.path().join("link");
+        symlink(&real, &link).unwrap();
+        let err = StateDir::open(&link).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+
+        // A directory of another user: made so when we are root, else one that exists.
+        let foreign = if unsafe { libc::geteuid() } == 0 {
+            let d = dir.path().join("foreign");
+            fs::create_dir(&d).unwrap();
+            let c = std::ffi::CString::new(d.to_str().unwrap()).unwrap();
+            // SAFETY: chown(2) on a path we just made.
+            assert_eq!(unsafe { libc::chown(c.as_ptr(), 1, 1) }, 0);
+            d
+        } else {
+            PathBuf::from("/")
+        };
+        let err = StateDir::open(&foreign).unwrap_err().to_string();
+        assert!(err.contains("belongs to user"), "{err}");
+
+        // A link planted where a secret is read: refused; where one is written: replaced,
+        // the file it pointed at untouched.
+        let state = StateDir::open(&real).unwrap();
+        let outside = dir.path().join("outside");
+        fs::write(&outside, b"not yours").unwrap();
+        symlink(&outside, real.join(ACTIVATION_SECRET)).unwrap();
+        let err = state.activation_secret().unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        state.save_activation_secret(&[1; 32]).unwrap();
+        assert_eq!(fs::read(&outside).unwrap(), b"not yours");
+        assert!(
+            !fs::symlink_metadata(real.join(ACTIVATION_SECRET))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(state.activation_secret().unwrap(), Some(vec![1; 32]));
+        // No temporary file is left behind.
+        let left: Vec<_> = fs::read_dir(&real)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

@@ -288,7 +288,7 @@ impl Tpm {
             let slots = bank
                 .pcrs
                 .iter()
-                .map(|i| PcrSlot::try_from(1u32 << i).map_err(|_| anyhow!("PCR {i} out of range")))
+                .map(|&i| pcr_slot(i))
                 .collect::<Result<Vec<_>>>()?;
             builder = builder.with_selection(tss_hash(bank.hash_alg)?, &slots);
         }
@@ -331,7 +331,7 @@ impl Tpm {
                 .ok_or_else(|| anyhow!("the TPM has no {:?} PCR bank", bank.hash_alg))?;
             for &index in &bank.pcrs {
                 let digest = tss_bank
-                    .get_digest(PcrSlot::try_from(1u32 << index)?)
+                    .get_digest(pcr_slot(index)?)
                     .ok_or_else(|| anyhow!("PCR {index} was not read"))?;
                 out.push(PcrValue {
                     hash_alg: bank.hash_alg,
@@ -457,4 +457,25 @@ pub fn rsa_spki_der(modulus: &[u8], exponent: u32) -> Vec<u8> {
     let mut body = RSA_ALGORITHM.to_vec();
     body.extend(der_tlv(attest_common::der::BIT_STRING, &bits));
     der_tlv(attest_common::der::SEQUENCE, &body)
+}
+
+/// The slot of PCR `index`: 0–23 only (a TPM 2.0 PC client has 24). A challenge naming
+/// another is refused with a clear error, never shifted into some other PCR.
+fn pcr_slot(index: u8) -> Result<PcrSlot> {
+    if index > 23 {
+        bail!("the challenge asks for PCR {index}; a TPM has PCRs 0 to 23: refused");
+    }
+    PcrSlot::try_from(1u32 << index).map_err(|_| anyhow!("PCR {index} out of range"))
+}
+
+#[cfg(test)]
+mod pcr_tests {
+    #[test]
+    fn pcr_indices_outside_0_to_23_are_refused() {
+        assert!(super::pcr_slot(0).is_ok() && super::pcr_slot(23).is_ok());
+        for i in [24u8, 31, 32, 40, 255] {
+            let err = super::pcr_slot(i).unwrap_err().to_string();
+            assert!(err.contains(&format!("PCR {i}")), "{err}");
+        }
+    }
 }
