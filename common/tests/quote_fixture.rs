@@ -204,9 +204,12 @@ proptest::proptest! {
 
     #[test]
     fn parsers_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..700)) {
+        let (p384, rsa) = (fixture("p384"), fixture("rsa2048"));
         let _ = TpmPublic::from_tpmt(&bytes);
         let _ = TpmPublic::from_tpm2b(&bytes);
-        let _ = Signature::parse(&bytes);
+        for key in [&p384.ak.key, &rsa.ak.key] {
+            let _ = Signature::parse(&bytes, key);
+        }
         let _ = QuoteInfo::parse(&bytes);
         let _ = EkKey::from_spki(&bytes);
     }

@@ -9,7 +9,7 @@ use subtle::ConstantTimeEq;
 
 use super::attest::{AttestError, QuoteInfo};
 use super::hash::{self, HashAlg};
-use super::public::{PublicKey, SigScheme, TpmPublic};
+use super::public::TpmPublic;
 use super::signature::{Signature, SignatureError};
 use crate::crypto::{CryptoProvider, VerifyError};
 use crate::wire::{MAX_PCR_VALUES, PcrValue};
@@ -104,16 +104,14 @@ pub fn verify_quote(
     if !ak.is_restricted_signing() {
         return Err(QuoteError::AkNotRestrictedSigning);
     }
-    let sig = Signature::parse(signature).map_err(QuoteError::MalformedSignature)?;
-    let key_fits = matches!(
-        (&ak.key, sig.scheme()),
-        (PublicKey::Ecc { .. }, SigScheme::Ecdsa)
-            | (PublicKey::Rsa { .. }, SigScheme::Rsassa | SigScheme::Rsapss)
-    );
+    let sig = Signature::parse(signature, &ak.key).map_err(|e| match e {
+        SignatureError::KeyMismatch => QuoteError::SchemeMismatch,
+        e => QuoteError::MalformedSignature(e),
+    })?;
     let scheme_fits = ak
         .scheme
         .is_none_or(|fixed| fixed == (sig.scheme(), sig.hash()));
-    if !key_fits || !scheme_fits {
+    if !scheme_fits {
         return Err(QuoteError::SchemeMismatch);
     }
     provider
