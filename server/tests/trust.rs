@@ -447,6 +447,65 @@ fn the_activation_key_is_not_in_the_registry() {
     assert!(!backup.windows(96).any(|w| w == key.trim().as_bytes()));
 }
 
+/// Review finding 7, against the binary: a challenge id tagged with the server's own key
+/// (read from its registry, as from a backup) but expiring in ten years is refused as not
+/// the server's (404, counted, nothing written); the same key's id with an ordinary expiry
+/// passes the nonce check (and stops at the unknown EK).
+#[test]
+fn a_challenge_id_cannot_outlive_its_lifetime() {
+    use attest_server::store::Registry as _;
+    let server = Server::start();
+    let data_dir = server.data_dir.clone();
+    let dir = server.stop();
+    let key = attest_server::store::redb::RedbRegistry::open(&data_dir.join("attestation.redb"))
+        .unwrap()
+        .challenge_key()
+        .clone();
+    let server = Server::start_with(&data_dir, &[("ITL_ADMIN_TOKEN", ADMIN)]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let written = audit_total(&server);
+    let attest = |nonce_id: &str| {
+        let body = format!(
+            r#"{{"ek_fingerprint":"{}","nonce_id":"{nonce_id}","agent_nonce":"{}","quote":"AAAA","signature":"AAAA","pcr_values":[]}}"#,
+            "ab".repeat(48),
+            "00".repeat(32)
+        );
+        server.call("POST", "/api/v1/attest", None, Some(&body))
+    };
+    let (forged, _) = key.issue(now + 10 * 365 * 86_400, random());
+    let (status, err) = attest(&forged);
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (404, Some("unknown_nonce"))
+    );
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("ITL_CHALLENGE_LIFETIME_SECONDS (60 s)"),
+        "{err}"
+    );
+    let (ordinary, _) = key.issue(now + 30, random());
+    let (status, err) = attest(&ordinary);
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (404, Some("unknown_machine")),
+        "{err}"
+    );
+    assert_eq!(audit_total(&server), written, "nothing written");
+    assert_eq!(
+        metric(
+            &server,
+            "itl_unauthenticated_total{reason=\"unknown_nonce\"}"
+        ),
+        1
+    );
+    drop(dir);
+}
+
 /// Review finding 5: an AK rotation takes effect only with an accepted attestation. A reset
 /// machine whose PCRs no longer match its baseline is refused, and its new AK is not bound.
 #[test]
