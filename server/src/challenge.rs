@@ -13,7 +13,7 @@
 //! this server never issues a later one, so an id that carries one was made by someone else
 //! holding the key (it is kept in the registry, and therefore in its backups) and is refused
 //! as not ours, whatever its tag says. Such a holder cannot make an id that lives longer
-//! than a challenge does; the README ("Backup and restore") says what else the key allows.
+//! than a challenge does; the README ("A leaked registry backup") says what else the key allows.
 //!
 //! Single use is kept where it matters: the id is recorded as used in the same write
 //! transaction that records the attestation or enrolment, so a restart cannot reopen a used

@@ -503,7 +503,7 @@ fn a_forged_long_expiry_is_refused_whatever_its_tag() {
     let (within, nonce) = key.issue(now + 60, [9; 8]);
     assert_eq!(use_once(&within, now).unwrap(), nonce);
     // The bound: an id made with the key lives one lifetime, no longer (its holder still
-    // chooses which one; README, "Backup and restore").
+    // chooses which one; README, "A leaked registry backup").
     assert!(use_once(&forged, ten_years - 60).is_ok());
 }
 
