@@ -111,6 +111,17 @@ fn every_failure_has_its_own_error() {
         verify_all(&unrestricted, &f.attest, &f.sig, &f.nonce, &f.values),
         Err(QuoteError::AkNotRestrictedSigning)
     );
+    // The same key with no fixed scheme (TPM_ALG_NULL in place of ECDSA-SHA384).
+    let mut tpmt = f.ak_tpm2b[2..].to_vec();
+    let at = 10 + usize::from(u16::from_be_bytes([tpmt[8], tpmt[9]])) + 2;
+    assert_eq!(&tpmt[at..at + 4], &[0x00, 0x18, 0x00, 0x0c]);
+    tpmt.splice(at..at + 4, [0x00, 0x10]);
+    let null = TpmPublic::from_tpmt(&tpmt).unwrap();
+    assert_eq!(null.scheme, None);
+    assert_eq!(
+        verify_all(&null, &f.attest, &f.sig, &f.nonce, &f.values),
+        Err(QuoteError::AkSchemeNotFixed)
+    );
     assert_eq!(
         verify_all(&f.ak, &f.attest, &f.sig, &[0; 32], &f.values),
         Err(QuoteError::NonceMismatch)
