@@ -10,6 +10,7 @@
 //! from its [`Platform`], so its tests move a clock instead of sleeping. The answers agents
 //! receive are built and signed here (`answers`); the adapters only decode and encode.
 
+mod ak_policy;
 mod answers;
 mod approval;
 mod attest;
@@ -28,6 +29,7 @@ mod queries;
 mod refusals;
 mod register;
 
+pub use ak_policy::AkPolicy;
 pub use answers::{ResponseKey, ServerKey};
 pub use approval::{Approval, Approvals, ApproveOutcome, DualControl, check_cidr, check_hostname};
 pub use attest::AttestOutcome;
@@ -74,6 +76,8 @@ pub struct Service<R: Registry> {
     /// Derives activation secrets (`ChallengeKey::activation_secret`); kept in a file
     /// beside the registry, never in it, so a registry backup cannot make credentials.
     activation_key: ChallengeKey,
+    /// `ITL_AK_ALGORITHMS`: the AKs registration and rotation accept.
+    ak_policy: AkPolicy,
 }
 
 impl<R: Registry> Service<R> {
@@ -98,6 +102,7 @@ impl<R: Registry> Service<R> {
             ek_chain: None,
             // Per process unless the binary loads the kept one (`with_activation_key`).
             activation_key: ChallengeKey::new(&Platform::default().bytes::<48>()),
+            ak_policy: AkPolicy::default(),
         }
     }
 
