@@ -35,7 +35,7 @@ fn main() {
     let ak = TpmPublic::from_tpm2b(&b64("ak_public")).unwrap();
     let attest = b64("quote");
     let sig_bytes = b64("signature");
-    let sig = Signature::parse(&sig_bytes).unwrap();
+    let sig = Signature::parse(&sig_bytes, &ak.key).unwrap();
     let nonce: Vec<u8> = (0..32u8).collect();
     let values: Vec<PcrValue> = from_json(v["pcr_values"].to_string().as_bytes()).unwrap();
     let budget = Duration::from_secs(

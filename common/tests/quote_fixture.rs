@@ -111,6 +111,17 @@ fn every_failure_has_its_own_error() {
         verify_all(&unrestricted, &f.attest, &f.sig, &f.nonce, &f.values),
         Err(QuoteError::AkNotRestrictedSigning)
     );
+    // The same key with no fixed scheme (TPM_ALG_NULL in place of ECDSA-SHA384).
+    let mut tpmt = f.ak_tpm2b[2..].to_vec();
+    let at = 10 + usize::from(u16::from_be_bytes([tpmt[8], tpmt[9]])) + 2;
+    assert_eq!(&tpmt[at..at + 4], &[0x00, 0x18, 0x00, 0x0c]);
+    tpmt.splice(at..at + 4, [0x00, 0x10]);
+    let null = TpmPublic::from_tpmt(&tpmt).unwrap();
+    assert_eq!(null.scheme, None);
+    assert_eq!(
+        verify_all(&null, &f.attest, &f.sig, &f.nonce, &f.values),
+        Err(QuoteError::AkSchemeNotFixed)
+    );
     assert_eq!(
         verify_all(&f.ak, &f.attest, &f.sig, &[0; 32], &f.values),
         Err(QuoteError::NonceMismatch)
@@ -204,9 +215,12 @@ proptest::proptest! {
 
     #[test]
     fn parsers_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..700)) {
+        let (p384, rsa) = (fixture("p384"), fixture("rsa2048"));
         let _ = TpmPublic::from_tpmt(&bytes);
         let _ = TpmPublic::from_tpm2b(&bytes);
-        let _ = Signature::parse(&bytes);
+        for key in [&p384.ak.key, &rsa.ak.key] {
+            let _ = Signature::parse(&bytes, key);
+        }
         let _ = QuoteInfo::parse(&bytes);
         let _ = EkKey::from_spki(&bytes);
     }

@@ -257,10 +257,9 @@ impl Agent {
         let mut tpm = self.open_tpm()?;
         let ek = tpm.ek_identity(&self.ek_types())?;
         let mut req = self.identity_request(&ek)?;
-        let ak_type = self.settings.ak_type.unwrap_or(match ek.ek_type {
-            EkType::EccP384 => AkType::EccP384,
-            EkType::Rsa2048 => AkType::Rsa2048,
-        });
+        // P-384 whatever the EK (an RSA EK is the parent of a P-384 AK as well): the one AK
+        // every server takes (DESIGN.md §3.2).
+        let ak_type = self.settings.ak_type.unwrap_or(AkType::EccP384);
         let ek_handle = tpm.ek(ek.ek_type)?;
         let mut loaded = Loaded {
             tpm: &mut tpm,

@@ -115,7 +115,7 @@ pub struct Settings {
     pub allow_plain_http: bool,
     /// `None`: the P-384 EK if it has a certificate, else RSA-2048 if it has one, else P-384.
     pub ek_type: Option<EkType>,
-    /// `None`: the same family as the EK.
+    /// `None`: P-384 (ECDSA-SHA384), whatever the EK.
     pub ak_type: Option<AkType>,
     pub desired_role: Option<Role>,
     pub cluster_id: String,
@@ -150,7 +150,7 @@ impl Settings {
             .ak_type
             .map(|s| {
                 AkType::from_str(&s, true)
-                    .map_err(|_| anyhow!("ak_type '{s}': expected ecc-p384 or rsa-2048"))
+                    .map_err(|_| anyhow!("ak_type '{s}': expected ecc-p384, ecc-p256 or rsa-2048"))
             })
             .transpose()?;
         let desired_role = layer

@@ -78,7 +78,8 @@ struct Global {
     /// one, else the P-384 public key].
     #[arg(long, global = true, env = "ATTEST_AGENT_EK_TYPE", value_parser = ek_type_parser())]
     ek_type: Option<EkType>,
-    /// AK key type [default: the EK's family].
+    /// AK key type; a server takes ecc-p384 unless its ITL_AK_ALGORITHMS allows more
+    /// [default: ecc-p384].
     #[arg(long, global = true, value_enum, env = "ATTEST_AGENT_AK_TYPE")]
     ak_type: Option<AkType>,
     /// Timeout of one HTTP request, seconds [default: 30].
@@ -204,10 +205,7 @@ fn settings(
         ca_file: global.ca_file.clone(),
         allow_plain_http: global.allow_plain_http,
         ek_type: global.ek_type.map(|t| t.name().to_owned()),
-        ak_type: global.ak_type.map(|t| match t {
-            AkType::EccP384 => "ecc-p384".to_owned(),
-            AkType::Rsa2048 => "rsa-2048".to_owned(),
-        }),
+        ak_type: global.ak_type.map(|t| t.name().to_owned()),
         desired_role: reg.and_then(|r| r.role.clone()),
         cluster_id: reg.and_then(|r| r.cluster_id.clone()),
         timeout_seconds: global.timeout_seconds,

@@ -36,14 +36,29 @@ fn selection(ek_type: EkType) -> AsymmetricAlgorithmSelection {
     }
 }
 
-/// The AK key types: P-384 with ECDSA/SHA-384 (default, CNSA) or RSA-2048 with
-/// RSASSA/SHA-256.
+/// The AK key types, as the server names them (`ITL_AK_ALGORITHMS`, DESIGN.md §3.2): P-384
+/// with ECDSA-SHA384 (the default, CNSA; the only one a server takes unless configured),
+/// P-256 with ECDSA-SHA256, RSA-2048 with RSASSA-SHA384. Each is named with its signing
+/// hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AkType {
     #[value(name = "ecc-p384")]
     EccP384,
+    #[value(name = "ecc-p256")]
+    EccP256,
     #[value(name = "rsa-2048")]
     Rsa2048,
+}
+
+impl AkType {
+    /// The name the server's `ITL_AK_ALGORITHMS` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            AkType::EccP384 => "ecc-p384",
+            AkType::EccP256 => "ecc-p256",
+            AkType::Rsa2048 => "rsa-2048",
+        }
+    }
 }
 
 /// A loaded attestation key.
@@ -169,8 +184,13 @@ impl Tpm {
                 AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP384),
                 SignatureSchemeAlgorithm::EcDsa,
             ),
-            AkType::Rsa2048 => (
+            AkType::EccP256 => (
                 HashingAlgorithm::Sha256,
+                AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256),
+                SignatureSchemeAlgorithm::EcDsa,
+            ),
+            AkType::Rsa2048 => (
+                HashingAlgorithm::Sha384,
                 AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
                 SignatureSchemeAlgorithm::RsaSsa,
             ),

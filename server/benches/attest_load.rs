@@ -240,7 +240,7 @@ fn main() {
     std::thread::scope(|s| {
         for _ in 0..cores {
             s.spawn(|| {
-                let sig = Signature::parse(&sample.1).unwrap();
+                let sig = Signature::parse(&sample.1, &sample.0.key).unwrap();
                 let mut n = 0;
                 while start.elapsed() < Duration::from_secs(seconds) {
                     for _ in 0..20 {

@@ -9,6 +9,12 @@
 //! can fill the used-nonce table with ids of their own), nobody can compute the nonce of
 //! an id, and the random part makes every nonce unpredictable before it is issued.
 //!
+//! An id's expiry is believed only up to `now + lifetime` (`ITL_CHALLENGE_LIFETIME_SECONDS`):
+//! this server never issues a later one, so an id that carries one was made by someone else
+//! holding the key (it is kept in the registry, and therefore in its backups) and is refused
+//! as not ours, whatever its tag says. Such a holder cannot make an id that lives longer
+//! than a challenge does; the README ("A leaked registry backup") says what else the key allows.
+//!
 //! Single use is kept where it matters: the id is recorded as used in the same write
 //! transaction that records the attestation or enrolment, so a restart cannot reopen a used
 //! nonce, and the record is purged once the nonce has expired anyway.
@@ -35,6 +41,9 @@ pub enum Unusable {
     Malformed,
     /// Issued, but its lifetime is over (at the carried expiry, seconds since the epoch).
     Expired(u64),
+    /// Its tag is right but its expiry (carried) is later than this server issues: made
+    /// with the key by someone else.
+    Overlong(u64),
 }
 
 impl ChallengeKey {
@@ -52,8 +61,9 @@ impl ChallengeKey {
     }
 
     /// The nonce of an id this server issued, when it has not expired at `now`, with its
-    /// expiry.
-    pub fn open(&self, id: &str, now: u64) -> Result<([u8; 32], u64), Unusable> {
+    /// expiry. Ids are issued to live `lifetime` seconds: one that expires later than
+    /// `now + lifetime` was not issued here, whoever made its tag.
+    pub fn open(&self, id: &str, now: u64, lifetime: u64) -> Result<([u8; 32], u64), Unusable> {
         let expires_at = expiry(id).ok_or(Unusable::Malformed)?;
         let mut tag = [0u8; 8];
         attest_common::hex::decode_into(&id[32..], &mut tag).map_err(|_| Unusable::Malformed)?;
@@ -63,6 +73,9 @@ impl ChallengeKey {
         }
         if now > expires_at {
             return Err(Unusable::Expired(expires_at));
+        }
+        if expires_at > now.saturating_add(lifetime) {
+            return Err(Unusable::Overlong(expires_at));
         }
         Ok((self.nonce(id), expires_at))
     }
@@ -125,11 +138,37 @@ mod tests {
         let key = ChallengeKey::new(&[7; 48]);
         let (id, nonce) = key.issue(1_000, [1; 8]);
         assert_eq!(id.len(), ID_LEN);
-        assert_eq!(key.open(&id, 999), Ok((nonce, 1_000)));
-        assert_eq!(key.open(&id, 1_000), Ok((nonce, 1_000)));
-        assert_eq!(key.open(&id, 1_001), Err(Unusable::Expired(1_000)));
+        assert_eq!(key.open(&id, 999, 60), Ok((nonce, 1_000)));
+        assert_eq!(key.open(&id, 1_000, 60), Ok((nonce, 1_000)));
+        assert_eq!(key.open(&id, 1_001, 60), Err(Unusable::Expired(1_000)));
         let (other, other_nonce) = key.issue(1_000, [2; 8]);
         assert_ne!((id.as_str(), nonce), (other.as_str(), other_nonce));
+    }
+
+    #[test]
+    fn an_expiry_past_now_plus_the_lifetime_is_not_ours() {
+        let key = ChallengeKey::new(&[7; 48]);
+        // Issued at 1_000 to live 60 s: usable until 1_060.
+        let (id, nonce) = key.issue(1_060, [1; 8]);
+        assert_eq!(key.open(&id, 1_000, 60), Ok((nonce, 1_060)));
+        // The same key, ten years: a valid tag, and refused.
+        let ten_years = 1_000 + 10 * 365 * 86_400;
+        let (forged, _) = key.issue(ten_years, [1; 8]);
+        assert_eq!(
+            key.open(&forged, 1_000, 60),
+            Err(Unusable::Overlong(ten_years))
+        );
+        // One second past the lifetime is already too long; at u64::MAX nothing overflows.
+        let (just_over, _) = key.issue(1_061, [1; 8]);
+        assert_eq!(
+            key.open(&just_over, 1_000, 60),
+            Err(Unusable::Overlong(1_061))
+        );
+        let (max, _) = key.issue(u64::MAX, [1; 8]);
+        assert_eq!(
+            key.open(&max, u64::MAX - 1, 60).map(|(_, at)| at),
+            Ok(u64::MAX)
+        );
     }
 
     #[test]
@@ -156,7 +195,11 @@ mod tests {
         let mut flipped = id.clone().into_bytes();
         flipped[20] = if flipped[20] == b'0' { b'1' } else { b'0' };
         for forged in [theirs, later, String::from_utf8(flipped).unwrap()] {
-            assert_eq!(key.open(&forged, 0), Err(Unusable::Malformed), "{forged}");
+            assert_eq!(
+                key.open(&forged, 0, u64::MAX),
+                Err(Unusable::Malformed),
+                "{forged}"
+            );
         }
     }
 
@@ -172,7 +215,7 @@ mod tests {
             &format!("{}g", &id[..47]),
             "ффффффффффффффффффффффффффффффффффффффффффффффф",
         ] {
-            assert_eq!(key.open(bad, 0), Err(Unusable::Malformed), "{bad:?}");
+            assert_eq!(key.open(bad, 0, 60), Err(Unusable::Malformed), "{bad:?}");
         }
     }
 }

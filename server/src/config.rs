@@ -10,7 +10,7 @@ use attest_common::wire::Role;
 
 use crate::factory::IsoSource;
 use crate::oidc::OidcConfig;
-use crate::service::{AuditCheckpoints, Challenges, DualControl, parse_pcr_selection};
+use crate::service::{AkPolicy, AuditCheckpoints, Challenges, DualControl, parse_pcr_selection};
 
 /// Default listen address: loopback only. Exposing the server is a deliberate choice.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -73,6 +73,8 @@ pub struct Config {
     /// `ITL_AUDIT_CHECKPOINT_ENTRIES`, `ITL_AUDIT_CHECKPOINT_MINUTES`: how often the audit
     /// chain's head is signed (DESIGN.md §6).
     pub audit_checkpoints: AuditCheckpoints,
+    /// `ITL_AK_ALGORITHMS` (with `ITL_HIGH_ASSURANCE`): the AK algorithms accepted.
+    pub ak_policy: AkPolicy,
 }
 
 impl std::fmt::Debug for Config {
@@ -101,6 +103,7 @@ impl std::fmt::Debug for Config {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("ca_file", &self.ca_file)
             .field("audit_checkpoints", &self.audit_checkpoints)
+            .field("ak_policy", &self.ak_policy)
             .finish()
     }
 }
@@ -398,6 +401,14 @@ impl Config {
             }
         };
         let tls = crate::tls::TlsSettings::from_lookup(&get)?;
+        let high_assurance = tls
+            .as_ref()
+            .is_some_and(|t| t.policy == crate::tls::TlsPolicy::HighAssurance);
+        let ak_policy = AkPolicy::parse(get("ITL_AK_ALGORITHMS").as_deref(), high_assurance)
+            .map_err(|message| ConfigError {
+                variable: "ITL_AK_ALGORITHMS",
+                message,
+            })?;
         let trusted_proxies = match get("ITL_TRUSTED_PROXIES") {
             None => crate::proxies::TrustedProxies::default(),
             Some(v) => {
@@ -459,6 +470,7 @@ impl Config {
             trusted_proxies,
             ca_file,
             audit_checkpoints,
+            ak_policy,
         })
     }
 

@@ -474,6 +474,52 @@ fn challenge_nonces_are_single_use_expire_and_survive_restart() {
     assert_eq!(e.code, "unknown_nonce");
 }
 
+/// Review finding 7: the challenge key is in the registry (and its backups), so whoever has
+/// a copy can tag ids of their own. An id made with the real key but an expiry years away
+/// is refused as not ours (404, nothing written); made to live no longer than a challenge
+/// does, the same key's id opens, so it is the expiry alone that is refused.
+#[test]
+fn a_forged_long_expiry_is_refused_whatever_its_tag() {
+    use attest_server::challenge::ChallengeKey;
+    use attest_server::service::Challenges;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(1_800_000_000);
+    let svc = open(&dir.path().join("f.redb"))
+        .with_challenges(Challenges {
+            lifetime_seconds: 60,
+            ..Challenges::default()
+        })
+        .with_platform(Platform::with_clock(clock.clone()))
+        .with_challenge_key(ChallengeKey::new(&[5u8; 48]));
+    let now = clock.now();
+    let key = ChallengeKey::new(&[5u8; 48]);
+    let written = audit_len(&svc);
+    let use_once = |id: &str, at: u64| svc.registry().write(|tx| svc.use_nonce(tx, id, at));
+
+    let ten_years = now + 10 * 365 * 86_400;
+    let (forged, _) = key.issue(ten_years, [9; 8]);
+    for at in [now, now + 3_600, ten_years - 61] {
+        let e = use_once(&forged, at).unwrap_err();
+        assert_eq!((e.kind, e.code), (ErrorKind::NotFound, "unknown_nonce"));
+        assert!(
+            e.message.contains("ITL_CHALLENGE_LIFETIME_SECONDS (60 s)"),
+            "{e}"
+        );
+    }
+    let (one_second_more, _) = key.issue(now + 61, [9; 8]);
+    assert_eq!(
+        use_once(&one_second_more, now).unwrap_err().code,
+        "unknown_nonce"
+    );
+    assert_eq!(audit_len(&svc), written, "nothing written");
+
+    let (within, nonce) = key.issue(now + 60, [9; 8]);
+    assert_eq!(use_once(&within, now).unwrap(), nonce);
+    // The bound: an id made with the key lives one lifetime, no longer (its holder still
+    // chooses which one; README, "A leaked registry backup").
+    assert!(use_once(&forged, ten_years - 60).is_ok());
+}
+
 /// Dual control counts principals: the break-glass token only when
 /// `ITL_DUAL_CONTROL_BREAK_GLASS=true`, and one OIDC subject once whatever it is called.
 #[test]

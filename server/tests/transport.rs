@@ -496,6 +496,25 @@ fn certificates_keys_and_settings_that_cannot_be_served_stop_start_up() {
         "ITL_HIGH_ASSURANCE",
         &["ITL_TLS_CERT"],
     );
+    // CNSA means P-384 AKs too (DESIGN.md §3.2).
+    expect(
+        &[
+            ("ITL_TLS_CERT", cert),
+            ("ITL_TLS_KEY", key),
+            ("ITL_HIGH_ASSURANCE", "true"),
+            ("ITL_AK_ALGORITHMS", "ecc-p384,rsa-2048"),
+        ],
+        "ITL_AK_ALGORITHMS",
+        &["conflicts with ITL_HIGH_ASSURANCE=true", "ecc-p384 only"],
+    );
+    expect(
+        &[("ITL_AK_ALGORITHMS", "ecc-p521")],
+        "ITL_AK_ALGORITHMS",
+        &[
+            "not an AK algorithm",
+            "ecc-p384,ecc-p256,rsa-2048,rsa-3072,rsa-4096",
+        ],
+    );
     expect(
         &[
             ("ITL_TLS_CERT", cert),

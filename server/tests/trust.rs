@@ -460,6 +460,64 @@ fn server_keys_are_not_in_the_registry() {
     );
 }
 
+/// Review finding 7, against the binary: a challenge id tagged with the server's own key
+/// (read from its `challenge-key` file, as by someone who stole it) but expiring in ten
+/// years is refused as not the server's (404, counted, nothing written); the same key's id
+/// with an ordinary expiry passes the nonce check (and stops at the unknown EK).
+#[test]
+fn a_challenge_id_cannot_outlive_its_lifetime() {
+    let server = Server::start();
+    let data_dir = server.data_dir.clone();
+    let dir = server.stop();
+    let hex = std::fs::read_to_string(data_dir.join("challenge-key")).unwrap();
+    let mut bytes = [0u8; 48];
+    attest_common::hex::decode_into(hex.trim(), &mut bytes).unwrap();
+    let key = attest_server::challenge::ChallengeKey::new(&bytes);
+    let server = Server::start_with(&data_dir, &[("ITL_ADMIN_TOKEN", ADMIN)]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let written = audit_total(&server);
+    let attest = |nonce_id: &str| {
+        let body = format!(
+            r#"{{"ek_fingerprint":"{}","nonce_id":"{nonce_id}","agent_nonce":"{}","quote":"AAAA","signature":"AAAA","pcr_values":[]}}"#,
+            "ab".repeat(48),
+            "00".repeat(32)
+        );
+        server.call("POST", "/api/v1/attest", None, Some(&body))
+    };
+    let (forged, _) = key.issue(now + 10 * 365 * 86_400, random());
+    let (status, err) = attest(&forged);
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (404, Some("unknown_nonce"))
+    );
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("ITL_CHALLENGE_LIFETIME_SECONDS (60 s)"),
+        "{err}"
+    );
+    let (ordinary, _) = key.issue(now + 30, random());
+    let (status, err) = attest(&ordinary);
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (404, Some("unknown_machine")),
+        "{err}"
+    );
+    assert_eq!(audit_total(&server), written, "nothing written");
+    assert_eq!(
+        metric(
+            &server,
+            "itl_unauthenticated_total{reason=\"unknown_nonce\"}"
+        ),
+        1
+    );
+    drop(dir);
+}
+
 /// Review finding 5: an AK rotation takes effect only with an accepted attestation. A reset
 /// machine whose PCRs no longer match its baseline is refused, and its new AK is not bound.
 #[test]

@@ -2,7 +2,7 @@
 
 use aws_lc_rs::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 
-use super::{CryptoProvider, VerifyError, pad_scalar};
+use super::{CryptoProvider, VerifyError};
 use crate::tpm::hash::HashAlg;
 use crate::tpm::public::{EccCurve, PublicKey, SigScheme};
 use crate::tpm::signature::Signature;
@@ -11,7 +11,8 @@ use crate::tpm::signature::Signature;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AwsLc;
 
-/// `SEQUENCE { INTEGER r, INTEGER s }` for the ASN.1 verification algorithms.
+/// `SEQUENCE { INTEGER r, INTEGER s }` for the ASN.1 verification algorithms (the hashes
+/// aws-lc has no fixed-size form for).
 fn ecdsa_der(r: &[u8], s: &[u8]) -> heapless::Vec<u8, 110> {
     fn int(v: &[u8], out: &mut heapless::Vec<u8, 110>) {
         let skip = v
@@ -44,38 +45,33 @@ impl CryptoProvider for AwsLc {
     }
 
     fn verify(&self, key: &PublicKey, sig: &Signature, message: &[u8]) -> Result<(), VerifyError> {
-        match (key, sig) {
-            (PublicKey::Ecc { curve, point }, Signature::Ecdsa { hash, r, s }) => {
-                let n = curve.coordinate_len();
-                if r.len() > n || s.len() > n {
-                    return Err(VerifyError::BadSignature);
-                }
-                let fixed = match (curve, hash) {
+        match (key, sig.ecdsa(), sig.rsa()) {
+            (PublicKey::Ecc { curve, point }, Some((sig_curve, rs)), _) if *curve == sig_curve => {
+                // Canonical (`Signature::parse`): r ‖ s, each exactly the curve's size.
+                let fixed = match (curve, sig.hash()) {
                     (EccCurve::P256, HashAlg::Sha256) => Some(&signature::ECDSA_P256_SHA256_FIXED),
                     (EccCurve::P384, HashAlg::Sha384) => Some(&signature::ECDSA_P384_SHA384_FIXED),
                     _ => None,
                 };
                 if let Some(alg) = fixed {
-                    let mut rs = [0u8; 96];
-                    pad_scalar(r, &mut rs[..n]).ok_or(VerifyError::BadSignature)?;
-                    pad_scalar(s, &mut rs[n..2 * n]).ok_or(VerifyError::BadSignature)?;
                     return UnparsedPublicKey::new(alg, point.as_slice())
-                        .verify(message, &rs[..2 * n])
+                        .verify(message, rs)
                         .map_err(|_| VerifyError::BadSignature);
                 }
-                let alg = match (curve, hash) {
+                let alg = match (curve, sig.hash()) {
                     (EccCurve::P256, HashAlg::Sha384) => &signature::ECDSA_P256_SHA384_ASN1,
                     (EccCurve::P384, HashAlg::Sha256) => &signature::ECDSA_P384_SHA256_ASN1,
                     (EccCurve::P384, HashAlg::Sha512) => &signature::ECDSA_P384_SHA512_ASN1,
                     (EccCurve::P256, HashAlg::Sha512) => &signature::ECDSA_P256_SHA512_ASN1,
                     _ => return Err(VerifyError::Unsupported),
                 };
+                let (r, s) = rs.split_at(curve.coordinate_len());
                 UnparsedPublicKey::new(alg, point.as_slice())
                     .verify(message, &ecdsa_der(r, s))
                     .map_err(|_| VerifyError::BadSignature)
             }
-            (PublicKey::Rsa { modulus, exponent }, Signature::Rsa { scheme, hash, sig }) => {
-                let alg = match (scheme, hash) {
+            (PublicKey::Rsa { modulus, exponent }, _, Some(rsa_sig)) => {
+                let alg = match (sig.scheme(), sig.hash()) {
                     (SigScheme::Rsassa, HashAlg::Sha256) => &signature::RSA_PKCS1_2048_8192_SHA256,
                     (SigScheme::Rsassa, HashAlg::Sha384) => &signature::RSA_PKCS1_2048_8192_SHA384,
                     (SigScheme::Rsassa, HashAlg::Sha512) => &signature::RSA_PKCS1_2048_8192_SHA512,
@@ -91,7 +87,7 @@ impl CryptoProvider for AwsLc {
                     n: &modulus[m_skip..],
                     e: &e[skip..],
                 }
-                .verify(alg, message, sig)
+                .verify(alg, message, rsa_sig)
                 .map_err(|_| VerifyError::BadSignature)
             }
             _ => Err(VerifyError::Unsupported),

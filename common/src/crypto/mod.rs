@@ -26,7 +26,10 @@ pub trait CryptoProvider: Send + Sync {
     /// A short name for logs and benchmarks.
     fn name(&self) -> &'static str;
 
-    /// Verifies `signature` over `message` with `key`.
+    /// Verifies `signature` over `message` with `key`. The signature is canonical
+    /// ([`Signature::parse`] made it for this key): a provider never sees leading zeros,
+    /// scalars out of range or RSA signatures of the wrong length, so it has nothing to
+    /// decide about the encoding that another provider could decide differently.
     fn verify(
         &self,
         key: &PublicKey,
@@ -38,17 +41,4 @@ pub trait CryptoProvider: Send + Sync {
 /// The default provider: RustCrypto, available everywhere (RSA only with `verifier`).
 pub fn default_provider() -> &'static dyn CryptoProvider {
     &rustcrypto::RustCrypto
-}
-
-/// Left-pads a big-endian scalar to `len` bytes into `out`; `None` if it does not fit.
-pub(crate) fn pad_scalar(scalar: &[u8], out: &mut [u8]) -> Option<()> {
-    let skip = scalar.iter().take_while(|b| **b == 0).count();
-    let scalar = &scalar[skip..];
-    if scalar.len() > out.len() {
-        return None;
-    }
-    let start = out.len() - scalar.len();
-    out[..start].fill(0);
-    out[start..].copy_from_slice(scalar);
-    Some(())
 }

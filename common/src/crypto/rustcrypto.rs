@@ -3,7 +3,7 @@
 
 use p384::ecdsa::signature::hazmat::PrehashVerifier;
 
-use super::{CryptoProvider, VerifyError, pad_scalar};
+use super::{CryptoProvider, VerifyError};
 use crate::tpm::hash;
 use crate::tpm::public::{EccCurve, PublicKey};
 use crate::tpm::signature::Signature;
@@ -12,18 +12,8 @@ use crate::tpm::signature::Signature;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RustCrypto;
 
-fn ecdsa(
-    curve: EccCurve,
-    point: &[u8],
-    r: &[u8],
-    s: &[u8],
-    prehash: &[u8],
-) -> Result<(), VerifyError> {
-    let n = curve.coordinate_len();
-    let mut rs = [0u8; 96];
-    pad_scalar(r, &mut rs[..n]).ok_or(VerifyError::BadSignature)?;
-    pad_scalar(s, &mut rs[n..2 * n]).ok_or(VerifyError::BadSignature)?;
-    let rs = &rs[..2 * n];
+/// `rs`: r ‖ s, each exactly the curve's size (canonical, `Signature::parse`).
+fn ecdsa(curve: EccCurve, point: &[u8], rs: &[u8], prehash: &[u8]) -> Result<(), VerifyError> {
     match curve {
         EccCurve::P384 => {
             let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(point)
@@ -99,14 +89,19 @@ impl CryptoProvider for RustCrypto {
     ) -> Result<(), VerifyError> {
         let prehash =
             hash::digest(signature.hash(), &[message]).map_err(|_| VerifyError::Unsupported)?;
-        match (key, signature) {
-            (PublicKey::Ecc { curve, point }, Signature::Ecdsa { r, s, .. }) => {
-                ecdsa(*curve, point, r, s, &prehash)
+        match (key, signature.ecdsa(), signature.rsa()) {
+            (PublicKey::Ecc { curve, point }, Some((sig_curve, rs)), _) if *curve == sig_curve => {
+                ecdsa(*curve, point, rs, &prehash)
             }
             #[cfg(feature = "verifier")]
-            (PublicKey::Rsa { modulus, exponent }, Signature::Rsa { scheme, hash, sig }) => {
-                rsa_verify(modulus, *exponent, *scheme, *hash, &prehash, sig)
-            }
+            (PublicKey::Rsa { modulus, exponent }, _, Some(sig)) => rsa_verify(
+                modulus,
+                *exponent,
+                signature.scheme(),
+                signature.hash(),
+                &prehash,
+                sig,
+            ),
             _ => Err(VerifyError::Unsupported),
         }
     }

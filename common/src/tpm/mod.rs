@@ -2,6 +2,7 @@
 //! half of credential activation. Parsing sits on `tpm2-protocol` (no_std, no heap);
 //! signature checks go through the [`crate::crypto`] provider seam.
 
+pub mod ak;
 pub mod attest;
 #[cfg(feature = "verifier")]
 pub mod credential;

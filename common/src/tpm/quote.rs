@@ -9,7 +9,7 @@ use subtle::ConstantTimeEq;
 
 use super::attest::{AttestError, QuoteInfo};
 use super::hash::{self, HashAlg};
-use super::public::{PublicKey, SigScheme, TpmPublic};
+use super::public::TpmPublic;
 use super::signature::{Signature, SignatureError};
 use crate::crypto::{CryptoProvider, VerifyError};
 use crate::wire::{MAX_PCR_VALUES, PcrValue};
@@ -43,6 +43,9 @@ impl VerifiedQuote {
 pub enum QuoteError {
     /// The AK is not a restricted signing key: it could sign forged attestations.
     AkNotRestrictedSigning,
+    /// The AK has no fixed signing scheme (TPM_ALG_NULL): the signer would pick the hash of
+    /// every quote (a TPM refuses to make such a restricted signing key).
+    AkSchemeNotFixed,
     /// The signature bytes are not a TPMT_SIGNATURE we accept.
     MalformedSignature(SignatureError),
     /// The signature's scheme or hash does not fit the AK (wrong key type, or not the AK's
@@ -72,6 +75,7 @@ impl core::fmt::Display for QuoteError {
             QuoteError::AkNotRestrictedSigning => {
                 f.write_str("the AK is not a restricted signing key")
             }
+            QuoteError::AkSchemeNotFixed => f.write_str("the AK has no fixed signing scheme"),
             QuoteError::MalformedSignature(e) => write!(f, "quote signature: {e}"),
             QuoteError::SchemeMismatch => f.write_str("quote signature scheme does not fit the AK"),
             QuoteError::BadSignature => f.write_str("quote signature does not verify with the AK"),
@@ -92,7 +96,7 @@ impl core::fmt::Display for QuoteError {
 
 impl core::error::Error for QuoteError {}
 
-/// Verifies a TPM2_Quote: AK attributes, signature, nonce, PCR digest.
+/// Verifies a TPM2_Quote: AK attributes and fixed scheme, signature, nonce, PCR digest.
 pub fn verify_quote(
     provider: &dyn CryptoProvider,
     ak: &TpmPublic,
@@ -104,16 +108,12 @@ pub fn verify_quote(
     if !ak.is_restricted_signing() {
         return Err(QuoteError::AkNotRestrictedSigning);
     }
-    let sig = Signature::parse(signature).map_err(QuoteError::MalformedSignature)?;
-    let key_fits = matches!(
-        (&ak.key, sig.scheme()),
-        (PublicKey::Ecc { .. }, SigScheme::Ecdsa)
-            | (PublicKey::Rsa { .. }, SigScheme::Rsassa | SigScheme::Rsapss)
-    );
-    let scheme_fits = ak
-        .scheme
-        .is_none_or(|fixed| fixed == (sig.scheme(), sig.hash()));
-    if !key_fits || !scheme_fits {
+    let fixed = ak.scheme.ok_or(QuoteError::AkSchemeNotFixed)?;
+    let sig = Signature::parse(signature, &ak.key).map_err(|e| match e {
+        SignatureError::KeyMismatch => QuoteError::SchemeMismatch,
+        e => QuoteError::MalformedSignature(e),
+    })?;
+    if fixed != (sig.scheme(), sig.hash()) {
         return Err(QuoteError::SchemeMismatch);
     }
     provider

@@ -54,8 +54,6 @@ pub const EK_RSA2048: [u8; 314] = concat(&[
     &[0u8; 256],
 ]);
 
-/// The AK: P-384, SHA-384 name, fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth,
-/// restricted, sign; ECDSA with SHA-384.
 /// The template of an EK type.
 pub fn ek(ek_type: EkType) -> &'static [u8] {
     match ek_type {
@@ -64,6 +62,9 @@ pub fn ek(ek_type: EkType) -> &'static [u8] {
     }
 }
 
+/// The AK: P-384, SHA-384 name, fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth,
+/// restricted, sign; ECDSA with SHA-384: the `ecc-p384` form every server accepts
+/// (`attest_common::tpm::ak`, DESIGN.md §3.2).
 pub const AK_P384: [u8; 24] = concat(&[
     &[0x00, 0x23, 0x00, 0x0c],
     &[0x00, 0x05, 0x00, 0x72],
@@ -88,6 +89,13 @@ mod tests {
         }
         // restricted sign for the AK, restricted decrypt for the EKs
         assert_eq!(&AK_P384[4..8], &[0x00, 0x05, 0x00, 0x72]);
+        // The AK's scheme and name: ECDSA-SHA384, SHA-384 (what a server takes by default).
+        assert_eq!(
+            attest_common::tpm::ak::declared_scheme(&AK_P384),
+            Some(attest_common::tpm::ak::scheme_id::ECDSA)
+        );
+        assert_eq!(&AK_P384[2..4], &[0x00, 0x0c]);
+        assert_eq!(&AK_P384[14..16], &[0x00, 0x0c]);
         assert_eq!(EK_P384[5] & 0x03, 0x03);
         assert_eq!(EK_RSA2048[5] & 0x03, 0x03);
     }

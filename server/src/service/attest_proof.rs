@@ -50,11 +50,17 @@ impl<R: Registry> Service<R> {
         };
         match (&req.ak_public, &record.ak_public) {
             (Some(new), Some(ak)) if new.as_slice() == ak.as_slice() => Ok(bound(ak)),
-            (Some(new), _) => Ok(Candidate {
-                ak: new.to_vec(),
-                secret: secret_for(new),
-                rotation: true,
-            }),
+            (Some(new), _) => {
+                // A new AK is judged by the AK policy before anything else (a bound one was
+                // judged when it was offered): refused, it writes nothing.
+                self.check_ak(new)
+                    .map_err(|e| self.unauthenticated(Refusal::RefusedAk, now, || e))?;
+                Ok(Candidate {
+                    ak: new.to_vec(),
+                    secret: secret_for(new),
+                    rotation: true,
+                })
+            }
             (None, Some(ak)) => Ok(bound(ak)),
             (None, None) => Err(self.unauthenticated(Refusal::NoActivation, now, || {
                 ServiceError::new(

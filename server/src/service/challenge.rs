@@ -101,11 +101,13 @@ impl<R: Registry> Service<R> {
     }
 
     /// The nonce of a challenge id, checked without writing anything: an id this server
-    /// did not issue → 404, an expired one → 410 (both unauthenticated: counted, not stored).
+    /// did not issue → 404 (an expiry later than now + the lifetime included, whatever the
+    /// tag), an expired one → 410 (both unauthenticated: counted, not stored).
     pub(super) fn open_nonce(&self, nonce_id: &str, now: u64) -> Result<[u8; 32], ServiceError> {
         use crate::challenge::Unusable;
         let shown = || crate::log::escape(nonce_id).into_owned();
-        match self.challenge_key.open(nonce_id, now) {
+        let lifetime = self.challenges.lifetime_seconds;
+        match self.challenge_key.open(nonce_id, now, lifetime) {
             Ok((nonce, _)) => Ok(nonce),
             Err(Unusable::Malformed) => {
                 Err(self.unauthenticated(Refusal::UnknownNonce, now, || {
@@ -113,6 +115,23 @@ impl<R: Registry> Service<R> {
                         ErrorKind::NotFound,
                         "unknown_nonce",
                         format!("'{}' is not a challenge id of this server", shown()),
+                    )
+                }))
+            }
+            // A valid tag on an expiry this server never issues: someone else holds the
+            // challenge key (a registry backup). Not ours, and logged as such.
+            Err(Unusable::Overlong(at)) => {
+                Err(self.unauthenticated(Refusal::UnknownNonce, now, || {
+                    ServiceError::new(
+                        ErrorKind::NotFound,
+                        "unknown_nonce",
+                        format!(
+                            "'{}' is not a challenge id of this server: it expires at {}, \
+                             later than ITL_CHALLENGE_LIFETIME_SECONDS ({lifetime} s) from \
+                             now (made with the challenge key by someone else?)",
+                            shown(),
+                            Timestamp(at)
+                        ),
                     )
                 }))
             }

@@ -10,6 +10,7 @@
 //! from its [`Platform`], so its tests move a clock instead of sleeping. The answers agents
 //! receive are built and signed here (`answers`); the adapters only decode and encode.
 
+mod ak_policy;
 mod answers;
 mod approval;
 mod attest;
@@ -32,6 +33,7 @@ mod refusals;
 mod register;
 mod tpm_clock;
 
+pub use ak_policy::AkPolicy;
 pub use answers::{ResponseKey, ServerKey};
 pub use approval::{Approval, Approvals, ApproveOutcome, DualControl, check_cidr, check_hostname};
 pub use attest::AttestOutcome;
@@ -85,6 +87,8 @@ pub struct Service<R: Registry> {
     challenge_key: ChallengeKey,
     /// `ITL_MAX_UNVERIFIED_PENDING`: unapproved machines with an unverified EK.
     unverified_quota: quota::UnverifiedQuota,
+    /// `ITL_AK_ALGORITHMS`: the AKs registration and rotation accept.
+    ak_policy: AkPolicy,
 }
 
 impl<R: Registry> Service<R> {
@@ -112,6 +116,7 @@ impl<R: Registry> Service<R> {
             // Likewise (`with_challenge_key`): then a restart forgets outstanding challenges.
             challenge_key: ChallengeKey::new(&Platform::default().bytes::<48>()),
             unverified_quota: quota::UnverifiedQuota::default(),
+            ak_policy: AkPolicy::default(),
         }
     }
 

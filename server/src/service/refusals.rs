@@ -40,10 +40,12 @@ pub enum Refusal {
     ConfigRefetch,
     /// A registration of an unverified EK beyond `ITL_MAX_UNVERIFIED_PENDING`.
     RegistrationQuota,
+    /// An attestation rotating to an AK the AK policy refuses (`ITL_AK_ALGORITHMS`).
+    RefusedAk,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 13] = [
+    pub const ALL: [Refusal; 14] = [
         Refusal::UnknownNonce,
         Refusal::ExpiredNonce,
         Refusal::ReplayedNonce,
@@ -57,6 +59,7 @@ impl Refusal {
         Refusal::UntrustedEk,
         Refusal::ConfigRefetch,
         Refusal::RegistrationQuota,
+        Refusal::RefusedAk,
     ];
 
     /// The `reason` label of `itl_unauthenticated_total`.
@@ -75,6 +78,7 @@ impl Refusal {
             Refusal::UntrustedEk => "untrusted_ek",
             Refusal::ConfigRefetch => "config_refetch",
             Refusal::RegistrationQuota => "registration_quota",
+            Refusal::RefusedAk => "refused_ak",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Registration (DESIGN.md §2, §3.1–3.2): `/register` (USB path, pre-registration) and
 //! `/self-register` (zero-touch). The EK material must be what the fingerprint names; an AK
-//! must be a restricted signing key, and it gets a credential (MakeCredential, in software)
+//! must be a restricted signing key of an algorithm the server accepts (`ak_policy`), and it
+//! gets a credential (MakeCredential, in software)
 //! that only the TPM holding both keys can activate.
 
 use attest_common::fingerprint::{EkSource, ek_fingerprint};
@@ -10,7 +11,7 @@ use attest_common::tpm::public::TpmPublic;
 use attest_common::wire::{RegisterRequest, Role};
 
 use super::refusals::Refusal;
-use super::{Actor, Change, ErrorKind, Service, ServiceError};
+use super::{Actor, AkPolicy, Change, ErrorKind, Service, ServiceError};
 use crate::audit_action::AuditAction;
 use crate::ekchain::ChainVerdict;
 use crate::record::{EkChainStatus, MachineRecord};
@@ -66,9 +67,10 @@ impl EkMaterial {
 
 /// Checks the EK material against the claimed fingerprint and the AK's form: the material
 /// (exactly the one `ek_source` names; a request carrying the other as well is refused) and
-/// the AK.
+/// the AK (`ak_policy`).
 pub(super) fn check_identity(
     req: &RegisterRequest,
+    ak_policy: &AkPolicy,
 ) -> Result<(EkMaterial, Option<TpmPublic>), ServiceError> {
     let missing = |m: &str| ServiceError::bad_request("missing_ek_material", m);
     let ambiguous = |m: &str| ServiceError::bad_request("ambiguous_ek_material", m);
@@ -107,16 +109,7 @@ pub(super) fn check_identity(
     let Some(ak) = &req.ak_public else {
         return Ok((material, None));
     };
-    let ak = TpmPublic::from_tpm2b(ak)
-        .map_err(|e| ServiceError::bad_request("invalid_ak", format!("ak_public: {e}")))?;
-    if !ak.is_restricted_signing() {
-        return Err(ServiceError::new(
-            ErrorKind::Unprocessable,
-            "invalid_ak",
-            "ak_public is not a restricted signing key",
-        ));
-    }
-    Ok((material, Some(ak)))
+    Ok((material, Some(ak_policy.check(ak)?)))
 }
 
 /// Refuses a new record whose EK key is already another machine's under another fingerprint
@@ -238,7 +231,7 @@ impl<R: Registry> Service<R> {
         self_register: bool,
         actor: &Actor,
     ) -> Result<Registered, ServiceError> {
-        let (ek, ak) = check_identity(req)?;
+        let (ek, ak) = check_identity(req, &self.ak_policy)?;
         let event = if self_register {
             Event::SelfRegister
         } else {

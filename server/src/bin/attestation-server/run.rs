@@ -110,7 +110,12 @@ fn service(config: &Config) -> Result<Service<RedbRegistry>, ExitCode> {
         .with_config_url_seconds(config.config_url_seconds)
         .with_unverified_pending_limit(Some(config.max_unverified_pending))
         .with_audit_checkpoints(config.audit_checkpoints)
+        .with_ak_policy(config.ak_policy.clone())
         .with_response_key(response_key_parts);
+    log::info(&format!(
+        "AK algorithms accepted: {} (ITL_AK_ALGORITHMS)",
+        config.ak_policy.names()
+    ));
     match &config.config_dir {
         Some(dir) => match BaseConfigs::load(dir) {
             Ok(configs) => service = service.with_configs(configs),

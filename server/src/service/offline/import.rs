@@ -28,7 +28,7 @@ impl<R: Registry> Service<R> {
             ));
         }
         let req = &receipt.identity;
-        let (ek, _) = check_identity(req)?;
+        let (ek, _) = check_identity(req, self.ak_policy())?;
         let fp = req.ek_fingerprint.to_string();
         let now = self.platform.now();
         let ek_chain = self.ek_chain_verdict(req, &ek, now)?;
