@@ -10,10 +10,10 @@ use attest_common::wire::Role;
 use serde::{Deserialize, Serialize};
 
 /// The version `encode` writes.
-pub const CURRENT_VERSION: u8 = 3;
+pub const CURRENT_VERSION: u8 = 4;
 
 /// A machine as the registry knows it (version 3: the config token kept only as its hash,
-/// config delivery and the EK chain verdict recorded).
+/// config delivery and the EK chain verdict recorded; version 4: a `pub` EK's public area).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachineRecord {
     pub id: String,
@@ -58,6 +58,11 @@ pub struct MachineRecord {
     pub pcr_baseline: Option<Vec<attest_common::wire::PcrValue>>,
     /// What the EK certificate chain check said at registration.
     pub ek_chain: EkChainStatus,
+    /// Version 4: the TPM2B_PUBLIC of a `pub` EK, exactly a TCG EK template's
+    /// (`attest_common::tpm::ek_template`, checked at registration); every credential for
+    /// the machine is made from it. `None` for a `cert` EK, and for a `pub` EK registered
+    /// before version 4 (by its bare SubjectPublicKeyInfo, `ek_public_der`).
+    pub ek_public_area: Option<Vec<u8>>,
 }
 
 /// The EK certificate chain check's verdict, kept with the machine (DESIGN.md §3.1).
@@ -70,6 +75,72 @@ pub enum EkChainStatus {
     Verified { by: String },
     /// Does not chain to any trusted CA, for this reason.
     Unverified { reason: String },
+}
+
+/// Version 3 (before `ek_public_area`): read and upgraded, never written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct MachineRecordV3 {
+    id: String,
+    ek_fingerprint: String,
+    ek_source: EkSource,
+    ek_cert_der: Option<Vec<u8>>,
+    ek_public_der: Option<Vec<u8>>,
+    ak_public: Option<Vec<u8>>,
+    hw_uuid: Option<String>,
+    hw_mac: Option<String>,
+    hw_serial: Option<String>,
+    hw_product: Option<String>,
+    desired_role: Option<Role>,
+    cluster_id: String,
+    state: State,
+    role: Option<Role>,
+    hostname: Option<String>,
+    assigned_ip: Option<String>,
+    created_at: u64,
+    updated_at: u64,
+    last_attested_at: Option<u64>,
+    config_token_hash: Option<String>,
+    config_fetched: bool,
+    config_delivered_at: Option<u64>,
+    activation_secret: Option<Vec<u8>>,
+    ak_activated: bool,
+    pcr_baseline: Option<Vec<attest_common::wire::PcrValue>>,
+    ek_chain: EkChainStatus,
+}
+
+impl From<MachineRecordV3> for MachineRecord {
+    fn from(v3: MachineRecordV3) -> MachineRecord {
+        MachineRecord {
+            id: v3.id,
+            ek_fingerprint: v3.ek_fingerprint,
+            ek_source: v3.ek_source,
+            ek_cert_der: v3.ek_cert_der,
+            ek_public_der: v3.ek_public_der,
+            ak_public: v3.ak_public,
+            hw_uuid: v3.hw_uuid,
+            hw_mac: v3.hw_mac,
+            hw_serial: v3.hw_serial,
+            hw_product: v3.hw_product,
+            desired_role: v3.desired_role,
+            cluster_id: v3.cluster_id,
+            state: v3.state,
+            role: v3.role,
+            hostname: v3.hostname,
+            assigned_ip: v3.assigned_ip,
+            created_at: v3.created_at,
+            updated_at: v3.updated_at,
+            last_attested_at: v3.last_attested_at,
+            config_token_hash: v3.config_token_hash,
+            config_fetched: v3.config_fetched,
+            config_delivered_at: v3.config_delivered_at,
+            activation_secret: v3.activation_secret,
+            ak_activated: v3.ak_activated,
+            pcr_baseline: v3.pcr_baseline,
+            ek_chain: v3.ek_chain,
+            // A `pub` EK of version 3 was registered by its bare SubjectPublicKeyInfo.
+            ek_public_area: None,
+        }
+    }
 }
 
 /// Version 2 (the config token in clear): read and upgraded, never written.
@@ -133,6 +204,7 @@ impl From<MachineRecordV2> for MachineRecord {
             ak_activated: v2.ak_activated,
             pcr_baseline: v2.pcr_baseline,
             ek_chain: EkChainStatus::Unchecked,
+            ek_public_area: None,
         }
     }
 }
@@ -253,6 +325,7 @@ impl MachineRecord {
             ak_activated: false,
             pcr_baseline: None,
             ek_chain: EkChainStatus::Unchecked,
+            ek_public_area: None,
         }
     }
 
@@ -295,7 +368,10 @@ impl MachineRecord {
             Some((&2, body)) => postcard::from_bytes::<MachineRecordV2>(body)
                 .map(MachineRecord::from)
                 .map_err(|e| RecordError::Corrupt(e.to_string())),
-            Some((&3, body)) => {
+            Some((&3, body)) => postcard::from_bytes::<MachineRecordV3>(body)
+                .map(MachineRecord::from)
+                .map_err(|e| RecordError::Corrupt(e.to_string())),
+            Some((&4, body)) => {
                 postcard::from_bytes(body).map_err(|e| RecordError::Corrupt(e.to_string()))
             }
             Some((&v, _)) => Err(RecordError::UnknownVersion(v)),
@@ -336,6 +412,7 @@ mod tests {
             ak_activated: false,
             pcr_baseline: None,
             ek_chain: EkChainStatus::Unchecked,
+            ek_public_area: None,
         }
     }
 
@@ -387,6 +464,45 @@ mod tests {
         assert_eq!(
             (r.state.status, r.hostname.as_deref(), r.config_fetched),
             (Status::Attested, Some("cp-2"), true)
+        );
+        let written = r.encode();
+        assert_eq!(written[0], CURRENT_VERSION);
+        assert_eq!(MachineRecord::decode(&written), Ok(r));
+    }
+
+    /// A version-3 record of a `pub` EK (registered by its bare SubjectPublicKeyInfo), as
+    /// the previous release wrote it: read with everything kept and no public area, so its
+    /// credentials are still made from the SPKI and its EK key stays indexed.
+    #[test]
+    fn reads_a_stored_version_3_record() {
+        let stored = include_bytes!("../tests/fixtures/machine-record-v3.bin");
+        assert_eq!(stored[0], 3);
+        let r = MachineRecord::decode(stored).unwrap();
+        assert_eq!((r.id.as_str(), r.ek_source), ("m-3", EkSource::Pub));
+        let spki = r.ek_public_der.clone().unwrap();
+        assert_eq!(
+            r.ek_fingerprint,
+            attest_common::Fingerprint::of_der(&spki).to_string()
+        );
+        assert_eq!(r.ek_public_area, None);
+        assert_eq!(
+            r.config_token_hash,
+            Some(crate::store::token_key("a-v3-token"))
+        );
+        assert_eq!(
+            (r.state.status, r.hostname.as_deref(), r.ak_activated),
+            (Status::Attested, Some("w-3"), true)
+        );
+        assert_eq!(
+            r.ek_chain,
+            EkChainStatus::Unverified {
+                reason: "no EK certificate (EK public key only)".into()
+            }
+        );
+        let key = attest_common::tpm::credential::EkKey::from_spki(&spki).unwrap();
+        assert_eq!(
+            r.ek_key_id(),
+            Some(crate::audit::hex(&key.canonical_id()))
         );
         let written = r.encode();
         assert_eq!(written[0], CURRENT_VERSION);
