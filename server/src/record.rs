@@ -500,10 +500,7 @@ mod tests {
             }
         );
         let key = attest_common::tpm::credential::EkKey::from_spki(&spki).unwrap();
-        assert_eq!(
-            r.ek_key_id(),
-            Some(crate::audit::hex(&key.canonical_id()))
-        );
+        assert_eq!(r.ek_key_id(), Some(crate::audit::hex(&key.canonical_id())));
         let written = r.encode();
         assert_eq!(written[0], CURRENT_VERSION);
         assert_eq!(MachineRecord::decode(&written), Ok(r));

@@ -88,7 +88,11 @@ pub(super) fn check_identity(
         (Some(cert), None, EkSource::Cert) => (cert.der().to_vec(), None),
         (None, Some(public), EkSource::Pub) => {
             let ek = check_ek_public(public).map_err(|e| {
-                ServiceError::new(ErrorKind::Unprocessable, "not_an_ek", format!("ek_public: {e}"))
+                ServiceError::new(
+                    ErrorKind::Unprocessable,
+                    "not_an_ek",
+                    format!("ek_public: {e}"),
+                )
             })?;
             (ek.spki().to_vec(), Some(public.to_vec()))
         }
