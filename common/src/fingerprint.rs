@@ -31,7 +31,8 @@ pub const MAX_EK_DER: usize = 3072;
 pub enum EkSource {
     /// The DER of the EK certificate.
     Cert,
-    /// The DER SubjectPublicKeyInfo of the EK public key (the TPM has no EK certificate).
+    /// The DER SubjectPublicKeyInfo of the EK public key (the TPM has no EK certificate;
+    /// its public area is checked against the TCG EK templates, `tpm::ek_template`).
     Pub,
 }
 

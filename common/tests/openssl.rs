@@ -107,6 +107,116 @@ fn swtpm_ek_certificates_match_openssl() {
     }
 }
 
+/// The SPKI of the NV certificate at `index`, as OpenSSL writes it.
+fn openssl_cert_spki(tpm: &Swtpm, index: u32) -> Vec<u8> {
+    let cert = tpm.scratch_dir().join(format!("cert-{index:x}.der"));
+    std::fs::write(&cert, tpm.ek_cert_der(index)).unwrap();
+    let pem = tpm.scratch_dir().join(format!("cert-{index:x}.pub.pem"));
+    std::fs::write(
+        &pem,
+        openssl(&[
+            "x509",
+            "-inform",
+            "der",
+            "-in",
+            cert.to_str().unwrap(),
+            "-noout",
+            "-pubkey",
+        ]),
+    )
+    .unwrap();
+    let der = tpm.scratch_dir().join(format!("cert-{index:x}.pub.der"));
+    openssl(&[
+        "pkey",
+        "-pubin",
+        "-in",
+        pem.to_str().unwrap(),
+        "-outform",
+        "der",
+        "-out",
+        der.to_str().unwrap(),
+    ]);
+    std::fs::read(der).unwrap()
+}
+
+/// The EKs swtpm makes from the TCG templates (tpm2-tools: `tpm2_createek` for L-1,
+/// `tpm2_createprimary` with H-3's parameters): their public areas are exactly the templates'
+/// (`check_ek_public`, `EkTemplate::public_area`), and the SPKI our encoder writes for them is
+/// the one in the manufacturer's certificate as OpenSSL reads it, and the one tpm2-tools
+/// writes: a `pub` EK has the fingerprint of its key's certificate's SPKI.
+#[test]
+fn swtpm_ek_public_areas_are_the_templates_and_encode_as_openssl_does() {
+    use attest_common::tpm::ek::{EkType, POLICY_B_SHA384};
+    use attest_common::tpm::ek_template::check_ek_public;
+    let tpm = Swtpm::start();
+    let path = |name: &str| tpm.scratch_dir().join(name).to_str().unwrap().to_owned();
+    std::fs::write(path("policy-b.bin"), POLICY_B_SHA384).unwrap();
+    let h3_attributes =
+        "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|adminwithpolicy|restricted|decrypt";
+    for (ek_type, index) in [
+        (EkType::Rsa2048, NV_EK_CERT_RSA2048),
+        (EkType::EccP384, NV_EK_CERT_ECC_P384),
+    ] {
+        let (ctx, public, tools_spki) = (path("ek.ctx"), path("ek.pub"), path("ek.spki.der"));
+        match ek_type {
+            EkType::Rsa2048 => {
+                tpm.tpm2("tpm2_createek", &["-G", "rsa", "-c", &ctx, "-u", &public]);
+            }
+            EkType::EccP384 => {
+                tpm.tpm2(
+                    "tpm2_createprimary",
+                    &[
+                        "-C",
+                        "e",
+                        "-g",
+                        "sha384",
+                        "-G",
+                        "ecc384:null:aes256cfb",
+                        "-a",
+                        h3_attributes,
+                        "-L",
+                        &path("policy-b.bin"),
+                        "-c",
+                        &ctx,
+                    ],
+                );
+                // No resource manager: the transient object must go before the next load.
+                tpm.tpm2("tpm2_flushcontext", &["-t"]);
+                tpm.tpm2("tpm2_readpublic", &["-c", &ctx, "-o", &public]);
+            }
+        }
+        tpm.tpm2("tpm2_flushcontext", &["-t"]);
+        tpm.tpm2(
+            "tpm2_readpublic",
+            &["-c", &ctx, "-f", "der", "-o", &tools_spki],
+        );
+        tpm.tpm2("tpm2_flushcontext", &["-t"]);
+
+        let area = std::fs::read(&public).unwrap();
+        let ek = check_ek_public(&area).unwrap_or_else(|e| panic!("{ek_type}: {e}"));
+        assert_eq!(ek.ek_type, ek_type);
+        assert_eq!(
+            ek_type
+                .template()
+                .public_area(&ek.public.key)
+                .unwrap()
+                .as_slice(),
+            area.as_slice()
+        );
+        let cert_spki = openssl_cert_spki(&tpm, index);
+        assert_eq!(ek.spki().as_slice(), cert_spki.as_slice(), "{ek_type}");
+        assert_eq!(
+            ek.spki().as_slice(),
+            std::fs::read(&tools_spki).unwrap().as_slice(),
+            "{ek_type}: tpm2-tools' SPKI"
+        );
+        assert_eq!(
+            ek.fingerprint(),
+            ek_fingerprint(&cert_spki).unwrap().fingerprint
+        );
+    }
+}
+
 #[test]
 fn openssl_made_certificate_matches() {
     let dir = tempfile::tempdir().unwrap();

@@ -192,7 +192,12 @@ impl Agent {
             ),
             EkSource::Pub => (
                 None,
-                Some(Blob::from_slice(&ek.der).ok_or_else(|| anyhow!("EK public key too large"))?),
+                Some(
+                    ek.public
+                        .as_deref()
+                        .and_then(Blob::from_slice)
+                        .ok_or_else(|| anyhow!("no EK public area, or one too large"))?,
+                ),
             ),
         };
         Ok(RegisterRequest {

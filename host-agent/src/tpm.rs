@@ -2,7 +2,9 @@
 //!
 //! An EK is identified by its certificate when the manufacturer stored one (TCG EK
 //! Credential Profile NV indices), else by its public key, recreated from the TCG template
-//! (the TPM derives the same key from its endorsement seed every time).
+//! (the TPM derives the same key from its endorsement seed every time): the server gets its
+//! public area (TPM2B_PUBLIC, checked against the template) and the fingerprint is that of
+//! its key's SubjectPublicKeyInfo.
 
 use std::str::FromStr;
 
@@ -27,6 +29,7 @@ use tss_esapi::traits::Marshall;
 
 pub use attest_common::tpm::ek::EkType;
 use attest_common::tpm::ek::{POLICY_A_SHA384, POLICY_C_SHA384};
+use attest_common::tpm::ek_template::check_ek_public;
 
 /// The EK's key type as tss-esapi's EK helpers select it.
 fn selection(ek_type: EkType) -> AsymmetricAlgorithmSelection {
@@ -105,8 +108,11 @@ fn tss_hash(alg: HashAlg) -> Result<HashingAlgorithm> {
 pub struct EkIdentity {
     pub ek_type: EkType,
     pub source: EkSource,
-    /// Certificate DER (source `cert`) or SubjectPublicKeyInfo DER (source `pub`).
+    /// Certificate DER (source `cert`) or SubjectPublicKeyInfo DER (source `pub`): what the
+    /// fingerprint is computed over.
     pub der: Vec<u8>,
+    /// The EK's TPM2B_PUBLIC (source `pub`): what the server is sent as `ek_public`.
+    pub public: Option<Vec<u8>>,
     /// Where the certificate was read from (source `cert`).
     pub nv_index: Option<u32>,
 }
@@ -149,15 +155,22 @@ impl Tpm {
         Ok(Some(nv))
     }
 
-    /// The EK public key for `ek_type` as DER SubjectPublicKeyInfo, from the TCG template.
-    pub fn ek_public_spki(&mut self, ek_type: EkType) -> Result<Vec<u8>> {
-        let handle = ek::create_ek_object_2(&mut self.ctx, selection(ek_type), None)
-            .with_context(|| format!("creating the {} EK from its template", ek_type.name()))?;
-        let public = self.ctx.read_public(handle).map(|(public, _, _)| public);
+    /// The EK of `ek_type`, made from its TCG template: its public area (TPM2B_PUBLIC,
+    /// checked against the template as the server checks it) and its key's DER
+    /// SubjectPublicKeyInfo.
+    pub fn ek_public(&mut self, ek_type: EkType) -> Result<(Vec<u8>, Vec<u8>)> {
+        let handle = self.ek(ek_type)?;
+        let area = self.public_area(handle);
         self.ctx
             .flush_context(handle.into())
             .context("flushing the EK")?;
-        spki_der(&public.context("reading the EK public area")?)
+        let public = tpm2b(&area.context("reading the EK public area")?.0);
+        let ek = check_ek_public(&public)
+            .map_err(|e| anyhow!("the TPM's {ek_type} EK is not the TCG template's: {e}"))?;
+        if ek.ek_type != ek_type {
+            bail!("the TPM made a {} EK for {ek_type}", ek.ek_type);
+        }
+        Ok((public, ek.spki().to_vec()))
     }
 
     /// Creates the EK of `ek_type` from its TCG template and returns its handle.
@@ -398,85 +411,21 @@ impl Tpm {
                     ek_type,
                     source: EkSource::Cert,
                     der,
+                    public: None,
                     nv_index: Some(ek_type.cert_nv_index()),
                 });
             }
         }
         let ek_type = *types.first().ok_or_else(|| anyhow!("no EK type given"))?;
+        let (public, spki) = self.ek_public(ek_type)?;
         Ok(EkIdentity {
             ek_type,
             source: EkSource::Pub,
-            der: self.ek_public_spki(ek_type)?,
+            der: spki,
+            public: Some(public),
             nv_index: None,
         })
     }
-}
-
-/// DER SubjectPublicKeyInfo of an ECC P-384 or RSA TPM public area.
-pub fn spki_der(public: &Public) -> Result<Vec<u8>> {
-    match public {
-        Public::Ecc { unique, .. } => {
-            let mut sec1 = vec![0x04];
-            sec1.extend_from_slice(unique.x().value());
-            sec1.extend_from_slice(unique.y().value());
-            let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
-                .map_err(|_| anyhow!("the EK is not a P-384 point"))?;
-            Ok(attest_common::nonce::verifying_key_to_spki(&key).to_vec())
-        }
-        Public::Rsa {
-            parameters, unique, ..
-        } => {
-            let exponent = match parameters.exponent().value() {
-                0 => 65_537,
-                e => e,
-            };
-            Ok(rsa_spki_der(unique.value(), exponent))
-        }
-        _ => bail!("the EK is neither an ECC nor an RSA key"),
-    }
-}
-
-fn der_tlv(tag: u8, value: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = value.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-    out.extend_from_slice(value);
-    out
-}
-
-/// A positive DER INTEGER from big-endian magnitude bytes.
-fn der_uint(magnitude: &[u8]) -> Vec<u8> {
-    let start = magnitude
-        .iter()
-        .position(|b| *b != 0)
-        .unwrap_or(magnitude.len().saturating_sub(1));
-    let mut v = Vec::new();
-    if magnitude.get(start).is_some_and(|b| b & 0x80 != 0) {
-        v.push(0);
-    }
-    v.extend_from_slice(&magnitude[start..]);
-    der_tlv(attest_common::der::INTEGER, &v)
-}
-
-/// `SubjectPublicKeyInfo { rsaEncryption NULL, RSAPublicKey { n, e } }`.
-pub fn rsa_spki_der(modulus: &[u8], exponent: u32) -> Vec<u8> {
-    const RSA_ALGORITHM: [u8; 15] = [
-        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
-    ];
-    let mut key = der_uint(modulus);
-    key.extend(der_uint(&exponent.to_be_bytes()));
-    let mut bits = vec![0u8];
-    bits.extend(der_tlv(attest_common::der::SEQUENCE, &key));
-    let mut body = RSA_ALGORITHM.to_vec();
-    body.extend(der_tlv(attest_common::der::BIT_STRING, &bits));
-    der_tlv(attest_common::der::SEQUENCE, &body)
 }
 
 /// The slot of PCR `index`: 0–23 only (a TPM 2.0 PC client has 24). A challenge naming

@@ -219,7 +219,7 @@ pub fn document() -> Value {
         "properties": {
             "ek_fingerprint": {"type": "string", "pattern": "^[0-9a-fA-F]{96}$"},
             "ek_cert_pem": {"type": "string", "description": "base64 of the EK certificate PEM"},
-            "ek_public": {"type": "string", "description": "base64 of the EK SubjectPublicKeyInfo DER (ek_source pub)"},
+            "ek_public": {"type": "string", "description": "base64 of the EK's TPM2B_PUBLIC (ek_source pub, a TPM without an EK certificate): exactly the TCG EK template L-1 (RSA-2048) or H-3 (ECC P-384), else 422 not_an_ek; ek_fingerprint is the SHA-384 of its key's DER SubjectPublicKeyInfo"},
             "ek_source": {"type": "string", "enum": ["cert", "pub"]},
             "hw_uuid": {"type": "string", "maxLength": 128},
             "hw_mac": {"type": "string", "maxLength": 128},

@@ -1,12 +1,19 @@
 //! EK identity to the letter of DESIGN.md §3.1: one EK key is one machine, whatever encoding
 //! brings it. Against the real server binary, with swtpm's EK certificates: a re-encoded
 //! certificate (non-minimal length, bytes after the signature) is refused with the offset
-//! named; the same EK key under another fingerprint (its bare public key) is refused while
-//! its machine is attested, locked or revoked; the honest machine keeps attesting.
+//! named; the same EK key under another fingerprint (its public area, `pub`) is refused while
+//! its machine is attested, locked or revoked; the honest machine keeps attesting. A TPM
+//! without an EK certificate is named by its EK's public area, which must be exactly a TCG
+//! EK template's: the honest one registers, is approved and attests; a bare key, and keys a
+//! TPM really holds that are not EKs (a decryption key that is not restricted, a signing key,
+//! a key with userWithAuth, a key with another policy), are refused with nothing written.
 
 mod support;
 
-use attest_swtpm::Swtpm;
+use attest_common::tpm::ek::{EkType, POLICY_A_SHA256, POLICY_A_SHA384, POLICY_B_SHA384};
+use attest_common::tpm::public::TpmPublic;
+use attest_common::tpm::spki;
+use attest_swtpm::{NV_EK_CERT_ECC_P384, NV_EK_CERT_RSA2048, Swtpm};
 use base64ct::Encoding as _;
 use serde_json::{Value, json};
 use support::agent::{agent, approve, machine};
@@ -28,6 +35,24 @@ fn self_register(server: &Server, body: Value) -> (u16, Value) {
 fn by_cert(cert: &[u8]) -> Value {
     let fp = attest_common::Fingerprint::of_der(cert);
     json!({"ek_fingerprint": fp.to_string(), "ek_source": "cert", "ek_cert_pem": b64(cert)})
+}
+
+/// The TPM2B_PUBLIC of the swtpm's EK of `ek_type`, made from its template (the host agent's
+/// way: `Tpm::ek_public`).
+fn ek_public_area(swtpm: &Swtpm, ek_type: EkType) -> Vec<u8> {
+    attest_host_agent::tpm::Tpm::open(&swtpm.tcti())
+        .unwrap()
+        .ek_public(ek_type)
+        .unwrap()
+        .0
+}
+
+/// A `pub` registration of the key in `area` (TPM2B_PUBLIC), fingerprinted by its key's
+/// SubjectPublicKeyInfo: only the template check stands between it and a record.
+fn by_public_area(area: &[u8]) -> Value {
+    let key = TpmPublic::from_tpm2b(area).unwrap().key;
+    let fp = attest_common::Fingerprint::of_der(&spki::encode(&key).unwrap());
+    json!({"ek_fingerprint": fp.to_string(), "ek_source": "pub", "ek_public": b64(area)})
 }
 
 fn audit_total(server: &Server) -> u64 {
@@ -81,14 +106,17 @@ fn one_ek_key_is_one_machine() {
     approve(&server, &id, "worker-app", "a");
     assert_eq!(a.ok(&["attest", "--once"])["action"], "apply-config");
 
-    // Its EK key under another fingerprint (the bare SubjectPublicKeyInfo of the same key).
-    let spki = attest_common::der::parse_certificate(&cert)
-        .unwrap()
-        .spki
-        .to_vec();
-    let fp = attest_common::Fingerprint::of_der(&spki);
-    let by_key =
-        json!({"ek_fingerprint": fp.to_string(), "ek_source": "pub", "ek_public": b64(&spki)});
+    // Its EK key under another fingerprint: the EK's public area, as a TPM without a
+    // certificate would send it (fingerprinted by the key's SubjectPublicKeyInfo).
+    let by_key = by_public_area(&ek_public_area(&swtpm, EkType::EccP384));
+    assert_eq!(
+        by_key["ek_fingerprint"],
+        attest_common::Fingerprint::of_der(
+            attest_common::der::parse_certificate(&cert).unwrap().spki
+        )
+        .to_string(),
+        "the key's SPKI is the certificate's"
+    );
     for (state, action) in [
         ("attested", None),
         ("locked", Some(("lock", r#"{"reason":"lost"}"#))),
@@ -192,4 +220,180 @@ fn reboots_are_seen_and_rolled_back_tpms_refused() {
             );
         }
     }
+}
+
+/// A TPM without EK certificates (its NV certificates undefined) registers by its EK's
+/// public area: shown to the approver as `ek_source: pub` with an unverified chain (no
+/// certificate), never attested before an operator approves it, then attested; its agent's
+/// fingerprint is the one on record, and an AK rotation (the machine reinstalled) is made a
+/// credential from the stored public area.
+#[test]
+fn a_tpm_without_an_ek_certificate_registers_is_approved_and_attests() {
+    let swtpm = Swtpm::start();
+    for index in [NV_EK_CERT_ECC_P384, NV_EK_CERT_RSA2048] {
+        swtpm.tpm2("tpm2_nvundefine", &[&format!("{index:#010x}"), "-C", "p"]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_configs(dir.path(), &[]);
+    let a = agent(&swtpm, &server.url, dir.path(), "a");
+    let fingerprint = a.ok(&["fingerprint", "--tpm", &swtpm.tcti()]);
+    assert_eq!(fingerprint["ek_source"], "pub");
+
+    let reg = a.ok(&["self-register"]);
+    let id = reg["machine_id"].clone();
+    assert_eq!(reg["status"], "pending_approval");
+    let m = machine(&server, &id);
+    assert_eq!(m["ek_source"], "pub", "{m}");
+    assert_eq!(
+        m["ek_fingerprint"].as_str(),
+        Some(fingerprint["ek_fingerprint"].as_str())
+    );
+    assert_eq!(m["ek_chain"]["status"], "unverified", "{m}");
+    assert!(
+        m["ek_chain"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no EK certificate"),
+        "{m}"
+    );
+    // The credential was activated (the TPM holds the EK of that public area), but no
+    // attestation makes it attested before an operator approves it.
+    assert_eq!(a.ok(&["attest", "--once"])["action"], "pending");
+    assert_eq!(machine(&server, &id)["status"], "pending_approval");
+
+    approve(&server, &id, "worker-app", "a");
+    assert_eq!(a.ok(&["attest", "--once"])["action"], "apply-config");
+    assert_eq!(a.ok(&["attest", "--once"])["action"], "none");
+    let m = machine(&server, &id);
+    assert_eq!(
+        (m["status"].as_str(), m["tpm_proven"].as_bool()),
+        (Some("attested"), Some(true)),
+        "{m}"
+    );
+
+    // Reinstalled: a new AK, its credential made for the stored EK public area.
+    std::fs::remove_dir_all(&a.state).unwrap();
+    assert_eq!(a.ok(&["self-register"])["machine_id"], id);
+    assert_eq!(a.ok(&["attest", "--once"])["action"], "apply-config");
+    let actions = server.audit_column(&id, "action");
+    assert_eq!(
+        actions.iter().filter(|a| *a == "ak-rotated").count(),
+        1,
+        "{actions:?}"
+    );
+}
+
+/// Creates a primary key in swtpm's endorsement hierarchy with tpm2-tools and returns its
+/// TPM2B_PUBLIC: keys a TPM really holds, which are not EKs.
+fn tpm_key(swtpm: &Swtpm, name_alg: &str, alg: &str, attributes: &str, policy: &[u8]) -> Vec<u8> {
+    let path = |name: &str| swtpm.scratch_dir().join(name).to_str().unwrap().to_owned();
+    let mut args = vec!["-C", "e", "-g", name_alg, "-G", alg, "-a", attributes];
+    let (policy_path, ctx, public) = (path("policy.bin"), path("key.ctx"), path("key.pub"));
+    if !policy.is_empty() {
+        std::fs::write(&policy_path, policy).unwrap();
+        args.extend(["-L", &policy_path]);
+    }
+    args.extend(["-c", &ctx, "-o", &public]);
+    swtpm.tpm2("tpm2_createprimary", &args);
+    // No resource manager: the transient key goes before the next one.
+    swtpm.tpm2("tpm2_flushcontext", &["-t"]);
+    std::fs::read(&public).unwrap()
+}
+
+/// Review finding 3: on the `pub` path only an EK's public area, exactly a TCG template's, is
+/// taken. A bare SubjectPublicKeyInfo and keys of a real TPM that are not EKs are refused
+/// (422 `not_an_ek`, naming what differs) on `/self-register` and `/register`, with nothing
+/// written; the TPM's EK itself is accepted.
+#[test]
+fn keys_that_are_not_eks_are_refused_on_the_pub_path() {
+    let swtpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_configs(dir.path(), &[]);
+    let ek = ek_public_area(&swtpm, EkType::EccP384);
+    let ek_key = TpmPublic::from_tpm2b(&ek).unwrap().key;
+    let ek_spki = spki::encode(&ek_key).unwrap();
+
+    let ek_like = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|adminwithpolicy";
+    let not_restricted = tpm_key(
+        &swtpm,
+        "sha384",
+        "ecc384:null:null",
+        &format!("{ek_like}|decrypt"),
+        &POLICY_B_SHA384,
+    );
+    let signing = tpm_key(
+        &swtpm,
+        "sha384",
+        "ecc384:ecdsa-sha384:null",
+        "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign",
+        &[],
+    );
+    // L-1 with userWithAuth: usable with the (empty) endorsement password, not only by policy.
+    let user_with_auth = tpm_key(
+        &swtpm,
+        "sha256",
+        "rsa2048:null:aes128cfb",
+        "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|adminwithpolicy|restricted|decrypt",
+        &POLICY_A_SHA256,
+    );
+    // H-3 in every field but its policy: PolicyA alone instead of PolicyB.
+    let other_policy = tpm_key(
+        &swtpm,
+        "sha384",
+        "ecc384:null:aes256cfb",
+        &format!("{ek_like}|restricted|decrypt"),
+        &POLICY_A_SHA384,
+    );
+    let bare_spki = json!({
+        "ek_fingerprint": attest_common::Fingerprint::of_der(&ek_spki).to_string(),
+        "ek_source": "pub",
+        "ek_public": b64(&ek_spki),
+    });
+    let cases = [
+        (
+            "a bare SubjectPublicKeyInfo",
+            bare_spki,
+            "SubjectPublicKeyInfo",
+        ),
+        (
+            "a decryption key that is not restricted",
+            by_public_area(&not_restricted),
+            "objectAttributes (restricted clear",
+        ),
+        (
+            "a signing key",
+            by_public_area(&signing),
+            "decrypt clear; sign set",
+        ),
+        (
+            "an RSA-2048 key with userWithAuth",
+            by_public_area(&user_with_auth),
+            "template L-1 in objectAttributes (userWithAuth set",
+        ),
+        (
+            "a key with another policy",
+            by_public_area(&other_policy),
+            "template H-3 in authPolicy (not the EK policy PolicyB, SHA-384)",
+        ),
+    ];
+    for (what, body, names) in &cases {
+        for path in ["/api/v1/self-register", "/api/v1/register"] {
+            let (status, err) = server.call("POST", path, None, Some(&body.to_string()));
+            assert_eq!(
+                (status, err["error"].as_str()),
+                (422, Some("not_an_ek")),
+                "{what} on {path}: {err}"
+            );
+            let message = err["message"].as_str().unwrap();
+            assert!(message.starts_with("ek_public: "), "{what}: {message}");
+            assert!(message.contains(names), "{what}: {message}");
+        }
+    }
+    assert_eq!(audit_total(&server), 0, "nothing written");
+    let (_, list) = server.call("GET", "/api/v1/machines", Some(ADMIN), None);
+    assert_eq!(list["total"], 0);
+
+    // The EK itself, in the same form.
+    let (status, reg) = self_register(&server, by_public_area(&ek));
+    assert_eq!(status, 201, "{reg}");
 }

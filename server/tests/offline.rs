@@ -46,20 +46,15 @@ fn register_body(pem: &str) -> String {
     .to_string()
 }
 
-/// A registry entry for an EK without a certificate: a fresh P-384 public key (SPKI).
+/// A registry entry for an EK without a certificate: a fresh P-384 key in the EK template's
+/// public area.
 fn pub_ek_body() -> String {
     let mut scalar = [0u8; 48];
     loop {
         getrandom::fill(&mut scalar).unwrap();
         if let Ok(k) = SigningKey::from_slice(&scalar) {
-            let spki = attest_common::nonce::verifying_key_to_spki(k.verifying_key());
-            let fp = attest_common::ek_fingerprint(&spki).unwrap().fingerprint;
-            return json!({
-                "ek_fingerprint": fp.to_string(),
-                "ek_source": "pub",
-                "ek_public": base64ct::Base64::encode_string(&spki),
-            })
-            .to_string();
+            let point = k.verifying_key().to_sec1_point(false);
+            return support::pub_ek_body(point.as_bytes()).to_string();
         }
     }
 }

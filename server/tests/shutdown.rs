@@ -9,27 +9,21 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64ct::Encoding as _;
 use p384::ecdsa::SigningKey;
 use serde_json::{Value, json};
 use support::{ADMIN, Server};
 
 const REPAIRED: &str = "registry was not closed cleanly; repaired";
 
-/// A self-registration of a fresh EK without a certificate (a new P-384 public key).
+/// A self-registration of a fresh EK without a certificate (a new P-384 key in the EK
+/// template's public area).
 fn pub_ek_body() -> String {
     let mut scalar = [0u8; 48];
     loop {
         getrandom::fill(&mut scalar).unwrap();
         if let Ok(k) = SigningKey::from_slice(&scalar) {
-            let spki = attest_common::nonce::verifying_key_to_spki(k.verifying_key());
-            let fp = attest_common::ek_fingerprint(&spki).unwrap().fingerprint;
-            return json!({
-                "ek_fingerprint": fp.to_string(),
-                "ek_source": "pub",
-                "ek_public": base64ct::Base64::encode_string(&spki),
-            })
-            .to_string();
+            let point = k.verifying_key().to_sec1_point(false);
+            return support::pub_ek_body(point.as_bytes()).to_string();
         }
     }
 }

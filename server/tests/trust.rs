@@ -386,15 +386,15 @@ fn ek_material_other_than_the_fingerprinted_one_is_refused() {
     let swtpm = Swtpm::start();
     let dir = tempfile::tempdir().unwrap();
     let server = start_with_configs(dir.path(), &[]);
-    let cert = swtpm.ek_cert_der(attest_host_agent::tpm::EkType::EccP384.cert_nv_index());
-    let spki = attest_common::der::parse_certificate(&cert)
+    // The victim's EK public area (public: the TPM reports it to anyone who asks).
+    let (area, spki) = attest_host_agent::tpm::Tpm::open(&swtpm.tcti())
         .unwrap()
-        .spki
-        .to_vec();
+        .ek_public(attest_host_agent::tpm::EkType::EccP384)
+        .unwrap();
     let fp = attest_common::ek_fingerprint(&spki).unwrap().fingerprint;
     let b64 = |b: &[u8]| base64ct::Base64::encode_string(b);
     let victim = serde_json::json!({
-        "ek_fingerprint": fp.to_string(), "ek_source": "pub", "ek_public": b64(&spki),
+        "ek_fingerprint": fp.to_string(), "ek_source": "pub", "ek_public": b64(&area),
     });
     let (status, reg) = server.call(
         "POST",
@@ -623,7 +623,6 @@ fn an_ek_registered_first_by_someone_else_is_still_the_machines() {
 /// room again.
 #[test]
 fn made_up_eks_cannot_fill_the_registry() {
-    use aws_lc_rs::encoding::AsDer as _;
     use aws_lc_rs::signature::{ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
     let swtpm = Swtpm::start();
     let dir = tempfile::tempdir().unwrap();
@@ -639,15 +638,11 @@ fn made_up_eks_cannot_fill_the_registry() {
             ("ITL_EK_CA_DIR", cas.to_str().unwrap()),
         ],
     );
+    // Software keys in the EK template's public area: without a certificate a made-up EK
+    // that looks right is still possible, which is what the quota is for.
     let made_up = || {
         let key = EcdsaKeyPair::generate(&ECDSA_P384_SHA384_ASN1_SIGNING).unwrap();
-        let spki = key.public_key().as_der().unwrap().as_ref().to_vec();
-        let fp = attest_common::ek_fingerprint(&spki).unwrap().fingerprint;
-        serde_json::json!({
-            "ek_fingerprint": fp.to_string(), "ek_source": "pub",
-            "ek_public": base64ct::Base64::encode_string(&spki),
-        })
-        .to_string()
+        support::pub_ek_body(key.public_key().as_ref()).to_string()
     };
     let mut ids = Vec::new();
     for _ in 0..3 {

@@ -7,11 +7,13 @@ pub mod attest;
 #[cfg(feature = "verifier")]
 pub mod credential;
 pub mod ek;
+pub mod ek_template;
 pub mod hash;
 pub mod kdf;
 pub mod pcr;
 pub mod public;
 pub mod quote;
 pub mod signature;
+pub mod spki;
 
 pub use quote::{QuoteError, VerifiedQuote, verify_quote};

@@ -45,7 +45,7 @@ pub const TOKEN_LEN: usize = 128;
 pub const NONCE_ID_LEN: usize = 64;
 /// Agent version strings.
 pub const VERSION_LEN: usize = 32;
-/// DER SubjectPublicKeyInfo of an EK (RSA-4096 is 550 bytes).
+/// TPM2B_PUBLIC of an EK without a certificate (the L-1 template's, RSA-2048, is 316 bytes).
 pub const MAX_EK_PUBLIC: usize = 600;
 /// TPM2B_PUBLIC of an AK (RSA-4096 with a policy digest stays under 600 bytes).
 pub const MAX_TPM2B_PUBLIC: usize = 640;

@@ -68,7 +68,10 @@ pub struct RegisterRequest {
     /// The EK certificate (base64 of its PEM in JSON); absent when `ek_source = pub`.
     #[serde(default)]
     pub ek_cert_pem: Option<CertificateDer>,
-    /// DER SubjectPublicKeyInfo of the EK, for TPMs without an EK certificate.
+    /// The EK's public area (TPM2B_PUBLIC, as `ak_public`; base64 in JSON), for TPMs
+    /// without an EK certificate: it must be exactly a TCG EK template's
+    /// (`tpm::ek_template`), and the fingerprint is that of its key's DER
+    /// SubjectPublicKeyInfo.
     #[serde(default)]
     pub ek_public: Option<Blob<MAX_EK_PUBLIC>>,
     #[serde(default = "default_source")]

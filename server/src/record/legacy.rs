@@ -72,6 +72,8 @@ impl From<MachineRecordV3> for MachineRecord {
             ek_chain: v3.ek_chain,
             // The next accepted quote is the reference.
             tpm_clock: None,
+            // A `pub` EK of version 3 was registered by its bare SubjectPublicKeyInfo.
+            ek_public_area: None,
         }
     }
 }
@@ -138,6 +140,7 @@ impl From<MachineRecordV2> for MachineRecord {
             pcr_baseline: v2.pcr_baseline,
             ek_chain: EkChainStatus::Unchecked,
             tpm_clock: None,
+            ek_public_area: None,
         }
     }
 }

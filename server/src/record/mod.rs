@@ -17,8 +17,8 @@ use legacy::{MachineRecordV1, MachineRecordV2, MachineRecordV3};
 pub const CURRENT_VERSION: u8 = 4;
 
 /// A machine as the registry knows it (version 4: the TPM's clock information of its last
-/// accepted quote; version 3: the config token kept only as its hash, config delivery and
-/// the EK chain verdict recorded).
+/// accepted quote and a `pub` EK's public area; version 3: the config token kept only as its
+/// hash, config delivery and the EK chain verdict recorded).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachineRecord {
     pub id: String,
@@ -65,6 +65,11 @@ pub struct MachineRecord {
     pub ek_chain: EkChainStatus,
     /// TPMS_CLOCK_INFO and firmwareVersion of the last accepted quote (`service::tpm_clock`).
     pub tpm_clock: Option<TpmClock>,
+    /// The TPM2B_PUBLIC of a `pub` EK, exactly a TCG EK template's
+    /// (`attest_common::tpm::ek_template`, checked at registration); every credential for
+    /// the machine is made from it. `None` for a `cert` EK, and for a `pub` EK registered
+    /// before version 4 (by its bare SubjectPublicKeyInfo, `ek_public_der`).
+    pub ek_public_area: Option<Vec<u8>>,
 }
 
 /// The TPM's clock information, as its last accepted quote signed it (DESIGN.md §3.4).
@@ -153,6 +158,7 @@ impl MachineRecord {
             pcr_baseline: None,
             ek_chain: EkChainStatus::Unchecked,
             tpm_clock: None,
+            ek_public_area: None,
         }
     }
 
@@ -240,6 +246,7 @@ mod tests {
             pcr_baseline: None,
             ek_chain: EkChainStatus::Unchecked,
             tpm_clock: None,
+            ek_public_area: None,
         }
     }
 
@@ -297,24 +304,37 @@ mod tests {
         assert_eq!(MachineRecord::decode(&written), Ok(r));
     }
 
-    /// A version-3 record as the previous release wrote it: read with no TPM clock yet
-    /// (its next accepted quote is the reference), everything else kept.
+    /// A version-3 record as the previous release wrote it (a `pub` EK by its bare
+    /// SubjectPublicKeyInfo): read with no public area and no TPM clock (its next accepted
+    /// quote is the reference), everything else kept.
     #[test]
     fn reads_a_stored_version_3_record() {
         let stored = include_bytes!("../../tests/fixtures/machine-record-v3.bin");
         assert_eq!(stored[0], 3);
         let r = MachineRecord::decode(stored).unwrap();
+        assert_eq!((r.id.as_str(), r.ek_source), ("m-3", EkSource::Pub));
+        let spki = r.ek_public_der.clone().unwrap();
         assert_eq!(
-            (r.id.as_str(), r.hostname.as_deref(), r.config_delivered_at),
-            ("m-3", Some("cp-3"), Some(350))
+            r.ek_fingerprint,
+            attest_common::Fingerprint::of_der(&spki).to_string()
+        );
+        assert_eq!((r.ek_public_area.as_ref(), r.tpm_clock), (None, None));
+        assert_eq!(
+            r.config_token_hash,
+            Some(crate::store::token_key("a-v3-token"))
+        );
+        assert_eq!(
+            (r.state.status, r.hostname.as_deref(), r.ak_activated),
+            (Status::Attested, Some("w-3"), true)
         );
         assert_eq!(
             r.ek_chain,
-            EkChainStatus::Verified {
-                by: "swtpm-localca-rootca".into()
+            EkChainStatus::Unverified {
+                reason: "no EK certificate (EK public key only)".into()
             }
         );
-        assert!(r.ak_activated && r.tpm_clock.is_none());
+        let key = attest_common::tpm::credential::EkKey::from_spki(&spki).unwrap();
+        assert_eq!(r.ek_key_id(), Some(crate::audit::hex(&key.canonical_id())));
         let written = r.encode();
         assert_eq!(written[0], CURRENT_VERSION);
         assert_eq!(MachineRecord::decode(&written), Ok(r));

@@ -7,6 +7,7 @@
 use attest_common::fingerprint::{EkSource, ek_fingerprint};
 use attest_common::lifecycle::{Event, State, Status, transition};
 use attest_common::tpm::credential::{Credential, EkKey, make_credential};
+use attest_common::tpm::ek_template::check_ek_public;
 use attest_common::tpm::public::TpmPublic;
 use attest_common::wire::{RegisterRequest, Role};
 
@@ -39,7 +40,12 @@ pub struct Registered {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct EkMaterial {
     pub source: EkSource,
+    /// What the fingerprint is computed over: the certificate (`cert`), or the
+    /// SubjectPublicKeyInfo of the EK's key (`pub`).
     pub der: Vec<u8>,
+    /// `pub`: the EK's TPM2B_PUBLIC, exactly a TCG EK template's; the SPKI in `der` is its
+    /// key's. `None` for `cert`, and for a `pub` record from before record version 4.
+    pub public_area: Option<Vec<u8>>,
 }
 
 impl EkMaterial {
@@ -52,6 +58,10 @@ impl EkMaterial {
         Some(EkMaterial {
             source: record.ek_source,
             der,
+            public_area: match record.ek_source {
+                EkSource::Cert => None,
+                EkSource::Pub => record.ek_public_area.clone(),
+            },
         })
     }
 
@@ -62,21 +72,32 @@ impl EkMaterial {
             EkSource::Cert => (Some(self.der.clone()), None),
             EkSource::Pub => (None, Some(self.der.clone())),
         };
+        record.ek_public_area = self.public_area.clone();
     }
 }
 
 /// Checks the EK material against the claimed fingerprint and the AK's form: the material
-/// (exactly the one `ek_source` names; a request carrying the other as well is refused) and
-/// the AK (`ak_policy`).
+/// (exactly the one `ek_source` names; a request carrying the other as well is refused; a
+/// `pub` EK's public area must be exactly a TCG EK template's, 422 `not_an_ek` naming what
+/// differs, and is fingerprinted by its key's SubjectPublicKeyInfo) and the AK (`ak_policy`).
 pub(super) fn check_identity(
     req: &RegisterRequest,
     ak_policy: &AkPolicy,
 ) -> Result<(EkMaterial, Option<TpmPublic>), ServiceError> {
     let missing = |m: &str| ServiceError::bad_request("missing_ek_material", m);
     let ambiguous = |m: &str| ServiceError::bad_request("ambiguous_ek_material", m);
-    let material = match (&req.ek_cert_pem, &req.ek_public, req.ek_source) {
-        (Some(cert), None, EkSource::Cert) => cert.der().to_vec(),
-        (None, Some(public), EkSource::Pub) => public.as_slice().to_vec(),
+    let (material, public_area) = match (&req.ek_cert_pem, &req.ek_public, req.ek_source) {
+        (Some(cert), None, EkSource::Cert) => (cert.der().to_vec(), None),
+        (None, Some(public), EkSource::Pub) => {
+            let ek = check_ek_public(public).map_err(|e| {
+                ServiceError::new(
+                    ErrorKind::Unprocessable,
+                    "not_an_ek",
+                    format!("ek_public: {e}"),
+                )
+            })?;
+            (ek.spki().to_vec(), Some(public.to_vec()))
+        }
         (Some(_), Some(_), EkSource::Cert) => {
             return Err(ambiguous("ek_public must not accompany ek_source cert"));
         }
@@ -105,6 +126,7 @@ pub(super) fn check_identity(
     let material = EkMaterial {
         source: req.ek_source,
         der: material,
+        public_area,
     };
     let Some(ak) = &req.ak_public else {
         return Ok((material, None));
@@ -207,14 +229,22 @@ impl<R: Registry> Service<R> {
     ) -> Result<Credential, ServiceError> {
         let unprocessable =
             |m: String| ServiceError::new(ErrorKind::Unprocessable, "unsupported_ek", m);
-        let spki = match ek.source {
-            EkSource::Cert => attest_common::der::parse_certificate(&ek.der)
-                .map_err(|e| unprocessable(format!("EK certificate: {e}")))?
-                .spki
-                .to_vec(),
-            EkSource::Pub => ek.der.clone(),
-        };
-        let key = EkKey::from_spki(&spki).map_err(|e| unprocessable(format!("EK: {e}")))?;
+        let key = match (ek.source, &ek.public_area) {
+            // The checked public area itself: its name algorithm and symmetric definition.
+            (EkSource::Pub, Some(area)) => {
+                let ek = check_ek_public(area).map_err(|e| unprocessable(format!("EK: {e}")))?;
+                EkKey::from_public(&ek.public)
+            }
+            // A `pub` record from before record version 4: its bare SPKI.
+            (EkSource::Pub, None) => EkKey::from_spki(&ek.der),
+            // The certificate's key; the TCG template's defaults for its type.
+            (EkSource::Cert, _) => EkKey::from_spki(
+                attest_common::der::parse_certificate(&ek.der)
+                    .map_err(|e| unprocessable(format!("EK certificate: {e}")))?
+                    .spki,
+            ),
+        }
+        .map_err(|e| unprocessable(format!("EK: {e}")))?;
         let derived = self.activation_key.activation_secret(fingerprint, &ak.name);
         let secret = secret.unwrap_or(&derived);
         make_credential(&key, &ak.name, secret, &mut self.platform.entropy())

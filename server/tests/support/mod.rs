@@ -37,6 +37,31 @@ pub fn register_request(
     }
 }
 
+/// A self-registration body for an EK without a certificate whose key is the P-384 point
+/// `point` (SEC1, uncompressed): its public area exactly as the TCG EK template H-3 makes it
+/// (what a TPM reports for its EK), fingerprinted by its key's SubjectPublicKeyInfo. A
+/// software key can look exactly like this: without a certificate, only an operator's
+/// approval (and `ITL_MAX_UNVERIFIED_PENDING`) stands between it and a machine.
+pub fn pub_ek_body(point: &[u8]) -> Value {
+    use attest_common::tpm::ek::EkType;
+    use attest_common::tpm::ek_template::check_ek_public;
+    use attest_common::tpm::public::{EccCurve, PublicKey};
+    use base64ct::Encoding as _;
+    let area = EkType::EccP384
+        .template()
+        .public_area(&PublicKey::Ecc {
+            curve: EccCurve::P384,
+            point: heapless::Vec::from_slice(point).expect("a SEC1 P-384 point"),
+        })
+        .expect("a P-384 point");
+    let fingerprint = check_ek_public(&area).expect("the template").fingerprint();
+    json!({
+        "ek_fingerprint": fingerprint.to_string(),
+        "ek_source": "pub",
+        "ek_public": base64ct::Base64::encode_string(&area),
+    })
+}
+
 /// A binary of another package, in the target directory next to this test's executable
 /// (`target/<profile>/deps/<test>`); `cargo test --workspace` builds every member's binaries
 /// before it runs a test.
