@@ -397,3 +397,30 @@ fn keys_that_are_not_eks_are_refused_on_the_pub_path() {
     let (status, reg) = self_register(&server, by_public_area(&ek));
     assert_eq!(status, 201, "{reg}");
 }
+
+/// Review (issue 24, finding 2): the key index holds proven keys only. Someone who knows a
+/// machine's EK (its public area, or its certificate re-signed: a different fingerprint,
+/// the same key) registers it first; nobody proved that record, so the machine's own
+/// registration is not blocked and it attests; the squatter's record stays unproven (its
+/// first proof would be refused, the key being the machine's: `Service::proven_elsewhere`).
+#[test]
+fn an_unproven_registration_does_not_hold_the_key() {
+    let swtpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_configs(dir.path(), &[]);
+    let squat = by_public_area(&ek_public_area(&swtpm, EkType::EccP384));
+    let (status, reg) = self_register(&server, squat.clone());
+    assert_eq!(status, 201, "{reg}");
+    let squatter = reg["machine_id"].as_str().unwrap().to_owned();
+
+    let a = agent(&swtpm, &server.url, dir.path(), "a");
+    let id = a.ok(&["self-register"])["machine_id"].clone();
+    assert_ne!(id, squatter);
+    approve(&server, &id, "worker-app", "a");
+    assert_eq!(a.ok(&["attest", "--once"])["action"], "apply-config");
+    assert_eq!(machine(&server, &squatter)["tpm_proven"], false);
+    // Its own registration again changes nothing (idempotent), and the key names the
+    // machine now: an operator deleting the squatter's record loses nothing.
+    let (status, _) = self_register(&server, squat);
+    assert_eq!(status, 200);
+}

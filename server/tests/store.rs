@@ -288,8 +288,9 @@ fn a_scan_sees_every_machine_once_across_pages() {
     assert_eq!(taken, SCAN_PAGE);
 }
 
-/// A registry written before the EK key index existed gets it on open: a machine stored
-/// then is found by its EK key afterwards, and a registry that has it is not scanned again.
+/// A registry written before the EK key index existed gets it on open: a proven machine
+/// stored then is found by its EK key afterwards, an unproven one of the same key is not
+/// indexed, and deleting it leaves the proven machine's entry alone.
 #[test]
 fn the_ek_key_index_is_built_for_an_older_registry() {
     const BY_EK_KEY: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("by_ek_key");
@@ -299,12 +300,18 @@ fn the_ek_key_index_is_built_for_an_older_registry() {
     let (cert, _) = attest_common::fingerprint::decode_ek(pem.as_bytes(), &mut der).unwrap();
     let mut m = record("m-1");
     m.ek_cert_der = Some(cert.to_vec());
+    m.ak_activated = true;
     let key = m.ek_key_id().expect("a P-384 EK has a key id");
+    // The same key, never proven: not indexed (it cannot hold the key against the machine).
+    let mut unproven = record("m-2");
+    unproven.ek_fingerprint = "ef".repeat(48);
+    unproven.ek_cert_der = Some(cert.to_vec());
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("attestation.redb");
     let store = RedbRegistry::open(&path).unwrap();
     store.write(|tx| tx.put_machine(&m)).unwrap();
+    store.write(|tx| tx.put_machine(&unproven)).unwrap();
     drop(store);
     // As the previous release left it: no index, no mark.
     {
@@ -313,11 +320,15 @@ fn the_ek_key_index_is_built_for_an_older_registry() {
         txn.delete_table(BY_EK_KEY).unwrap();
         txn.open_table(META)
             .unwrap()
-            .remove("ek-key-index")
+            .remove("ek-key-index-v2")
             .unwrap();
         txn.commit().unwrap();
     }
     let store = RedbRegistry::open(&path).unwrap();
+    let found = store.write(|tx| tx.machine_by_ek_key(&key)).unwrap();
+    assert_eq!(found.map(|r| r.id).as_deref(), Some("m-1"));
+    // Deleting the unproven record leaves the proven one's entry alone.
+    store.write(|tx| tx.delete_machine(&unproven)).unwrap();
     let found = store.write(|tx| tx.machine_by_ek_key(&key)).unwrap();
     assert_eq!(found.map(|r| r.id).as_deref(), Some("m-1"));
     store.write(|tx| tx.delete_machine(&m)).unwrap();

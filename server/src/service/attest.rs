@@ -150,6 +150,11 @@ impl<R: Registry> Service<R> {
             record.activation_secret = None;
             changes.push("AK activated".into());
         }
+        if !before.ak_activated
+            && let Some(other) = self.proven_elsewhere(tx, &record)?
+        {
+            return self.key_refused(tx, before, &other, actor, now);
+        }
         let t = match self.attest_transition(&record) {
             Ok(t) => t,
             Err(refused) => {

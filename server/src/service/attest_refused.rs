@@ -79,4 +79,38 @@ impl<R: Registry> Service<R> {
             ),
         )))
     }
+
+    /// Another machine whose TPM proved this EK key already (the key index holds proven
+    /// keys only): the first proof of this record is then not a new machine but that one
+    /// under another encoding or certificate (DESIGN.md §3.1).
+    pub(super) fn proven_elsewhere(
+        &self,
+        tx: &R::Tx<'_>,
+        record: &MachineRecord,
+    ) -> Result<Option<MachineRecord>, ServiceError> {
+        let Some(key) = record.ek_key_id() else {
+            return Ok(None);
+        };
+        Ok(tx.machine_by_ek_key(&key)?.filter(|o| o.id != record.id))
+    }
+
+    /// A first proof refused because another machine holds the EK key: audited on this
+    /// record, which stays unproven.
+    pub(super) fn key_refused(
+        &self,
+        tx: &R::Tx<'_>,
+        record: MachineRecord,
+        other: &MachineRecord,
+        actor: &Actor,
+        now: u64,
+    ) -> Result<Result<AttestOutcome, ServiceError>, ServiceError> {
+        let why = format!(
+            "this EK key is already machine {}'s ({}, ek_fingerprint {}): one EK key is one \
+             machine; delete that record first",
+            other.id, other.state.status, other.ek_fingerprint
+        );
+        let detail = format!("Attestation failed: id={} reason={why}", record.id);
+        Change::about(AuditAction::AttestFailed, &record, detail).record(tx, actor, now)?;
+        Ok(Err(ServiceError::conflict("ek_key_known", why)))
+    }
 }

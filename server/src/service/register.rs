@@ -134,10 +134,13 @@ pub(super) fn check_identity(
     Ok((material, Some(ak_policy.check(ak)?)))
 }
 
-/// Refuses a new record whose EK key is already another machine's under another fingerprint
-/// (a re-encoded or re-issued certificate, a self-made certificate over a known key, or the
-/// bare key of a machine registered by its certificate): one EK key is one machine
-/// (DESIGN.md §3.1), and a revoked TPM comes back only after an operator deletes its record.
+/// Refuses a new record whose EK key another machine's TPM has proven under another
+/// fingerprint (a re-encoded or re-issued certificate, a self-made certificate over a known
+/// key, or the public area of a machine registered by its certificate): one EK key is one
+/// machine (DESIGN.md §3.1), and a revoked TPM comes back only after an operator deletes its
+/// record. Only proven keys are indexed, so a registration nobody proved (anyone can send a
+/// public EK certificate) never blocks the machine that holds the key; its first proof is
+/// checked again (`Service::proven_elsewhere`).
 pub(super) fn refuse_known_key(
     tx: &impl RegistryTx,
     record: &MachineRecord,

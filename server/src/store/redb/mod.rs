@@ -196,12 +196,16 @@ impl RedbRegistry {
     }
 }
 
-/// Fills the EK key index once, for a registry written before it existed.
+/// Fills the EK key index once, for a registry written before it existed (proven records
+/// only, as `RegistryTx::put_machine` keeps it). Two proven records of one key (possible
+/// before the index: a re-encoded certificate) are logged, the later one indexed.
 fn index_ek_keys(txn: &::redb::WriteTransaction) -> Result<(), StoreError> {
     let mut meta = txn.open_table(META)?;
-    if meta.get("ek-key-index")?.is_some() {
+    if meta.get("ek-key-index-v2")?.is_some() {
         return Ok(());
     }
+    // The first index (every record, proven or not) is rebuilt.
+    txn.delete_table(BY_EK_KEY)?;
     let mut index = txn.open_table(BY_EK_KEY)?;
     let machines = txn.open_table(MACHINES)?;
     for item in machines.iter()? {
@@ -210,11 +214,23 @@ fn index_ek_keys(txn: &::redb::WriteTransaction) -> Result<(), StoreError> {
         let Ok(record) = MachineRecord::decode(bytes.value()) else {
             continue;
         };
-        if let Some(key) = record.ek_key_id() {
-            index.insert(key.as_str(), id.value())?;
+        if !record.ak_activated {
+            continue;
+        }
+        let Some(key) = record.ek_key_id() else {
+            continue;
+        };
+        if let Some(other) = index.insert(key.as_str(), id.value())? {
+            crate::log::warn(&format!(
+                "EK key of machine {} is also machine {}'s (registered before the EK key index \
+                 existed): one of them should be revoked and deleted",
+                crate::log::escape(id.value()),
+                crate::log::escape(other.value())
+            ));
         }
     }
-    meta.insert("ek-key-index", [1u8].as_slice())?;
+    meta.remove("ek-key-index")?;
+    meta.insert("ek-key-index-v2", [1u8].as_slice())?;
     Ok(())
 }
 

@@ -77,7 +77,12 @@ impl RegistryTx for RedbTx<'_> {
         self.txn
             .open_table(BY_EK)?
             .insert(record.ek_fingerprint.as_str(), record.id.as_str())?;
-        if let Some(key) = record.ek_key_id() {
+        // Only a key its TPM has proven (credential activated) names a machine: an unproven
+        // registration (anyone can send a public EK certificate) must not hold the key
+        // against the machine that really has it.
+        if record.ak_activated
+            && let Some(key) = record.ek_key_id()
+        {
             self.txn
                 .open_table(BY_EK_KEY)?
                 .insert(key.as_str(), record.id.as_str())?;
@@ -122,7 +127,14 @@ impl RegistryTx for RedbTx<'_> {
             .open_table(BY_EK)?
             .remove(record.ek_fingerprint.as_str())?;
         if let Some(key) = record.ek_key_id() {
-            self.txn.open_table(BY_EK_KEY)?.remove(key.as_str())?;
+            let mut index = self.txn.open_table(BY_EK_KEY)?;
+            // Only the entry that names this record: another machine may hold the key.
+            let ours = index
+                .get(key.as_str())?
+                .is_some_and(|v| v.value() == record.id);
+            if ours {
+                index.remove(key.as_str())?;
+            }
         }
         if let Some(hash) = &record.config_token_hash {
             self.txn.open_table(BY_TOKEN)?.remove(hash.as_str())?;
