@@ -212,6 +212,12 @@ fn reboots_are_seen_and_rolled_back_tpms_refused() {
             assert!(out.stderr.contains("tpm_clock_rollback"), "{}", out.stderr);
             assert!(last.contains("Attestation failed"), "{last}");
             assert_eq!(now["tpm_clock"], after["tpm_clock"], "nothing changed");
+            // Refused until an operator forgets the reference (a vTPM restored on purpose).
+            assert_ne!(a.run(&["attest", "--once"]).code, 0);
+            server.admin(&id, "reset-baseline", r#"{"reason":"restored on purpose"}"#);
+            assert_eq!(machine(&server, &id)["tpm_clock"], Value::Null);
+            let out = a.run(&["attest", "--once"]);
+            assert_eq!(out.code, 0, "{}", out.stderr);
         } else {
             assert_eq!(out.code, 0, "{}", out.stderr);
             assert!(

@@ -1,7 +1,9 @@
 //! Which AKs this server takes (DESIGN.md §3.2): `ITL_AK_ALGORITHMS`, P-384 only unless the
 //! operator allows more, and P-384 only whatever it says under `ITL_HIGH_ASSURANCE=true`
 //! (CNSA 1.0). An AK is judged when it is offered — registration, import, and an attest
-//! that rotates to a new AK — never again afterwards: a bound AK was judged when it came.
+//! that rotates to a new AK — and, under `ITL_HIGH_ASSURANCE=true` only, again at every
+//! attestation (an AK bound under an earlier, wider policy is then refused until the agent
+//! registers a P-384 one); otherwise a bound AK was judged when it came.
 //! The form itself (fixed scheme, hash, nameAlg) is `attest_common::tpm::ak`'s.
 
 use attest_common::tpm::ak::{AkAlgorithm, AkError, check_ak};
@@ -14,6 +16,9 @@ use crate::store::Registry;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AkPolicy {
     allowed: Vec<AkAlgorithm>,
+    /// `ITL_HIGH_ASSURANCE=true`: AKs bound before are judged again at every attestation
+    /// (one bound under an earlier, wider policy must be replaced by re-registering).
+    rejudge_bound: bool,
 }
 
 impl Default for AkPolicy {
@@ -21,6 +26,7 @@ impl Default for AkPolicy {
     fn default() -> Self {
         AkPolicy {
             allowed: vec![AkAlgorithm::EccP384],
+            rejudge_bound: false,
         }
     }
 }
@@ -30,7 +36,10 @@ impl AkPolicy {
     /// `ITL_HIGH_ASSURANCE` is on. The error is the message for the variable.
     pub fn parse(list: Option<&str>, high_assurance: bool) -> Result<AkPolicy, String> {
         let Some(list) = list.filter(|l| !l.trim().is_empty()) else {
-            return Ok(AkPolicy::default());
+            return Ok(AkPolicy {
+                rejudge_bound: high_assurance,
+                ..AkPolicy::default()
+            });
         };
         let mut allowed = Vec::new();
         for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
@@ -53,7 +62,15 @@ impl AkPolicy {
                  ECDSA-SHA384); leave it unset or set ecc-p384"
             ));
         }
-        Ok(AkPolicy { allowed })
+        Ok(AkPolicy {
+            allowed,
+            rejudge_bound: high_assurance,
+        })
+    }
+
+    /// Whether a bound AK is judged again at each attestation (`ITL_HIGH_ASSURANCE`).
+    pub fn rejudges_bound(&self) -> bool {
+        self.rejudge_bound
     }
 
     pub fn allowed(&self) -> &[AkAlgorithm] {
@@ -119,6 +136,11 @@ impl<R: Registry> Service<R> {
     pub(super) fn check_ak(&self, ak_public: &[u8]) -> Result<TpmPublic, ServiceError> {
         self.ak_policy.check(ak_public)
     }
+
+    /// Whether bound AKs are judged again (`ITL_HIGH_ASSURANCE`).
+    pub(super) fn ak_policy_rejudges(&self) -> bool {
+        self.ak_policy.rejudges_bound()
+    }
 }
 
 #[cfg(test)]
@@ -128,12 +150,22 @@ mod tests {
     #[test]
     fn names_defaults_and_conflicts() {
         assert_eq!(AkPolicy::parse(None, false), Ok(AkPolicy::default()));
-        assert_eq!(AkPolicy::parse(Some(" "), true), Ok(AkPolicy::default()));
+        assert!(!AkPolicy::default().rejudges_bound());
+        assert!(AkPolicy::parse(None, true).unwrap().rejudges_bound());
+        assert!(
+            AkPolicy::parse(Some("ecc-p384"), true)
+                .unwrap()
+                .rejudges_bound()
+        );
+        assert_eq!(
+            AkPolicy::parse(Some(" "), true).map(|p| p.allowed().to_vec()),
+            Ok(vec![AkAlgorithm::EccP384])
+        );
         let p = AkPolicy::parse(Some("ecc-p384, rsa-2048,ecc-p384"), false).unwrap();
         assert_eq!(p.names(), "ecc-p384,rsa-2048");
         assert_eq!(
-            AkPolicy::parse(Some("ecc-p384"), true),
-            Ok(AkPolicy::default())
+            AkPolicy::parse(Some("ecc-p384"), true).map(|p| p.allowed().to_vec()),
+            Ok(vec![AkAlgorithm::EccP384])
         );
         let e = AkPolicy::parse(Some("ecc-p384,ecc-p256"), true).unwrap_err();
         assert!(e.contains("conflicts with ITL_HIGH_ASSURANCE=true"), "{e}");

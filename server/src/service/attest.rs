@@ -171,18 +171,21 @@ impl<R: Registry> Service<R> {
             }
         };
         let mut action = t.action.unwrap_or(Action::None);
-        if matches!(prev, Status::Registered | Status::Attested)
-            && t.to.is_some_and(|s| s.status == Status::Attested)
-        {
+        let clock_changes = proof.clock.as_ref().map_or_else(Vec::new, |c| {
+            tpm_clock::changes(record.tpm_clock.as_ref(), c)
+        });
+        let attesting = matches!(prev, Status::Registered | Status::Attested)
+            && t.to.is_some_and(|s| s.status == Status::Attested);
+        if attesting {
             let policy = self.policies.for_role(record.role);
-            if let Some(now_clock) = &proof.clock {
-                for change in tpm_clock::changes(record.tpm_clock.as_ref(), now_clock) {
-                    if change.refused_by(policy) {
-                        return self.clock_refused(tx, before, &change, actor, now);
-                    }
-                    changes.push(change.describe().to_owned());
-                }
+            if let Some(change) = clock_changes.iter().find(|c| c.refused_by(policy)) {
+                return self.clock_refused(tx, before, change, actor, now);
             }
+        }
+        // Told and audited in every state (a locked or pending machine's too).
+        changes.extend(clock_changes.iter().map(|c| c.describe().to_owned()));
+        if attesting {
+            let policy = self.policies.for_role(record.role);
             match policy.check(record.pcr_baseline.as_deref(), &req.pcr_values) {
                 Ok(true) => {
                     record.pcr_baseline = Some(req.pcr_values.to_vec());
@@ -199,8 +202,13 @@ impl<R: Registry> Service<R> {
         if let Some(to) = t.to {
             record.state = to;
         }
-        // Every accepted quote's clock is the reference for the next one.
-        if proof.clock.is_some() {
+        // An accepted quote's clock is the reference for the next one, but for one that went
+        // back outside an attestation the role's policy let through (a locked or pending
+        // machine is still told its action): that must not launder the rollback.
+        let went_back = clock_changes
+            .iter()
+            .any(tpm_clock::ClockChange::is_rollback);
+        if proof.clock.is_some() && (attesting || !went_back) {
             record.tpm_clock = proof.clock;
         }
         if record.state.status == Status::Attested

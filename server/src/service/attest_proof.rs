@@ -48,8 +48,18 @@ impl<R: Registry> Service<R> {
             secret: record.activation_secret.clone().or_else(|| secret_for(ak)),
             rotation: false,
         };
+        let rejudged = |ak: &[u8]| {
+            if self.ak_policy_rejudges() {
+                self.check_ak(ak)
+                    .map_err(|e| self.unauthenticated(Refusal::RefusedAk, now, || e))?;
+            }
+            Ok::<_, ServiceError>(())
+        };
         match (&req.ak_public, &record.ak_public) {
-            (Some(new), Some(ak)) if new.as_slice() == ak.as_slice() => Ok(bound(ak)),
+            (Some(new), Some(ak)) if new.as_slice() == ak.as_slice() => {
+                rejudged(ak)?;
+                Ok(bound(ak))
+            }
             (Some(new), _) => {
                 // A new AK is judged by the AK policy before anything else (a bound one was
                 // judged when it was offered): refused, it writes nothing.
@@ -61,7 +71,10 @@ impl<R: Registry> Service<R> {
                     rotation: true,
                 })
             }
-            (None, Some(ak)) => Ok(bound(ak)),
+            (None, Some(ak)) => {
+                rejudged(ak)?;
+                Ok(bound(ak))
+            }
             (None, None) => Err(self.unauthenticated(Refusal::NoActivation, now, || {
                 ServiceError::new(
                     ErrorKind::Unprocessable,

@@ -135,8 +135,9 @@ impl<R: Registry> Service<R> {
         deleted
     }
 
-    /// Forgets a machine's PCR baseline: its next verified attestation pins a new one (after
-    /// a deliberate firmware or boot-chain change).
+    /// Forgets a machine's PCR baseline and TPM clock reference: its next verified
+    /// attestation pins new ones (after a deliberate firmware or boot-chain change, a TPM
+    /// cleared or its firmware updated).
     pub fn reset_baseline(
         &self,
         id: &str,
@@ -147,9 +148,14 @@ impl<R: Registry> Service<R> {
         self.registry.write(|tx| {
             let mut record = tx.machine(id)?.ok_or_else(|| not_found(id))?;
             let had = record.pcr_baseline.take().is_some();
+            // The TPM clock reference too: after a TPM was cleared or re-flashed on
+            // purpose, its next accepted quote is the new reference (`service::tpm_clock`).
+            let had_clock = record.tpm_clock.take().is_some();
             record.updated_at = now;
             tx.put_machine(&record)?;
-            let detail = format!("PCR baseline reset: id={id} had_baseline={had} reason={reason}");
+            let detail = format!(
+                "PCR baseline reset: id={id} had_baseline={had} had_tpm_clock={had_clock} reason={reason}"
+            );
             Change::about(AuditAction::PcrBaselineReset, &record, detail).record(tx, actor, now)?;
             Ok(record)
         })

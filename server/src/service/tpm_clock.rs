@@ -1,18 +1,24 @@
 //! What a quote's TPMS_CLOCK_INFO and firmwareVersion say about the TPM since its last
-//! accepted quote (DESIGN.md §3.4). The TPM signs them with every quote:
-//! - `resetCount` goes up at each TPM Reset (a reboot) and never down;
-//! - `restartCount` goes up at each TPM Restart or Resume (resume from hibernation) and
-//!   starts again at 0 after a reset;
-//! - `clock` (milliseconds powered) never runs backwards within one reset and restart;
-//! - `safe = NO` says the clock may have been reported higher before (a power loss before
-//!   it was saved): recorded, shown, not refused (it is the TPM being honest);
+//! accepted quote (DESIGN.md §3.4; TPM 2.0 Part 1 §36, Part 2 TPMS_CLOCK_INFO). The TPM signs
+//! them with every quote:
+//! - `clock` (milliseconds powered) only advances, across Resets and Restarts too; it is
+//!   saved to NV now and then, so after a power loss it may resume from the last saved
+//!   value, lower than one already reported, and then the TPM says `safe = NO`. Only
+//!   TPM2_Clear sets it (and the counters) back to zero;
+//! - `resetCount` goes up at each TPM Reset (a reboot) and never down but by TPM2_Clear;
+//! - `restartCount` goes up at each TPM Restart or Resume and starts again at 0 after a
+//!   reset;
 //! - `firmwareVersion` changes when the TPM's firmware is updated.
 //!
-//! Counters going back, or the clock running backwards within one reset, mean the TPM's
-//! state was rolled back (a vTPM restored from a snapshot) or the quote is older than one
-//! already accepted: a role's policy says whether that refuses the attestation (default)
-//! or is only flagged. A firmware change is flagged by default. Everything here is a pure
-//! comparison; the attestation path audits what it finds.
+//! A clock or a counter going back otherwise means the TPM's state was rolled back (a vTPM
+//! restored from a snapshot: Resumes after the restore cannot hide it, the clock is still
+//! behind) or the quote is older than one already accepted: a role's policy says whether
+//! that refuses the attestation (default) or is only flagged. A TPM2_Clear (counters and
+//! clock back near zero, `safe`) is flagged: a reinstalled machine's owner clears its TPM.
+//! A firmware change is flagged by default. An operator's `reset-baseline` forgets the
+//! reference. The AK must be in the endorsement hierarchy (ours are): for other AKs the TPM
+//! obfuscates the counters and firmwareVersion in quotes (Part 3 §18.1). Everything here is
+//! a pure comparison; the attestation path audits what it finds.
 
 use attest_common::tpm::attest::QuoteInfo;
 
@@ -38,6 +44,8 @@ pub enum ClockChange {
     /// resetCount, restartCount or the clock went back: the TPM state was rolled back, or
     /// this quote is older than one already accepted.
     Rollback(String),
+    /// TPM2_Clear: counters and clock back to (near) zero.
+    Cleared(String),
     /// The TPM's firmware version changed.
     Firmware(String),
     /// A TPM Reset (a reboot) since the last quote.
@@ -52,17 +60,23 @@ impl ClockChange {
         match self {
             ClockChange::Rollback(_) => policy.on_clock_rollback == OnClock::Refuse,
             ClockChange::Firmware(_) => policy.on_firmware_change == OnClock::Refuse,
-            ClockChange::Reboot(_) | ClockChange::Resume(_) => false,
+            ClockChange::Cleared(_) | ClockChange::Reboot(_) | ClockChange::Resume(_) => false,
         }
     }
 
     pub fn describe(&self) -> &str {
         match self {
             ClockChange::Rollback(s)
+            | ClockChange::Cleared(s)
             | ClockChange::Firmware(s)
             | ClockChange::Reboot(s)
             | ClockChange::Resume(s) => s,
         }
+    }
+
+    /// Whether it went back.
+    pub fn is_rollback(&self) -> bool {
+        matches!(self, ClockChange::Rollback(_))
     }
 }
 
@@ -74,7 +88,14 @@ pub fn changes(before: Option<&TpmClock>, now: &TpmClock) -> Vec<ClockChange> {
     let mut out = Vec::new();
     let (br, nr) = (b.reset_count, now.reset_count);
     let (bs, ns) = (b.restart_count, now.restart_count);
-    if nr < br {
+    let rebooted = nr > br;
+    let cleared = nr < br && nr <= 1 && ns == 0 && now.clock < b.clock && now.safe;
+    if cleared {
+        out.push(ClockChange::Cleared(format!(
+            "TPM cleared (TPM2_Clear): resetCount {br} → {nr}, clock {} → {} ms",
+            b.clock, now.clock
+        )));
+    } else if nr < br {
         out.push(ClockChange::Rollback(format!(
             "TPM resetCount went back ({br} → {nr}): its state was rolled back or the quote is old"
         )));
@@ -82,9 +103,11 @@ pub fn changes(before: Option<&TpmClock>, now: &TpmClock) -> Vec<ClockChange> {
         out.push(ClockChange::Rollback(format!(
             "TPM restartCount went back ({bs} → {ns}) within one reset"
         )));
-    } else if nr == br && ns == bs && now.clock < b.clock {
+    } else if now.clock < b.clock && (!rebooted || now.safe) {
+        // Only a power loss (a reset, and the TPM saying its clock is not safe) may bring
+        // the clock back to its last saved value.
         out.push(ClockChange::Rollback(format!(
-            "TPM clock ran backwards ({} → {} ms) within one reset",
+            "TPM clock went back ({} → {} ms) without a power loss",
             b.clock, now.clock
         )));
     }
@@ -94,7 +117,7 @@ pub fn changes(before: Option<&TpmClock>, now: &TpmClock) -> Vec<ClockChange> {
             b.firmware_version, now.firmware_version
         )));
     }
-    if nr > br {
+    if rebooted {
         out.push(ClockChange::Reboot(format!(
             "rebooted: resetCount {br} → {nr}"
         )));
@@ -125,6 +148,7 @@ mod tests {
             .iter()
             .map(|c| match c {
                 ClockChange::Rollback(_) => "rollback",
+                ClockChange::Cleared(_) => "cleared",
                 ClockChange::Firmware(_) => "firmware",
                 ClockChange::Reboot(_) => "reboot",
                 ClockChange::Resume(_) => "resume",
@@ -141,17 +165,24 @@ mod tests {
         );
         assert!(kinds(b, at(5, 2, 1000, 7)).is_empty());
         assert!(kinds(b, at(5, 2, 9000, 7)).is_empty());
-        assert_eq!(
-            kinds(b, at(6, 0, 10, 7)),
-            ["reboot"],
-            "a reboot restarts the clock"
-        );
+        assert_eq!(kinds(b, at(6, 0, 1500, 7)), ["reboot"], "the clock goes on");
         assert_eq!(kinds(b, at(5, 3, 1200, 7)), ["resume"]);
         assert_eq!(kinds(b, at(4, 9, 99_999, 7)), ["rollback"]);
         assert_eq!(kinds(b, at(5, 1, 99_999, 7)), ["rollback"]);
         assert_eq!(kinds(b, at(5, 2, 999, 7)), ["rollback"]);
-        assert_eq!(kinds(b, at(6, 0, 10, 8)), ["firmware", "reboot"]);
-        assert_eq!(kinds(b, at(1, 0, 10, 8)), ["rollback", "firmware"]);
+        assert_eq!(kinds(b, at(6, 0, 1500, 8)), ["firmware", "reboot"]);
+        // The clock behind: a rollback, whatever the counters did (a snapshot restored,
+        // then resumed or rebooted to push them up) ...
+        assert_eq!(kinds(b, at(5, 4, 999, 7)), ["rollback", "resume"]);
+        assert_eq!(kinds(b, at(6, 0, 999, 7)), ["rollback", "reboot"]);
+        // ... but for a power loss, which the TPM owns up to (safe = NO) ...
+        let mut lost = at(6, 0, 900, 7);
+        lost.safe = false;
+        assert_eq!(kinds(b, lost), ["reboot"]);
+        // ... and TPM2_Clear (counters and clock near zero).
+        assert_eq!(kinds(b, at(0, 0, 10, 7)), ["cleared"]);
+        assert_eq!(kinds(b, at(1, 0, 10, 8)), ["cleared", "firmware"]);
+        assert_eq!(kinds(b, at(3, 0, 10, 7)), ["rollback"]);
     }
 
     #[test]
@@ -165,16 +196,20 @@ mod tests {
             "rollback refused by default"
         );
         assert!(
-            !refused(at(6, 0, 1, 8), &default),
+            !refused(at(6, 0, 2000, 8), &default),
             "firmware flagged by default"
         );
-        assert!(!refused(at(6, 0, 1, 7), &default), "a reboot is no fault");
+        assert!(
+            !refused(at(6, 0, 2000, 7), &default),
+            "a reboot is no fault"
+        );
+        assert!(!refused(at(0, 0, 5, 7), &default), "a clear is flagged");
         let lenient = RolePolicy {
             on_clock_rollback: OnClock::Flag,
             on_firmware_change: OnClock::Refuse,
             ..RolePolicy::default()
         };
         assert!(!refused(at(4, 0, 1, 7), &lenient));
-        assert!(refused(at(6, 0, 1, 8), &lenient));
+        assert!(refused(at(6, 0, 2000, 8), &lenient));
     }
 }
