@@ -68,6 +68,19 @@ pub struct Client {
     allow_plain_http: bool,
 }
 
+/// `url` as it may be printed or logged: a config URL's token (a bearer secret: the
+/// single-use URL serves the config with its secrets, the long-lived one its public part)
+/// replaced by a marker.
+pub fn shown(url: &str) -> String {
+    const CONFIG: &str = "/api/v1/config/";
+    match url.find(CONFIG) {
+        Some(at) if url.len() > at + CONFIG.len() => {
+            format!("{}<token, not shown>", &url[..at + CONFIG.len()])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// The warning about plain HTTP, once per process.
 static PLAIN_HTTP_WARNING: std::sync::Once = std::sync::Once::new();
 
@@ -161,8 +174,9 @@ impl Client {
         };
         if crate::config::is_plain_http(&url) && !self.allow_plain_http {
             return Err(anyhow!(
-                "{url} is plain HTTP, and allow_plain_http is not set: not fetched (is the \
-                 server's ITL_SERVICE_URL http://?)"
+                "{} is plain HTTP, and allow_plain_http is not set: not fetched (is the \
+                 server's ITL_SERVICE_URL http://?)",
+                shown(&url)
             ));
         }
         Ok(url)
@@ -180,7 +194,8 @@ impl Client {
             None if method == "POST" => self.http.post(&url).send_empty(),
             None => self.http.get(&url).call(),
         };
-        let mut response = result.map_err(|e| anyhow!("{method} {url}: {}", explain(&e)))?;
+        let mut response =
+            result.map_err(|e| anyhow!("{method} {}: {}", shown(&url), explain(&e)))?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -193,7 +208,7 @@ impl Client {
             .with_config()
             .limit(MAX_BODY)
             .read_to_vec()
-            .map_err(|e| anyhow!("{method} {url}: reading the answer: {e}"))?;
+            .map_err(|e| anyhow!("{method} {}: reading the answer: {e}", shown(&url)))?;
         if (200..300).contains(&status) {
             return Ok((status, bytes));
         }

@@ -265,7 +265,7 @@ fn register(agent: &Agent, self_register: bool) -> Result<()> {
         println!("iso_url={url}");
     }
     if let Some(url) = &r.config_url {
-        println!("config_url={url}");
+        println!("config_url={}", attest_host_agent::client::shown(url));
     }
     Ok(())
 }
@@ -282,8 +282,7 @@ fn print_attested(a: &attest_host_agent::agent::Attested) {
     if let Some(url) = &r.config_url {
         // The URL is a single-use bearer link to the config with its secrets: not printed
         // where logs would keep it.
-        let base = url.rsplit_once('/').map_or("", |(base, _)| base);
-        println!("config_url={base}/<single use, not shown>");
+        println!("config_url={}", attest_host_agent::client::shown(url));
     }
     if let Some(digest) = &r.config_sha384 {
         let mut hex = [0u8; 96];

@@ -184,7 +184,7 @@ fn usb_boot_before_and_after_approval() {
         assert_eq!(out["action"], "apply-config");
         // The single-use URL is a bearer link to the secrets: the agent does not print it.
         assert!(
-            out["config_url"].ends_with("/api/v1/config/<single use, not shown>"),
+            out["config_url"].ends_with("/api/v1/config/<token, not shown>"),
             "{out:?}"
         );
         assert_eq!(out["config_sha384"].len(), 96);
@@ -706,4 +706,59 @@ fn two_agents_of_one_tpm_each_prove_their_ak() {
         actions.iter().filter(|a| *a == "ak-rotated").count() >= 3,
         "{actions:?}"
     );
+}
+
+/// Issue 25, item 3: the agent never prints a config token (the long-lived one of the USB
+/// path, the single-use one of an attestation, in its output or in an error naming the
+/// URL) or its activation secret. Everything it prints over a registration, an
+/// attestation and a failed config fetch is searched for each, as text, hex and base64.
+#[test]
+fn the_agent_prints_no_token_and_no_secret() {
+    let swtpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Config URLs that point nowhere: the fetch fails, and its error names the URL.
+    let server = start_with_configs(dir.path(), &[("ITL_SERVICE_URL", "http://127.0.0.1:9")]);
+    let a = agent(&swtpm, &server.url, dir.path(), "a");
+    let enrollment = || -> Value {
+        serde_json::from_slice(&std::fs::read(a.state.join("enrollment.json")).unwrap()).unwrap()
+    };
+    let mut printed = String::new();
+    let mut run = |args: &[&str]| {
+        let out = a.run(args);
+        printed.push_str(&out.stderr);
+        for (k, v) in &out.kv {
+            printed.push_str(&format!("{k}={v}\n"));
+        }
+        out
+    };
+    assert_eq!(run(&["register", "--role", "worker-app"]).code, 0);
+    let long_lived = enrollment()["config_url"].as_str().unwrap().to_owned();
+    let id = enrollment()["machine_id"].as_str().unwrap().to_owned();
+    approve(&server, &id, "worker-app", "a");
+    let out = run(&["attest", "--once"]);
+    assert_ne!(out.code, 0, "the fetch must fail");
+    assert!(
+        out.stderr.contains("/api/v1/config/<token, not shown>"),
+        "{}",
+        out.stderr
+    );
+    let single_use = enrollment()["config_url"].as_str().unwrap().to_owned();
+    let secret = std::fs::read(a.state.join("activation-secret")).unwrap();
+
+    let token = |url: &str| url.rsplit_once('/').unwrap().1.to_owned();
+    let mut needles = vec![token(&long_lived), token(&single_use)];
+    let mut hex = String::new();
+    for b in &secret {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    needles.push(hex);
+    needles.push(base64ct::Base64::encode_string(&secret));
+    assert_ne!(needles[0], needles[1]);
+    for needle in &needles {
+        assert!(needle.len() >= 32, "{needle}");
+        assert!(
+            !printed.contains(needle.as_str()),
+            "printed: {needle}\n{printed}"
+        );
+    }
 }
