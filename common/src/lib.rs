@@ -18,6 +18,7 @@ pub mod frame;
 pub mod hex;
 pub mod lifecycle;
 pub mod nonce;
+pub mod text;
 pub mod tpm;
 pub mod wire;
 

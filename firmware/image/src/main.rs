@@ -12,6 +12,7 @@ mod pc;
 
 use core::fmt::Write as _;
 
+use attest_common::text::Escaped;
 use attest_firmware::agent::{Agent, Mode, Outcome};
 use attest_firmware::run::{Link, LinkError, Platform};
 use attest_firmware::tpm::Tpm;
@@ -214,8 +215,9 @@ fn report(console: &mut Uart, outcome: &Outcome) {
             iso_url,
         } => writeln!(
             console,
-            "itl-firmware: registered machine={machine_id} status={status} iso_url={}",
-            iso_url.as_deref().unwrap_or("-")
+            "itl-firmware: registered machine={} status={status} iso_url={}",
+            Escaped(machine_id),
+            Escaped(iso_url.as_deref().unwrap_or("-"))
         ),
         Outcome::Attested {
             machine_id,
@@ -238,16 +240,20 @@ fn report(console: &mut Uart, outcome: &Outcome) {
                 .map_or("-", |(base, _)| base);
             writeln!(
                 console,
-                "itl-firmware: attested machine={machine_id} status={status} action={action} \
-                 config_url={base}/<single use, not shown> config_sha384={digest} \
-                 next_in={seconds_to_next_attestation}s (signature verified)"
+                "itl-firmware: attested machine={} status={status} action={action} \
+                 config_url={}/<single use, not shown> config_sha384={digest} \
+                 next_in={seconds_to_next_attestation}s (signature verified)",
+                Escaped(machine_id),
+                Escaped(base)
             )
         }
         Outcome::ReceiptSaved => writeln!(console, "itl-firmware: receipt saved by the relay"),
         Outcome::Refused { status, code } => {
+            // Unsigned, from the relay: escaped, so it cannot forge a console line.
             writeln!(
                 console,
-                "itl-firmware: refused by the server: {status} {code}"
+                "itl-firmware: refused by the server: {status} {}",
+                Escaped(code)
             )
         }
         Outcome::Failed(e) => writeln!(console, "itl-firmware: failed: {e}"),

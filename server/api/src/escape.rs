@@ -5,32 +5,16 @@
 
 use std::borrow::Cow;
 
-/// Whether `c` is written as it is: not a control character (C0, DEL, C1: newlines, escape
-/// sequences), not a line or paragraph separator, not a bidirectional override or isolate.
-fn printable(c: char) -> bool {
-    !c.is_control()
-        && !matches!(
-            c,
-            '\u{2028}' | '\u{2029}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}'
-                | '\u{2066}'..='\u{2069}'
-        )
-}
+use attest_common::text::{Escaped, printable};
 
-/// `untrusted` with every other character written as a Rust escape (`\n`, `\u{1b}`).
-/// Idempotent: escaping twice gives the same text.
+/// `untrusted` with every other character written as a Rust escape (`\n`, `\u{1b}`)
+/// (`attest_common::text`, the rule the firmware's console follows too). Idempotent:
+/// escaping twice gives the same text.
 pub fn escape(untrusted: &str) -> Cow<'_, str> {
     if untrusted.chars().all(printable) {
         return untrusted.into();
     }
-    let mut out = String::with_capacity(untrusted.len() + 8);
-    for c in untrusted.chars() {
-        if printable(c) {
-            out.push(c);
-        } else {
-            out.extend(c.escape_default());
-        }
-    }
-    out.into()
+    Escaped(untrusted).to_string().into()
 }
 
 #[cfg(test)]
