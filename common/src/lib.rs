@@ -11,6 +11,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod binding;
 pub mod crypto;
 pub mod der;
 pub mod fingerprint;

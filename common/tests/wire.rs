@@ -473,10 +473,45 @@ fn malformed_postcard_is_refused() {
     assert_eq!(e.field, "cert_pem", "{e}");
 }
 
+/// The answer's signed context covers every field of the answer and the request it
+/// answers (DESIGN §3.7): another machine's request, another challenge, or a request changed
+/// in any field gives another context.
 #[test]
 fn signed_context_covers_every_field() {
     let base = attest_response();
-    let ctx = base.signed_context();
+    let req = attest_request();
+    let ctx = base.signed_context_for(&req);
+    let requests = [
+        AttestRequest {
+            ek_fingerprint: attest_common::Fingerprint([0x99; 48]),
+            ..req.clone()
+        },
+        AttestRequest {
+            nonce_id: s("another-challenge"),
+            ..req.clone()
+        },
+        AttestRequest {
+            agent_nonce: Hex([0x44; 32]),
+            ..req.clone()
+        },
+        AttestRequest {
+            config_applied: Some(Hex([0x55; 48])),
+            ..req.clone()
+        },
+    ];
+    for r in &requests {
+        assert_ne!(base.signed_context_for(r), ctx, "{r:?}");
+    }
+    // The quote binds the agent's nonce and the claims, not the quote itself.
+    assert_ne!(
+        requests[2].qualifying_data(&[1; 32]),
+        req.qualifying_data(&[1; 32])
+    );
+    assert_ne!(
+        requests[3].qualifying_data(&[1; 32]),
+        req.qualifying_data(&[1; 32])
+    );
+    assert_ne!(req.qualifying_data(&[2; 32]), req.qualifying_data(&[1; 32]));
     let variants = [
         AttestResponse {
             machine_id: s("other"),
@@ -508,15 +543,14 @@ fn signed_context_covers_every_field() {
         },
     ];
     for v in variants {
-        assert_ne!(v.signed_context(), ctx, "{v:?}");
+        assert_ne!(v.signed_context_for(&req), ctx, "{v:?}");
     }
     // The signature itself is not part of what it signs.
     let resigned = AttestResponse {
         signature: NonceSignature([0; 96]),
         ..base
     };
-    assert_eq!(resigned.signed_context(), ctx);
-    assert!(!ctx.is_empty());
+    assert_eq!(resigned.signed_context_for(&req), ctx);
 }
 
 proptest::proptest! {

@@ -19,6 +19,7 @@
 //!   is how a revoked machine receives its one `wipe`.
 //! - `Receipt`: hand the identity to the relay as an offline receipt.
 
+use attest_common::binding;
 use attest_common::frame::{Deframer, encode_in_place, in_place_start, max_encoded_len};
 use attest_common::lifecycle::{Action, Status};
 use attest_common::nonce::{Domain, NONCE_LEN, VerifyingKey, verify, verifying_key_from_spki};
@@ -213,6 +214,8 @@ enum Step {
     Quote {
         nonce_id: String<NONCE_ID_LEN>,
         nonce: [u8; NONCE_LEN],
+        /// What the TPM quotes over (`attest_common::binding::qualifying_data`).
+        qualifying: [u8; 48],
         banks: Vec<PcrBank, 4>,
     },
     Done(Outcome),
@@ -235,6 +238,10 @@ pub struct Agent {
     tx: [u8; MAX_REQUEST_FRAME],
     tx_len: usize,
     rx: Deframer<{ max_encoded_len(MAX_RESPONSE) }>,
+    /// The attestation sent last (its challenge id and SHA-384): the only one whose answer
+    /// is taken (`attest_common::binding::answer_context`).
+    sent_nonce_id: String<NONCE_ID_LEN>,
+    sent_digest: [u8; 48],
 }
 
 /// A body serialized as its variant's content only (its index is written separately).
@@ -355,6 +362,8 @@ impl Agent {
             tx: [0; MAX_REQUEST_FRAME],
             tx_len: 0,
             rx: Deframer::new(),
+            sent_nonce_id: String::new(),
+            sent_digest: [0; 48],
         }
     }
 
@@ -481,7 +490,12 @@ impl Agent {
                 credential_blob: &c.credential_blob,
                 encrypted_secret: &c.encrypted_secret,
             },
-            Step::Quote { nonce, banks, .. } => Poll::Quote { nonce, banks },
+            Step::Quote {
+                qualifying, banks, ..
+            } => Poll::Quote {
+                nonce: qualifying,
+                banks,
+            },
             Step::Done(outcome) => Poll::Done(outcome),
         }
     }
@@ -547,11 +561,17 @@ impl Agent {
             (Expect::Attest, LinkResponseBody::Attest(a)) => {
                 let key = self.server_key.as_ref().ok_or(AgentError::NoServerKey);
                 key.and_then(|key| {
+                    let context = binding::answer_context(
+                        &a,
+                        &self.fingerprint,
+                        &self.sent_nonce_id,
+                        &self.sent_digest,
+                    );
                     verify(
                         key,
                         Domain::Action,
                         &self.agent_nonce,
-                        &a.signed_context(),
+                        &context,
                         &a.signature,
                     )
                     .map_err(|_| AgentError::BadSignature)
@@ -631,9 +651,14 @@ impl Agent {
                 })
                 .map_err(|_| AgentError::TooLarge)?;
         }
+        // The TPM quotes over the challenge nonce, our nonce and what our request claims:
+        // the answer, signed over our nonce, is then for this TPM's request alone.
+        let claims = binding::claims(&self.fingerprint, &c.nonce_id, None);
+        let qualifying = binding::qualifying_data(&c.nonce.0, &self.agent_nonce, &claims);
         Ok(Step::Quote {
             nonce_id: c.nonce_id,
             nonce: c.nonce.0,
+            qualifying,
             banks,
         })
     }
@@ -670,7 +695,11 @@ impl Agent {
         };
         match self.attest_request(nonce_id, &nonce, &evidence) {
             Ok(req) => match self.queue_variant(ATTEST, &req) {
-                Ok(()) => self.step = Step::Send(Expect::Attest),
+                Ok(()) => {
+                    self.sent_nonce_id = req.nonce_id.clone();
+                    self.sent_digest = req.digest();
+                    self.step = Step::Send(Expect::Attest)
+                }
                 Err(e) => self.fail(e),
             },
             Err(e) => self.fail(e),

@@ -142,7 +142,8 @@ pub fn drive<T: TpmTransport, L: Link>(
                 agent.activated(result.as_ref().map(|s| s.as_slice()).map_err(|e| *e));
             }
             Poll::Quote { nonce, banks } => {
-                let nonce = copy::<{ NONCE_LEN }>(nonce);
+                // The qualifying data (SHA-384): `attest_common::binding`.
+                let nonce = copy::<48>(nonce);
                 let banks = heapless::Vec::<_, 4>::from_slice(banks);
                 let Ok(banks) = banks else {
                     agent.quoted(Err(TpmError::TooLarge));

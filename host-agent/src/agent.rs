@@ -395,25 +395,6 @@ impl Agent {
         let challenge = client.challenge(&ChallengeRequest {
             ek_fingerprint: Some(fingerprint),
         })?;
-        let (quote, signature, pcr_values) = {
-            let mut tpm = self.open_tpm()?;
-            let ek = tpm.ek(ek_type)?;
-            let mut loaded = Loaded {
-                tpm: &mut tpm,
-                handles: vec![ek],
-            };
-            let ak = loaded
-                .tpm
-                .load_ak(ek, &ak_public, &ak_private)
-                .map_err(|e| Fatal(format!("{e:#}: register again")))?;
-            loaded.handles.push(ak.handle);
-            let (q, s) =
-                loaded
-                    .tpm
-                    .quote(ak.handle, &challenge.nonce.0, &challenge.pcr_selection)?;
-            let values = loaded.tpm.pcr_values(&challenge.pcr_selection)?;
-            (q, s, values)
-        };
         let secret = self.state.activation_secret()?;
         let proof = match &secret {
             Some(s) => {
@@ -427,15 +408,13 @@ impl Agent {
             None => None,
         };
         let agent_nonce = random32();
-        let req = AttestRequest {
+        let mut req = AttestRequest {
             ek_fingerprint: fingerprint,
             nonce_id: challenge.nonce_id,
             agent_nonce: Hex(agent_nonce),
-            quote: Blob::from_slice(&quote).ok_or_else(|| anyhow!("quote too large"))?,
-            signature: Blob::from_slice(&signature)
-                .ok_or_else(|| anyhow!("signature too large"))?,
-            pcr_values: heapless::Vec::from_slice(&pcr_values)
-                .map_err(|_| anyhow!("too many PCR values selected"))?,
+            quote: Blob::default(),
+            signature: Blob::default(),
+            pcr_values: heapless::Vec::new(),
             activation_proof: proof,
             // The AK this quote is made with: a new one (after a reset) is rotated to once
             // the server sees it activated; the bound one changes nothing.
@@ -446,21 +425,53 @@ impl Agent {
                 Some(Hex(d))
             }),
         };
+        // The TPM quotes over the challenge nonce, our nonce and the request's claims
+        // (`attest_common::binding`): our nonce, over which the answer is signed, is then
+        // this TPM's, and no claim can be changed on the way.
+        let qualifying = req.qualifying_data(&challenge.nonce.0);
+        let (quote, signature, pcr_values) = {
+            let mut tpm = self.open_tpm()?;
+            let ek = tpm.ek(ek_type)?;
+            let mut loaded = Loaded {
+                tpm: &mut tpm,
+                handles: vec![ek],
+            };
+            let ak = loaded
+                .tpm
+                .load_ak(ek, &ak_public, &ak_private)
+                .map_err(|e| Fatal(format!("{e:#}: register again")))?;
+            loaded.handles.push(ak.handle);
+            let (q, s) = loaded
+                .tpm
+                .quote(ak.handle, &qualifying, &challenge.pcr_selection)?;
+            let values = loaded.tpm.pcr_values(&challenge.pcr_selection)?;
+            (q, s, values)
+        };
+        req.quote = Blob::from_slice(&quote).ok_or_else(|| anyhow!("quote too large"))?;
+        req.signature =
+            Blob::from_slice(&signature).ok_or_else(|| anyhow!("signature too large"))?;
+        req.pcr_values = heapless::Vec::from_slice(&pcr_values)
+            .map_err(|_| anyhow!("too many PCR values selected"))?;
         let response = client.attest(&req)?;
+        // Signed over our nonce and this very request (EK fingerprint, challenge id, its
+        // digest): an answer to another machine's or another request does not verify.
         verify(
             &key,
             Domain::Action,
             &agent_nonce,
-            &response.signed_context(),
+            &response.signed_context_for(&req),
             &response.signature,
         )
         .map_err(|_| UnverifiedAnswer)?;
+        // Our machine id is the one registration gave us; an answer never changes it.
+        if response.machine_id.as_str() != enrollment.machine_id {
+            bail!(UnverifiedAnswer);
+        }
 
         // The activation secret is kept (0600) for as long as this AK lives: another agent
         // of the same TPM (the firmware, a second installation) may bind its own AK in
         // between, and only the proof takes this AK back (review F8). Without the TPM that
         // holds the AK it proves nothing.
-        enrollment.machine_id = response.machine_id.to_string();
         let mut done = Attested {
             response: response.clone(),
             hooks_run: Vec::new(),

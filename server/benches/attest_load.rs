@@ -303,7 +303,9 @@ fn main() {
         .iter()
         .map(|(i, c)| {
             let m = &machines[i % agents];
-            let attest = quote(&m.name, &c.nonce.0, &values);
+            let claims = attest_common::binding::claims(&m.fingerprint, &c.nonce_id, None);
+            let qualifying = attest_common::binding::qualifying_data(&c.nonce.0, &[1; 32], &claims);
+            let attest = quote(&m.name, &qualifying, &values);
             let sig = signature(&m.key, &attest);
             serde_json::to_string(&AttestRequest {
                 ek_fingerprint: m.fingerprint,

@@ -43,22 +43,14 @@ impl Agent {
         let (status, c) = server.call("POST", "/api/v1/attest/challenge", None, None);
         assert_eq!(status, 200);
         let c: ChallengeResponse = from_json(c.to_string().as_bytes()).unwrap();
-        let (quote, signature) = self
-            .tpm
-            .quote(self.ak.handle, &c.nonce.0, &c.pcr_selection)
-            .unwrap();
-        let mut values = self.tpm.pcr_values(&c.pcr_selection).unwrap();
-        if tamper {
-            values[0].value.0[0] ^= 1;
-        }
         let agent_nonce = Hex(random::<32>());
-        let req = AttestRequest {
+        let mut req = AttestRequest {
             ek_fingerprint: self.fingerprint,
             nonce_id: c.nonce_id.clone(),
             agent_nonce,
-            quote: Blob::from_slice(&quote).unwrap(),
-            signature: Blob::from_slice(&signature).unwrap(),
-            pcr_values: heapless::Vec::from_slice(&values).unwrap(),
+            quote: Blob::default(),
+            signature: Blob::default(),
+            pcr_values: heapless::Vec::new(),
             activation_proof: secret.map(|s| {
                 let mac = hmac(HashAlg::Sha384, s, &[&c.nonce.0]).unwrap();
                 Hex(mac.as_slice().try_into().unwrap())
@@ -66,6 +58,22 @@ impl Agent {
             ak_public: None,
             config_applied: self.applied.map(Hex),
         };
+        // Quoted over the binding of the nonces and the request's claims (DESIGN §3.7).
+        let (quote, signature) = self
+            .tpm
+            .quote(
+                self.ak.handle,
+                &req.qualifying_data(&c.nonce.0),
+                &c.pcr_selection,
+            )
+            .unwrap();
+        let mut values = self.tpm.pcr_values(&c.pcr_selection).unwrap();
+        if tamper {
+            values[0].value.0[0] ^= 1;
+        }
+        req.quote = Blob::from_slice(&quote).unwrap();
+        req.signature = Blob::from_slice(&signature).unwrap();
+        req.pcr_values = heapless::Vec::from_slice(&values).unwrap();
         let body = serde_json::to_string(&req).unwrap();
         let (status, value) = server.call("POST", "/api/v1/attest", None, Some(&body));
         let response = (status == 200).then(|| {
@@ -75,7 +83,7 @@ impl Agent {
                 &self.server_key,
                 Domain::Action,
                 &agent_nonce.0,
-                &r.signed_context(),
+                &r.signed_context_for(&req),
                 &r.signature,
             )
             .expect("the server's signature verifies with the pinned key");

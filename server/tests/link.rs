@@ -151,9 +151,12 @@ fn firmware_tpm_client_over_the_relay_registers_and_attests() {
         })
         .collect();
     let pcrs = tpm.pcr_read::<24>(&banks).unwrap();
-    let quote = tpm.quote(&ak, &ch.nonce.0, &banks).unwrap();
     let proof = hmac(TpmHash::Sha384, &secret, &[&ch.nonce.0]).unwrap();
     let agent_nonce = [0x33u8; 32];
+    // Quoted over the binding of both nonces and the request's claims (DESIGN §3.7).
+    let claims = attest_common::binding::claims(&fp, &ch.nonce_id, None);
+    let qualifying = attest_common::binding::qualifying_data(&ch.nonce.0, &agent_nonce, &claims);
+    let quote = tpm.quote(&ak, &qualifying, &banks).unwrap();
     let attest = AttestRequest {
         ek_fingerprint: fp,
         nonce_id: ch.nonce_id.clone(),
@@ -176,7 +179,8 @@ fn firmware_tpm_client_over_the_relay_registers_and_attests() {
         ak_public: None,
         config_applied: None,
     };
-    let LinkResponseBody::Attest(answer) = line.call(LinkRequestBody::Attest(attest)) else {
+    let LinkResponseBody::Attest(answer) = line.call(LinkRequestBody::Attest(attest.clone()))
+    else {
         panic!("not an attest answer")
     };
     assert_eq!(
@@ -188,10 +192,10 @@ fn firmware_tpm_client_over_the_relay_registers_and_attests() {
         &key,
         Domain::Action,
         &agent_nonce,
-        &answer.signed_context(),
+        &answer.signed_context_for(&attest),
         &answer.signature,
     )
-    .expect("the answer is signed over the firmware's nonce");
+    .expect("the answer is signed over the firmware's nonce and its request");
     let (_, detail) = server.call("GET", &format!("/api/v1/machines/{id}"), Some(ADMIN), None);
     assert_eq!(detail["status"], "attested", "{detail}");
 

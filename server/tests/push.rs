@@ -331,12 +331,17 @@ fn attest_request(
 ) -> AttestRequest {
     let (_, c) = server.call("POST", "/api/v1/attest/challenge", None, None);
     let c: ChallengeResponse = from_json(c.to_string().as_bytes()).unwrap();
-    let (quote, signature) = tpm.quote(ak.handle, &c.nonce.0, &c.pcr_selection).unwrap();
+    let agent_nonce = random::<32>();
+    // The quote is over the binding of both nonces and the request's claims (DESIGN §3.7).
+    let fingerprint: attest_common::Fingerprint = fp;
+    let claims = attest_common::binding::claims(&fingerprint, &c.nonce_id, None);
+    let qualifying = attest_common::binding::qualifying_data(&c.nonce.0, &agent_nonce, &claims);
+    let (quote, signature) = tpm.quote(ak.handle, &qualifying, &c.pcr_selection).unwrap();
     let values = tpm.pcr_values(&c.pcr_selection).unwrap();
     AttestRequest {
-        ek_fingerprint: fp,
+        ek_fingerprint: fingerprint,
         nonce_id: c.nonce_id,
-        agent_nonce: Hex(random::<32>()),
+        agent_nonce: Hex(agent_nonce),
         quote: Blob::from_slice(&quote).unwrap(),
         signature: Blob::from_slice(&signature).unwrap(),
         pcr_values: heapless::Vec::from_slice(&values).unwrap(),

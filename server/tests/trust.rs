@@ -762,3 +762,122 @@ fn the_agent_prints_no_token_and_no_secret() {
         );
     }
 }
+
+static FIRST_ANSWER: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// A man in the middle that answers every attestation with the first answer it saw.
+fn replay_first_answer(path: &str, body: String) -> String {
+    if path != "/api/v1/attest" {
+        return body;
+    }
+    let mut kept = FIRST_ANSWER.lock().unwrap();
+    kept.get_or_insert(body).clone()
+}
+
+/// Issue 25, item 1 (DESIGN §3.7): an answer is bound to the request it answers. A man in
+/// the middle hands machine B the (genuinely signed) answer to machine A's attestation: B
+/// refuses it — no hook runs, nothing is applied — and both machines keep attesting.
+#[test]
+fn an_answer_to_another_machine_is_refused() {
+    let swtpm_a = Swtpm::start();
+    let swtpm_b = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_configs(dir.path(), &[]);
+    let proxy = tampering_proxy(server.url.clone(), replay_first_answer);
+    let via_proxy = |a: &AgentCli| AgentCli {
+        tcti: a.tcti.clone(),
+        state: a.state.clone(),
+        server: proxy.clone(),
+    };
+    let mut ids = Vec::new();
+    for (swtpm, name) in [(&swtpm_a, "a"), (&swtpm_b, "b")] {
+        let m = agent(swtpm, &server.url, dir.path(), name);
+        let id = m.ok(&["self-register"])["machine_id"].clone();
+        approve(&server, &id, "worker-app", name);
+        ids.push((m, id));
+    }
+    let (a, b) = (&ids[0].0, &ids[1].0);
+    assert_eq!(
+        via_proxy(a).ok(&["attest", "--once"])["action"],
+        "apply-config"
+    );
+    assert!(dir.path().join("a-applied.yaml").exists());
+
+    let out = via_proxy(b).run(&["attest", "--once"]);
+    assert_ne!(out.code, 0, "B acted on A's answer");
+    assert!(
+        out.stderr.contains("not signed by the pinned server key"),
+        "{}",
+        out.stderr
+    );
+    assert!(!dir.path().join("b-applied.yaml").exists(), "no hook ran");
+
+    // Both keep attesting (directly).
+    assert_eq!(b.ok(&["attest", "--once"])["action"], "apply-config");
+    assert!(dir.path().join("b-applied.yaml").exists());
+    assert_eq!(a.ok(&["attest", "--once"])["action"], "none");
+    assert_eq!(machine(&server, &ids[1].1)["status"], "attested");
+}
+
+/// Issue 25: an agent from before protocol v2 (its quote over the bare challenge nonce) gets
+/// a clear refusal, 400 `agent_outdated`, not a silent downgrade; nothing is written.
+#[test]
+fn an_agent_of_protocol_v1_is_told_to_upgrade() {
+    use attest_host_agent::tpm::{EkType, Tpm};
+    let swtpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_configs(dir.path(), &[]);
+    let (a, id) = attested(&server, &swtpm, dir.path(), "a");
+    let written = audit_total(&server);
+    let mut tpm = Tpm::open(&swtpm.tcti()).unwrap();
+    let ek = tpm.ek(EkType::EccP384).unwrap();
+    let ak_pub = std::fs::read(a.state.join("ak.pub")).unwrap();
+    let ak_priv = std::fs::read(a.state.join("ak.priv")).unwrap();
+    let ak = tpm.load_ak(ek, &ak_pub, &ak_priv).unwrap();
+    let c = challenge(&server);
+    let (quote, signature) = tpm.quote(ak.handle, &c.nonce.0, &c.pcr_selection).unwrap();
+    let values = tpm.pcr_values(&c.pcr_selection).unwrap();
+    // swtpm has no resource manager: leave no object behind for the agent.
+    tpm.flush(ak.handle).unwrap();
+    tpm.flush(ek).unwrap();
+    drop(tpm);
+    let fp = machine(&server, &id)["ek_fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let req = AttestRequest {
+        ek_fingerprint: fp.parse().unwrap(),
+        nonce_id: c.nonce_id,
+        agent_nonce: Hex(random::<32>()),
+        quote: Blob::from_slice(&quote).unwrap(),
+        signature: Blob::from_slice(&signature).unwrap(),
+        pcr_values: heapless::Vec::from_slice(&values).unwrap(),
+        activation_proof: None,
+        ak_public: None,
+        config_applied: None,
+    };
+    let (status, err) = server.call(
+        "POST",
+        "/api/v1/attest",
+        None,
+        Some(&serde_json::to_string(&req).unwrap()),
+    );
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (400, Some("agent_outdated")),
+        "{err}"
+    );
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("upgrade the agent"),
+        "{err}"
+    );
+    assert_eq!(audit_total(&server), written, "nothing written");
+    assert_eq!(
+        a.ok(&["attest", "--once"])["action"],
+        "none",
+        "the current agent attests"
+    );
+}

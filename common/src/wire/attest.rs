@@ -77,7 +77,8 @@ pub struct PcrValue {
 pub struct AttestRequest {
     pub ek_fingerprint: Fingerprint,
     pub nonce_id: String<NONCE_ID_LEN>,
-    /// The agent's own nonce: the server signs its answer over it.
+    /// The agent's own nonce: the server signs its answer over it, and the TPM quotes over
+    /// it (`binding::qualifying_data`).
     pub agent_nonce: Hex<NONCE_LEN>,
     /// TPMS_ATTEST bytes (base64 in JSON).
     pub quote: Blob<MAX_QUOTE>,
@@ -114,31 +115,7 @@ pub struct AttestResponse {
     #[serde(default)]
     pub config_sha384: Option<Hex<48>>,
     pub seconds_to_next_attestation: u32,
-    /// Server response key over (agent nonce, [`AttestResponse::signed_context`]), domain
-    /// `action`.
+    /// Server response key over (agent nonce, [`AttestResponse::signed_context_for`] the
+    /// request it answers), domain `action`.
     pub signature: NonceSignature,
-}
-
-/// Bytes of the largest signed context (postcard of the fields other than the signature).
-pub const MAX_SIGNED_CONTEXT: usize = 5 + MACHINE_ID_LEN + 2 + 3 + URL_LEN + 49 + 5 + 8;
-
-impl AttestResponse {
-    /// The bytes the signature covers besides the agent's nonce: the postcard encoding of
-    /// every other field, so no field can be changed without breaking it.
-    pub fn signed_context(&self) -> Vec<u8, MAX_SIGNED_CONTEXT> {
-        let fields = (
-            &self.machine_id,
-            self.status,
-            self.action,
-            &self.config_url,
-            &self.config_sha384,
-            self.seconds_to_next_attestation,
-        );
-        let mut buf = [0u8; MAX_SIGNED_CONTEXT];
-        // Every field is bounded and MAX_SIGNED_CONTEXT covers their largest encoding.
-        let used = postcard::to_slice(&fields, &mut buf)
-            .map(|s| s.len())
-            .unwrap_or(0);
-        Vec::from_slice(&buf[..used]).unwrap_or_default()
-    }
 }

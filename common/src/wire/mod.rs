@@ -18,8 +18,8 @@ use heapless::String;
 use serde::{Deserialize, Serialize};
 
 pub use attest::{
-    AttestRequest, AttestResponse, ChallengeRequest, ChallengeResponse, HashAlg,
-    MAX_SIGNED_CONTEXT, PcrBank, PcrSelection, PcrValue,
+    AttestRequest, AttestResponse, ChallengeRequest, ChallengeResponse, HashAlg, PcrBank,
+    PcrSelection, PcrValue,
 };
 pub use blob::{Blob, CertificateDer, Hex, HexVec};
 pub use enroll::{EnrollRequest, EnrollResponse};

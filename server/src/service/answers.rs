@@ -156,9 +156,11 @@ impl<R: Registry> Service<R> {
             seconds_to_next_attestation: self.challenges.interval_seconds,
             signature: NonceSignature([0; 96]),
         };
-        answer.signature =
-            key.signer
-                .sign(Domain::Action, &req.agent_nonce.0, &answer.signed_context());
+        answer.signature = key.signer.sign(
+            Domain::Action,
+            &req.agent_nonce.0,
+            &answer.signed_context_for(req),
+        );
         Ok(answer)
     }
 

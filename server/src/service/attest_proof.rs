@@ -102,6 +102,13 @@ impl<R: Registry> Service<R> {
                 )
             }));
         }
+        if let Err(why) = &evidence.quote
+            && why == super::evidence::OUTDATED
+        {
+            return Err(self.unauthenticated(Refusal::BadQuote, now, || {
+                ServiceError::bad_request("agent_outdated", why.clone())
+            }));
+        }
         if let Err(why) = &evidence.quote {
             let refusal = match evidence.selection_ok {
                 false => Refusal::WrongPcrSelection,

@@ -4,7 +4,9 @@
 //! expensive part), and checked again inside it when the record changed meanwhile.
 
 use attest_common::crypto::CryptoProvider;
+use attest_common::tpm::attest::QuoteInfo;
 use attest_common::tpm::public::TpmPublic;
+use attest_common::tpm::quote::QuoteError;
 use attest_common::tpm::verify_quote;
 use attest_common::wire::{AttestRequest, HashAlg, PcrSelection};
 
@@ -41,16 +43,24 @@ impl Checked {
         };
         let mut selection_ok = true;
         let mut clock = None;
+        // The quote is over the request's qualifying data (`attest_common::binding`), which
+        // commits to the agent's nonce and the request's claims too.
+        let qualifying = req.qualifying_data(nonce);
         let quote = match TpmPublic::from_tpm2b(ak) {
             Ok(key) => verify_quote(
                 provider,
                 &key,
                 &req.quote,
                 &req.signature,
-                nonce,
+                &qualifying,
                 &req.pcr_values,
             )
-            .map_err(|e| e.to_string())
+            .map_err(|e| match e {
+                QuoteError::NonceMismatch if quoted_bare_nonce(&req.quote, nonce) => {
+                    OUTDATED.to_owned()
+                }
+                e => e.to_string(),
+            })
             .and_then(|q| {
                 clock = Some(TpmClock::of(&q.info));
                 selection_ok = q.selects(selection);
@@ -68,4 +78,16 @@ impl Checked {
             clock,
         }
     }
+}
+
+/// Why the quote of an agent from before protocol v2 is refused (`attest` answers it 400
+/// `agent_outdated`, not a bare "quote invalid").
+pub(super) const OUTDATED: &str = "the quote's qualifying data is the bare challenge nonce: \
+     this agent predates attestation protocol v2 (qualifying data bound to the agent's \
+     nonce and the request); upgrade the agent";
+
+/// Whether `quote` (signature already verified) carries the bare challenge nonce, as agents
+/// of protocol v1 quote.
+fn quoted_bare_nonce(quote: &[u8], nonce: &[u8]) -> bool {
+    QuoteInfo::parse(quote).is_ok_and(|q| q.extra_data.as_slice() == nonce)
 }
