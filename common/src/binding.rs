@@ -2,8 +2,8 @@
 //!
 //! The TPM quote's qualifying data is not the server's nonce alone but
 //! `SHA-384("itl-attest/v2\0" ‖ server nonce ‖ agent nonce ‖ claims)`, where `claims` is
-//! the SHA-384 of what the request says about itself (its EK fingerprint, its challenge id
-//! and the config it reports applied). So the agent's nonce — over which the server signs
+//! the SHA-384 of what the request says about itself (its EK fingerprint, its challenge id,
+//! the config it reports applied, whether the ordered wipe ran). So the agent's nonce — over which the server signs
 //! its answer — and those claims are vouched for by the machine's AK: a man in the middle
 //! can neither give one machine's quote another's nonce, nor make a genuine request claim a
 //! config it did not apply. (DESIGN §3.7 names the two nonces; the claims are one step
@@ -64,14 +64,15 @@ pub fn qualifying_data(server_nonce: &[u8], agent_nonce: &[u8], claims: &[u8; 48
 }
 
 /// What a request asserts about itself, hashed: EK fingerprint, challenge id, the config it
-/// reports applied. (The AK it names need not be: a quote verifies only with the AK that
-/// made it.)
+/// reports applied, whether the ordered wipe ran. (The AK it names need not be: a quote
+/// verifies only with the AK that made it.)
 pub fn claims(
     ek_fingerprint: &Fingerprint,
     nonce_id: &str,
     config_applied: Option<&Hex<48>>,
+    wipe_done: bool,
 ) -> [u8; 48] {
-    digest_of(&(ek_fingerprint, nonce_id, config_applied))
+    digest_of(&(ek_fingerprint, nonce_id, config_applied, wipe_done))
 }
 
 /// The digest an answer's signature covers (with the agent's nonce): the label, the request
@@ -106,6 +107,7 @@ impl AttestRequest {
             &self.ek_fingerprint,
             &self.nonce_id,
             self.config_applied.as_ref(),
+            self.wipe_done,
         )
     }
 

@@ -255,7 +255,9 @@ pub fn transition(from: Option<State>, event: Event) -> Result<Transition, Refus
             status: Revoked,
             wipe_pending: wipe,
         }))),
-        (Revoked, Event::Attest) if state.wipe_pending => Ok(tell(to(Revoked), Action::Wipe)),
+        // The wipe is told until the machine confirms it (`wipe_pending` stays; the
+        // server clears it on a quote-bound confirmation, DESIGN §3.7).
+        (Revoked, Event::Attest) if state.wipe_pending => Ok(tell(Some(state), Action::Wipe)),
         (Revoked | Rejected, Event::Delete) => Ok(plain(None)),
         _ => Err(refuse()),
     }

@@ -69,7 +69,8 @@ fn expected(from: Option<State>, event: Event) -> Option<Transition> {
             t(Some(cur), Some(Action::Lock), false)
         }
         (Some(cur), Event::Attest) if cur.status == Revoked && cur.wipe_pending => {
-            t(s(Revoked), Some(Action::Wipe), false)
+            // Told until confirmed: the state (and its pending wipe) stays.
+            t(Some(cur), Some(Action::Wipe), false)
         }
         // Enrollment (air-gapped path): an approved machine proving its enrollment key
         // stays as it is (only a quote attests); everything else is refused.
@@ -127,8 +128,11 @@ fn every_cell_of_the_table() {
     assert_eq!((allowed, refused), (31, 57));
 }
 
+/// DESIGN §3.7: the wipe is told until the machine confirms it (the server clears
+/// `wipe_pending` on a quote-bound confirmation); without a pending wipe a revoked machine
+/// cannot attest.
 #[test]
-fn wipe_is_told_once_then_plain_refusal() {
+fn wipe_is_told_until_confirmed() {
     let revoked = transition(
         Some(st(Status::Attested, false)),
         Event::Revoke { wipe: true },
@@ -138,10 +142,12 @@ fn wipe_is_told_once_then_plain_refusal() {
     assert_eq!(revoked, Some(st(Status::Revoked, true)));
     let first = transition(revoked, Event::Attest).unwrap();
     assert_eq!(first.action, Some(Action::Wipe));
-    let second = transition(first.to, Event::Attest);
-    assert!(second.is_err());
+    assert_eq!(first.to, revoked, "still pending");
+    let second = transition(first.to, Event::Attest).unwrap();
+    assert_eq!(second.action, Some(Action::Wipe));
+    let confirmed = transition(Some(st(Status::Revoked, false)), Event::Attest);
     assert_eq!(
-        second.unwrap_err().to_string(),
+        confirmed.unwrap_err().to_string(),
         "cannot attest a machine in state revoked"
     );
 }

@@ -103,6 +103,7 @@ fn attest_request() -> AttestRequest {
         activation_proof: Some(Hex([9; 48])),
         ak_public: Some(Blob::from_slice(&[0x5a; 640]).unwrap()),
         config_applied: Some(Hex([0xa9; 48])),
+        wipe_done: false,
     }
 }
 
@@ -496,6 +497,7 @@ fn signed_context_covers_every_field() {
         },
         AttestRequest {
             config_applied: Some(Hex([0x55; 48])),
+            wipe_done: false,
             ..req.clone()
         },
     ];

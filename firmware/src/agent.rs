@@ -653,7 +653,7 @@ impl Agent {
         }
         // The TPM quotes over the challenge nonce, our nonce and what our request claims:
         // the answer, signed over our nonce, is then for this TPM's request alone.
-        let claims = binding::claims(&self.fingerprint, &c.nonce_id, None);
+        let claims = binding::claims(&self.fingerprint, &c.nonce_id, None, false);
         let qualifying = binding::qualifying_data(&c.nonce.0, &self.agent_nonce, &claims);
         Ok(Step::Quote {
             nonce_id: c.nonce_id,
@@ -745,6 +745,8 @@ impl Agent {
             activation_proof,
             ak_public: Some(Blob::from_slice(e.ak_public).ok_or(AgentError::TooLarge)?),
             config_applied: None,
+            // The firmware reports its outcome to the platform, which wipes (or not).
+            wipe_done: false,
         })
     }
 }
@@ -822,6 +824,7 @@ mod tests {
             activation_proof: Some(Hex([7; 48])),
             ak_public: None,
             config_applied: None,
+            wipe_done: false,
         };
         let body = LinkRequestBody::Attest(req.clone());
         let owned = postcard::to_allocvec(&LinkRequest {

@@ -11,7 +11,7 @@ use std::str::FromStr as _;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use attest_common::lifecycle::Action;
+use attest_common::lifecycle::{Action, Status};
 use attest_common::nonce::{Domain, verify, verifying_key_from_spki, verifying_key_to_spki};
 use attest_common::tpm::hash::{HashAlg, hmac};
 use attest_common::wire::{
@@ -57,6 +57,9 @@ impl std::error::Error for UnverifiedAnswer {}
 
 /// `last_action` while a wipe order's hook has not succeeded.
 const WIPE_PENDING: &str = "wipe-pending";
+/// `last_action` once a wipe order's hook has succeeded: reported (`wipe_done`) until the
+/// server confirms.
+const WIPED: &str = "wipe";
 
 /// One attestation's result.
 #[derive(Debug, Clone)]
@@ -355,7 +358,7 @@ impl Agent {
                 self.settings.hooks.timeout,
             )?;
         }
-        enrollment.last_action = Some("wipe".into());
+        enrollment.last_action = Some(WIPED.into());
         self.state.save_enrollment(&enrollment)?;
         Ok(true)
     }
@@ -424,6 +427,8 @@ impl Agent {
                 attest_common::hex::decode_into(h, &mut d).ok()?;
                 Some(Hex(d))
             }),
+            // The wipe hook ran (exit 0): the server may clear its pending wipe.
+            wipe_done: enrollment.last_action.as_deref() == Some(WIPED),
         };
         // The TPM quotes over the challenge nonce, our nonce and the request's claims
         // (`attest_common::binding`): our nonce, over which the answer is signed, is then
@@ -552,12 +557,15 @@ impl Agent {
                     Some(cmd) => {
                         run(cmd, b"", "wipe", "")?;
                         done.hooks_run.push("wipe");
+                        enrollment.last_action = Some(WIPED.into());
                     }
-                    None => done
-                        .warnings
-                        .push("wipe: no hook configured (hooks.wipe): NOTHING WAS WIPED".into()),
+                    None => {
+                        done.warnings.push(
+                            "wipe: no hook configured (hooks.wipe): NOTHING WAS WIPED".into(),
+                        );
+                        enrollment.last_action = Some("wipe-not-run".into());
+                    }
                 }
-                enrollment.last_action = Some("wipe".into());
             }
             _ => {}
         }
@@ -566,8 +574,10 @@ impl Agent {
     }
 
     /// Attests forever: again after the server's interval, or after a backoff (10 s doubling
-    /// to 300 s, at least `Retry-After`) when an attempt fails. Ends after a wipe, or on an
-    /// error that retrying cannot fix. `report` sees every outcome.
+    /// to 300 s, at least `Retry-After`) when an attempt fails. Ends when the server's signed
+    /// answer says the machine is revoked with nothing left to do (after a wipe: once the
+    /// wipe is confirmed), or on an error that retrying cannot fix. `report` sees every
+    /// outcome.
     pub fn run(
         &self,
         mut report: impl FnMut(&Result<Attested>, Option<Duration>),
@@ -576,8 +586,8 @@ impl Agent {
         let mut backoff = Backoff::default();
         loop {
             match self.resume_pending_wipe() {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
+                // Wiped now: the next attestation confirms it to the server.
+                Ok(_) => {}
                 Err(e) => {
                     let d = backoff.next(None, backoff::jitter());
                     report(&Err(e), Some(d));
@@ -587,7 +597,15 @@ impl Agent {
             }
             let result = self.attest_once();
             let next = match &result {
-                Ok(a) if a.response.action == Action::Wipe => None,
+                // Revoked, and nothing (left) to do: the server's signed last word.
+                Ok(a)
+                    if a.response.status == Status::Revoked
+                        && a.response.action == Action::None =>
+                {
+                    None
+                }
+                // Wiped: confirmed at the next contact, soon.
+                Ok(a) if a.response.action == Action::Wipe => Some(crate::config::MIN_INTERVAL),
                 Ok(a) => {
                     backoff.reset();
                     Some(

@@ -303,7 +303,7 @@ fn main() {
         .iter()
         .map(|(i, c)| {
             let m = &machines[i % agents];
-            let claims = attest_common::binding::claims(&m.fingerprint, &c.nonce_id, None);
+            let claims = attest_common::binding::claims(&m.fingerprint, &c.nonce_id, None, false);
             let qualifying = attest_common::binding::qualifying_data(&c.nonce.0, &[1; 32], &claims);
             let attest = quote(&m.name, &qualifying, &values);
             let sig = signature(&m.key, &attest);
@@ -317,6 +317,7 @@ fn main() {
                 activation_proof: None,
                 ak_public: None,
                 config_applied: None,
+                wipe_done: false,
             })
             .unwrap()
         })

@@ -187,7 +187,7 @@ fn attest_with(
     let agent_nonce = random::<32>();
     // The quote is over the binding of both nonces and the request's claims (DESIGN §3.7).
     let fingerprint: attest_common::Fingerprint = fp.parse().unwrap();
-    let claims = attest_common::binding::claims(&fingerprint, &c.nonce_id, None);
+    let claims = attest_common::binding::claims(&fingerprint, &c.nonce_id, None, false);
     let qualifying = attest_common::binding::qualifying_data(&c.nonce.0, &agent_nonce, &claims);
     let (quote, signature) = tpm.quote(ak.handle, &qualifying, &c.pcr_selection).unwrap();
     let values = tpm.pcr_values(&c.pcr_selection).unwrap();
@@ -202,6 +202,7 @@ fn attest_with(
         activation_proof: Some(Hex(proof.as_slice().try_into().unwrap())),
         ak_public: ak_public.map(|p| Blob::from_slice(p).unwrap()),
         config_applied: None,
+        wipe_done: false,
     };
     server.call(
         "POST",

@@ -24,6 +24,8 @@ struct Agent {
     server_key: p384::ecdsa::VerifyingKey,
     /// The SHA-384 of the config it applied, reported with each attestation.
     applied: Option<[u8; 48]>,
+    /// Reported once its wipe ran (DESIGN §3.7).
+    wipe_done: bool,
 }
 
 fn random<const N: usize>() -> [u8; N] {
@@ -57,6 +59,7 @@ impl Agent {
             }),
             ak_public: None,
             config_applied: self.applied.map(Hex),
+            wipe_done: self.wipe_done,
         };
         // Quoted over the binding of the nonces and the request's claims (DESIGN §3.7).
         let (quote, signature) = self
@@ -163,6 +166,7 @@ fn zero_touch_attestation_end_to_end() {
         fingerprint,
         server_key,
         applied: None,
+        wipe_done: false,
     };
 
     // Without the activation proof nothing is trusted, and nothing is written.
@@ -323,13 +327,31 @@ fn zero_touch_attestation_end_to_end() {
         Some(ADMIN),
         Some(r#"{"wipe":true,"reason":"stolen"}"#),
     );
-    let (_, _, r) = agent.attest(&server, None, false);
-    assert_eq!(r.unwrap().action, Action::Wipe);
-    let (status, err, _) = agent.attest(&server, None, false);
+    // The wipe is told until the machine confirms it (a lost answer loses nothing), then
+    // the signed last word: revoked, nothing to do.
+    for _ in 0..2 {
+        let (_, _, r) = agent.attest(&server, None, false);
+        let r = r.unwrap();
+        assert_eq!(
+            (r.status, r.action),
+            (attest_common::Status::Revoked, Action::Wipe)
+        );
+    }
+    agent.wipe_done = true;
+    for _ in 0..2 {
+        let (status, body, r) = agent.attest(&server, None, false);
+        assert_eq!(status, 200, "{body}");
+        let r = r.unwrap();
+        assert_eq!(
+            (r.status, r.action),
+            (attest_common::Status::Revoked, Action::None)
+        );
+    }
+    let actions = server.audit_column(&id, "action");
     assert_eq!(
-        (status, err["error"].as_str()),
-        (403, Some("machine_refused")),
-        "wipe is sent once"
+        actions.iter().filter(|a| *a == "wipe-confirmed").count(),
+        1,
+        "{actions:?}"
     );
 
     // Only what proved itself is in the audit log: the two verified attestations the PCR
@@ -375,16 +397,16 @@ fn zero_touch_attestation_end_to_end() {
     assert_eq!(sample("itl_machines{status=\"revoked\"}"), 1);
     assert_eq!(sample("itl_machines{status=\"pending_approval\"}"), 0);
     assert_eq!(sample("itl_machines{status=\"attested\"}"), 0);
-    // Accepted: pending twice, apply-config three times, the heartbeat, lock, wipe.
-    // Refused: two bad activation proofs, the forged PCR value, two policy violations, the
-    // revoked machine's last contact, the stranger, and the eight replays (without a
-    // challenge; each accepted attestation is replayed once).
-    assert_eq!(sample("itl_attestations_total{result=\"accepted\"}"), 8);
-    assert_eq!(sample("itl_attestations_total{result=\"refused\"}"), 15);
-    assert_eq!(sample("itl_challenges_issued_total"), 15);
+    // Accepted: pending twice, apply-config three times, the heartbeat, lock, the wipe
+    // twice, the confirmation and the revoked machine's last contact. Refused: two bad
+    // activation proofs, the forged PCR value, two policy violations, the stranger, and the
+    // eleven replays (without a challenge; each accepted attestation is replayed once).
+    assert_eq!(sample("itl_attestations_total{result=\"accepted\"}"), 11);
+    assert_eq!(sample("itl_attestations_total{result=\"refused\"}"), 17);
+    assert_eq!(sample("itl_challenges_issued_total"), 17);
     assert_eq!(
         sample("itl_unauthenticated_total{reason=\"replayed_nonce\"}"),
-        8
+        11
     );
     assert_eq!(
         sample("itl_unauthenticated_total{reason=\"no_activation\"}"),

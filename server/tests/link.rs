@@ -154,7 +154,7 @@ fn firmware_tpm_client_over_the_relay_registers_and_attests() {
     let proof = hmac(TpmHash::Sha384, &secret, &[&ch.nonce.0]).unwrap();
     let agent_nonce = [0x33u8; 32];
     // Quoted over the binding of both nonces and the request's claims (DESIGN §3.7).
-    let claims = attest_common::binding::claims(&fp, &ch.nonce_id, None);
+    let claims = attest_common::binding::claims(&fp, &ch.nonce_id, None, false);
     let qualifying = attest_common::binding::qualifying_data(&ch.nonce.0, &agent_nonce, &claims);
     let quote = tpm.quote(&ak, &qualifying, &banks).unwrap();
     let attest = AttestRequest {
@@ -178,6 +178,7 @@ fn firmware_tpm_client_over_the_relay_registers_and_attests() {
         activation_proof: Some(Hex(proof.as_slice().try_into().unwrap())),
         ak_public: None,
         config_applied: None,
+        wipe_done: false,
     };
     let LinkResponseBody::Attest(answer) = line.call(LinkRequestBody::Attest(attest.clone()))
     else {
@@ -408,10 +409,21 @@ fn firmware_agent_registers_attests_is_locked_and_wiped_through_the_relay() {
         "{outcome:?}"
     );
     assert_eq!(outcome.exit_code(), 4);
-    // Wipe is said once; then a plain refusal.
+    // The wipe is said again at every boot until a wipe is confirmed (the firmware hands
+    // it to its platform and confirms nothing: a machine that comes back is told again).
     let (outcome, _) = boot(&swtpm, &relay, Mode::Attest, Some(&key));
-    assert!(matches!(outcome, Outcome::Refused { .. }), "{outcome:?}");
-    assert_eq!(outcome.exit_code(), 5);
+    assert!(
+        matches!(
+            &outcome,
+            Outcome::Attested {
+                status: Status::Revoked,
+                action: Action::Wipe,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.exit_code(), 4);
 }
 
 #[test]

@@ -189,7 +189,8 @@ fn zero_touch_hooks_liveness_pcr_lock_and_wipe_once() {
         ("lock", "")
     );
 
-    // Revoke with wipe: the wipe order comes once, then plain refusal.
+    // Revoke with wipe: the wipe order comes until the machine confirms the hook ran (its
+    // next attestation, the confirmation bound into its quote); then the signed last word.
     admin(&server, &id, "revoke", r#"{"reason":"stolen","wipe":true}"#);
     let r = a.ok(&["attest", "--once"]);
     assert_eq!(
@@ -197,9 +198,23 @@ fn zero_touch_hooks_liveness_pcr_lock_and_wipe_once() {
         ("wipe", "wipe")
     );
     assert!(d.join("a-wiped").exists());
-    let out = a.run(&["attest", "--once"]);
-    assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("403 machine_refused"), "{}", out.stderr);
+    assert_eq!(
+        machine(&server, &id)["wipe_pending"],
+        true,
+        "sent, not confirmed"
+    );
+    let r = a.ok(&["attest", "--once"]);
+    assert_eq!(
+        (
+            r["status"].as_str(),
+            r["action"].as_str(),
+            r["hooks_run"].as_str()
+        ),
+        ("revoked", "none", "")
+    );
+    assert_eq!(machine(&server, &id)["wipe_pending"], false, "confirmed");
+    let actions = server.audit_column(&id, "action");
+    assert_eq!(count(&actions, "wipe-confirmed"), 1, "{actions:?}");
     let (_, v) = server.call("GET", "/api/v1/audit/verify", Some(ADMIN), None);
     assert_eq!(v["valid"], true);
 }
@@ -334,7 +349,7 @@ fn attest_request(
     let agent_nonce = random::<32>();
     // The quote is over the binding of both nonces and the request's claims (DESIGN §3.7).
     let fingerprint: attest_common::Fingerprint = fp;
-    let claims = attest_common::binding::claims(&fingerprint, &c.nonce_id, None);
+    let claims = attest_common::binding::claims(&fingerprint, &c.nonce_id, None, false);
     let qualifying = attest_common::binding::qualifying_data(&c.nonce.0, &agent_nonce, &claims);
     let (quote, signature) = tpm.quote(ak.handle, &qualifying, &c.pcr_selection).unwrap();
     let values = tpm.pcr_values(&c.pcr_selection).unwrap();
@@ -351,6 +366,7 @@ fn attest_request(
         }),
         ak_public: None,
         config_applied: None,
+        wipe_done: false,
     }
 }
 

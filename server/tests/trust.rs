@@ -51,6 +51,7 @@ fn forged_attest(server: &Server, fingerprint: &str) -> (u16, Value) {
         activation_proof: Some(Hex(random::<48>())),
         ak_public: None,
         config_applied: None,
+        wipe_done: false,
     };
     server.call(
         "POST",
@@ -855,6 +856,7 @@ fn an_agent_of_protocol_v1_is_told_to_upgrade() {
         activation_proof: None,
         ak_public: None,
         config_applied: None,
+        wipe_done: false,
     };
     let (status, err) = server.call(
         "POST",

@@ -100,6 +100,11 @@ pub struct AttestRequest {
     /// config (fetching it is not enough: a changed body is refused by the agent).
     #[serde(default)]
     pub config_applied: Option<Hex<48>>,
+    /// The wipe the server ordered has run (its hook exited 0): the server then clears
+    /// `wipe_pending` (DESIGN.md §3.7). Part of the quote's claims
+    /// (`binding::claims`): no one on the way can say it for the machine.
+    #[serde(default)]
+    pub wipe_done: bool,
 }
 
 /// The answer to an attestation; `signature` covers everything else in it.

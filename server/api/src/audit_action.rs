@@ -22,6 +22,7 @@ pub enum AuditAction {
     Lock,
     Unlock,
     Revoke,
+    WipeConfirmed,
     Delete,
     PcrBaselineReset,
     ConfigConsumed,
@@ -35,7 +36,7 @@ pub enum AuditAction {
 
 impl AuditAction {
     /// Every action, in the order the README lists them.
-    pub const ALL: [AuditAction; 23] = [
+    pub const ALL: [AuditAction; 24] = [
         AuditAction::Register,
         AuditAction::SelfRegister,
         AuditAction::ReRegister,
@@ -50,6 +51,7 @@ impl AuditAction {
         AuditAction::Lock,
         AuditAction::Unlock,
         AuditAction::Revoke,
+        AuditAction::WipeConfirmed,
         AuditAction::Delete,
         AuditAction::PcrBaselineReset,
         AuditAction::ConfigConsumed,
@@ -77,6 +79,7 @@ impl AuditAction {
             AuditAction::Lock => "lock",
             AuditAction::Unlock => "unlock",
             AuditAction::Revoke => "revoke",
+            AuditAction::WipeConfirmed => "wipe-confirmed",
             AuditAction::Delete => "delete",
             AuditAction::PcrBaselineReset => "pcr-baseline-reset",
             AuditAction::ConfigConsumed => "config-consumed",
@@ -118,6 +121,9 @@ impl AuditAction {
             AuditAction::Lock => "A machine locked: its next contact is told to lock.",
             AuditAction::Unlock => "A locked machine unlocked.",
             AuditAction::Revoke => "A machine revoked (with or without a wipe).",
+            AuditAction::WipeConfirmed => {
+                "A revoked machine's quote-bound report that its wipe ran: no longer pending."
+            }
             AuditAction::Delete => "A revoked or rejected record deleted (its entries stay).",
             AuditAction::PcrBaselineReset => "An operator forgot a machine's PCR baseline.",
             AuditAction::ConfigConsumed => {

@@ -155,15 +155,12 @@ impl<R: Registry> Service<R> {
         {
             return self.key_refused(tx, before, &other, actor, now);
         }
+        if record.state.status == Status::Revoked {
+            return self.revoked_contact(tx, before, req, actor, now);
+        }
         let t = match self.attest_transition(&record) {
             Ok(t) => t,
             Err(refused) => {
-                // Proven, but refused by its state (revoked without a wipe): told so, and
-                // nothing about the machine changes.
-                crate::log::warn(&format!(
-                    "Revoked machine contacted: id={} action=refused",
-                    record.id
-                ));
                 return Ok(Err(ServiceError::forbidden(
                     "machine_refused",
                     refused.to_string(),

@@ -5,7 +5,8 @@
 //! activation, new clock values) takes effect, and a PCR violation locks the machine when
 //! the policy says so.
 
-use attest_common::lifecycle::{Event, Transition, transition};
+use attest_common::lifecycle::{Action, Event, Transition, transition};
+use attest_common::wire::AttestRequest;
 
 use super::attest::AttestOutcome;
 use super::tpm_clock::ClockChange;
@@ -112,5 +113,44 @@ impl<R: Registry> Service<R> {
         let detail = format!("Attestation failed: id={} reason={why}", record.id);
         Change::about(AuditAction::AttestFailed, &record, detail).record(tx, actor, now)?;
         Ok(Err(ServiceError::conflict("ek_key_known", why)))
+    }
+
+    /// A revoked machine that proved itself (DESIGN.md §3.7): told `wipe` while its wipe is
+    /// pending (every contact, until it confirms), its confirmation (`wipe_done`, bound into
+    /// its quote) clears the pending wipe (audited `wipe-confirmed`), and otherwise a signed
+    /// answer that it is revoked, so its agent stops. Nothing else about it changes: an AK
+    /// rotation or activation it carried does not take effect.
+    pub(super) fn revoked_contact(
+        &self,
+        tx: &R::Tx<'_>,
+        mut record: MachineRecord,
+        req: &AttestRequest,
+        actor: &Actor,
+        now: u64,
+    ) -> Result<Result<AttestOutcome, ServiceError>, ServiceError> {
+        let told = |record: &MachineRecord, action| AttestOutcome {
+            machine_id: record.id.clone(),
+            status: record.state.status,
+            action,
+            config: None,
+        };
+        if !record.state.wipe_pending {
+            crate::log::warn(&format!(
+                "Revoked machine contacted: id={} action=refused",
+                record.id
+            ));
+            return Ok(Ok(told(&record, Action::None)));
+        }
+        if req.wipe_done {
+            record.state.wipe_pending = false;
+            record.updated_at = now;
+            tx.put_machine(&record)?;
+            let detail = format!("Wipe confirmed by revoked machine: id={}", record.id);
+            Change::about(AuditAction::WipeConfirmed, &record, detail).record(tx, actor, now)?;
+            return Ok(Ok(told(&record, Action::None)));
+        }
+        let detail = format!("Wipe sent to revoked machine: id={}", record.id);
+        Change::about(AuditAction::Attest, &record, detail).record(tx, actor, now)?;
+        Ok(Ok(told(&record, Action::Wipe)))
     }
 }
