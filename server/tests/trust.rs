@@ -883,3 +883,61 @@ fn an_agent_of_protocol_v1_is_told_to_upgrade() {
         "the current agent attests"
     );
 }
+
+static DROPPED_WIPE: AtomicBool = AtomicBool::new(false);
+
+/// A network that loses the first wipe answer (garbled on the way).
+fn lose_first_wipe(path: &str, body: String) -> String {
+    if path == "/api/v1/attest"
+        && body.contains("\"action\":\"wipe\"")
+        && !DROPPED_WIPE.swap(true, Ordering::SeqCst)
+    {
+        return "{\"lost\":true}".into();
+    }
+    body
+}
+
+/// Issue 25, item 2: a wipe answer that never arrives loses nothing: the wipe is told again
+/// at the next contact, runs, and the audit shows it sent, then confirmed.
+#[test]
+fn a_lost_wipe_answer_is_told_again() {
+    let swtpm = Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with_configs(dir.path(), &[]);
+    let (a, id) = attested(&server, &swtpm, dir.path(), "a");
+    let proxy = tampering_proxy(server.url.clone(), lose_first_wipe);
+    let lossy = AgentCli {
+        tcti: a.tcti.clone(),
+        state: a.state.clone(),
+        server: proxy,
+    };
+    server.admin(&id, "revoke", r#"{"reason":"stolen","wipe":true}"#);
+    let out = lossy.run(&["attest", "--once"]);
+    assert_ne!(out.code, 0, "the answer was lost");
+    assert!(!dir.path().join("a-wiped").exists());
+    assert_eq!(machine(&server, &id)["wipe_pending"], true);
+
+    let r = lossy.ok(&["attest", "--once"]);
+    assert_eq!(
+        (r["action"].as_str(), r["hooks_run"].as_str()),
+        ("wipe", "wipe")
+    );
+    assert!(dir.path().join("a-wiped").exists());
+    let r = lossy.ok(&["attest", "--once"]);
+    assert_eq!(
+        (r["status"].as_str(), r["action"].as_str()),
+        ("revoked", "none")
+    );
+    let details = server.audit_column(&id, "detail");
+    let sent = details
+        .iter()
+        .filter(|d| d.starts_with("Wipe sent"))
+        .count();
+    let confirmed = details
+        .iter()
+        .position(|d| d.starts_with("Wipe confirmed"))
+        .expect("confirmed");
+    assert_eq!(sent, 2, "told twice: {details:?}");
+    assert_eq!(confirmed, details.len() - 1, "{details:?}");
+    assert_eq!(machine(&server, &id)["wipe_pending"], false);
+}
