@@ -131,12 +131,33 @@ impl Swtpm {
         let _ = self.child.wait();
     }
 
+    /// Waits until the TPM answers a command (its TPM2_Startup done and recorded): a power
+    /// cycle right after a start must not kill it before the reset was counted.
+    fn wait_started(&self) {
+        require_tool("tpm2_readclock", "tpm2-tools");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let answered = Command::new("tpm2_readclock")
+                .env("TPM2TOOLS_TCTI", self.tcti())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if answered {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("swtpm on port {} does not answer TPM commands", self.port);
+    }
+
     /// Starts swtpm again on the same ports (they were just released).
     fn restart(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(child) = spawn(&self.state_dir(), self.port) {
                 self.child = child;
+                self.wait_started();
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -173,16 +173,14 @@ impl<R: Registry> Service<R> {
         });
         let attesting = matches!(prev, Status::Registered | Status::Attested)
             && t.to.is_some_and(|s| s.status == Status::Attested);
+        // Told and audited in every state (a locked or pending machine's too); a refusal
+        // below discards them with everything else.
+        changes.extend(clock_changes.iter().map(|c| c.describe().to_owned()));
         if attesting {
             let policy = self.policies.for_role(record.role);
             if let Some(change) = clock_changes.iter().find(|c| c.refused_by(policy)) {
                 return self.clock_refused(tx, before, change, actor, now);
             }
-        }
-        // Told and audited in every state (a locked or pending machine's too).
-        changes.extend(clock_changes.iter().map(|c| c.describe().to_owned()));
-        if attesting {
-            let policy = self.policies.for_role(record.role);
             match policy.check(record.pcr_baseline.as_deref(), &req.pcr_values) {
                 Ok(true) => {
                     record.pcr_baseline = Some(req.pcr_values.to_vec());
