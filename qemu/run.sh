@@ -74,7 +74,7 @@ if [ ! -e "$state/tpm2-00.permall" ]; then
 fi
 
 cmdline="mode=$mode"
-if [ "$mode" = attest ]; then
+if [ "$mode" != receipt ]; then
   key=$(python3 - "$server/api/v1/server-key" <<'PY'
 import base64, json, sys, urllib.request
 with urllib.request.urlopen(sys.argv[1], timeout=10) as r:

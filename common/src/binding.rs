@@ -12,19 +12,28 @@
 //! The answer is signed over the agent's nonce and a context that names the request it
 //! answers — the EK fingerprint, the challenge id and the SHA-384 of the request's postcard
 //! encoding — before the answer's own fields: an answer is good for exactly one request.
-//! The same code runs in the firmware, the host agent and the server; nothing here
+//! Register and enroll answers are signed the same way, over the request's digest (which
+//! holds the agent's fresh nonce) as the signature's nonce. The same code runs in the firmware, the host agent and the server; nothing here
 //! allocates (digests go through a hashing postcard flavor).
 
 use serde::Serialize;
 use sha2::{Digest as _, Sha384};
 
 use crate::fingerprint::Fingerprint;
-use crate::wire::{AttestRequest, AttestResponse, Hex};
+use crate::wire::{
+    AttestRequest, AttestResponse, EnrollRequest, EnrollResponse, Hex, RegisterRequest,
+    RegisterResponse,
+};
 
 /// The label of the quote's qualifying data, version 2 (version 1 was the bare nonce).
 pub const QUALIFYING_LABEL: &[u8] = b"itl-attest/v2\0";
 /// The label that starts an attest answer's signed context.
 pub const ANSWER_LABEL: &str = "attest-answer/v2";
+
+/// The label that starts a register answer's signed context.
+pub const REGISTER_ANSWER_LABEL: &str = "register-answer/v2";
+/// The label that starts an enroll answer's signed context.
+pub const ENROLL_ANSWER_LABEL: &str = "enroll-answer/v2";
 
 /// SHA-384 of the postcard encoding of `value`, without a buffer.
 pub fn digest_of<T: Serialize + ?Sized>(value: &T) -> [u8; 48] {
@@ -98,6 +107,62 @@ pub fn answer_context(
             answer.seconds_to_next_attestation,
         ),
     ))
+}
+
+/// The context a register answer's signature covers: the label, the digest of the request
+/// it answers (with the agent's nonce in it) and every field of the answer but the
+/// signature. The signature's nonce is that digest too: an answer is good for one request.
+pub fn register_answer_context(answer: &RegisterResponse, request_digest: &[u8; 48]) -> [u8; 48] {
+    digest_of(&(
+        REGISTER_ANSWER_LABEL,
+        &request_digest[..],
+        (
+            &answer.machine_id,
+            answer.role,
+            answer.status,
+            &answer.iso_url,
+            &answer.config_token,
+            &answer.config_url,
+            &answer.credential,
+        ),
+    ))
+}
+
+/// The context an enroll answer's signature covers, as [`register_answer_context`].
+pub fn enroll_answer_context(answer: &EnrollResponse, request_digest: &[u8; 48]) -> [u8; 48] {
+    digest_of(&(
+        ENROLL_ANSWER_LABEL,
+        &request_digest[..],
+        (&answer.machine_id, answer.status),
+    ))
+}
+
+impl RegisterRequest {
+    /// SHA-384 of the whole request (postcard): the nonce its answer is signed over.
+    pub fn digest(&self) -> [u8; 48] {
+        digest_of(self)
+    }
+}
+
+impl RegisterResponse {
+    /// [`register_answer_context`] for the request this answers.
+    pub fn signed_context_for(&self, request: &RegisterRequest) -> [u8; 48] {
+        register_answer_context(self, &request.digest())
+    }
+}
+
+impl EnrollRequest {
+    /// SHA-384 of the whole request (postcard): the nonce its answer is signed over.
+    pub fn digest(&self) -> [u8; 48] {
+        digest_of(self)
+    }
+}
+
+impl EnrollResponse {
+    /// [`enroll_answer_context`] for the request this answers.
+    pub fn signed_context_for(&self, request: &EnrollRequest) -> [u8; 48] {
+        enroll_answer_context(self, &request.digest())
+    }
 }
 
 impl AttestRequest {

@@ -135,6 +135,16 @@ fn every_failure_has_its_own_error() {
         verify_all(&f.ak, &f.attest, &f.sig, &f.nonce, &extra),
         Err(QuoteError::PcrSelectionMismatch)
     );
+    // One PCR twice (a second, made-up value beside the quoted one) is refused whatever
+    // the selection says.
+    let mut twice = f.values.clone();
+    let mut other = f.values[0].clone();
+    other.value.0[0] ^= 1;
+    twice.push(other);
+    assert_eq!(
+        verify_all(&f.ak, &f.attest, &f.sig, &f.nonce, &twice),
+        Err(QuoteError::PcrSelectionMismatch)
+    );
     let mut short = f.values.clone();
     short[2].value.0.pop();
     assert_eq!(

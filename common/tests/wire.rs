@@ -50,6 +50,7 @@ fn register_max() -> RegisterRequest {
         desired_role: Some(Role::WorkerInfra),
         cluster_id: full('c'),
         ak_public: Some(blob(MAX_TPM2B_PUBLIC)),
+        agent_nonce: Some(Hex([0xa5; 32])),
     }
 }
 
@@ -66,6 +67,7 @@ fn register_min() -> RegisterRequest {
         desired_role: None,
         cluster_id: s("default"),
         ak_public: None,
+        agent_nonce: None,
     }
 }
 
@@ -81,6 +83,7 @@ fn register_response() -> RegisterResponse {
             credential_blob: blob(MAX_CREDENTIAL_BLOB),
             encrypted_secret: blob(MAX_ENCRYPTED_SECRET),
         }),
+        signature: Some(NonceSignature([0x11; 96])),
     }
 }
 
@@ -175,6 +178,7 @@ fn every_type_round_trips() {
         config_token: None,
         config_url: None,
         credential: None,
+        signature: None,
     });
     round_trip(&ChallengeRequest::default());
     round_trip(&ChallengeRequest {
@@ -196,6 +200,7 @@ fn every_type_round_trips() {
     round_trip(&EnrollResponse {
         machine_id: full('i'),
         status: Status::Attested,
+        signature: Some(NonceSignature([0x22; 96])),
     });
     round_trip(&receipt());
     round_trip(&ErrorBody::new(
@@ -218,6 +223,7 @@ fn every_type_round_trips() {
         LinkResponseBody::Enroll(EnrollResponse {
             machine_id: s("m"),
             status: Status::Attested,
+            signature: None,
         }),
         LinkResponseBody::Error {
             status: 409,
@@ -372,6 +378,7 @@ fn malformed_json_fields_are_named() {
     let ok = serde_json::to_vec(&EnrollResponse {
         machine_id: s("m"),
         status: Status::Attested,
+        signature: None,
     })
     .unwrap();
     let mut trailing = ok.clone();

@@ -22,7 +22,9 @@
 use attest_common::binding;
 use attest_common::frame::{Deframer, encode_in_place, in_place_start, max_encoded_len};
 use attest_common::lifecycle::{Action, Status};
-use attest_common::nonce::{Domain, NONCE_LEN, VerifyingKey, verify, verifying_key_from_spki};
+use attest_common::nonce::{
+    Domain, NONCE_LEN, NonceSignature, VerifyingKey, verify, verifying_key_from_spki,
+};
 use attest_common::tpm::hash::{HashAlg as TpmHash, hmac};
 use attest_common::wire::{
     AttestRequest, Blob, ChallengeRequest, ChallengeResponse, CredentialChallenge, HW_FIELD_LEN,
@@ -238,8 +240,8 @@ pub struct Agent {
     tx: [u8; MAX_REQUEST_FRAME],
     tx_len: usize,
     rx: Deframer<{ max_encoded_len(MAX_RESPONSE) }>,
-    /// The attestation sent last (its challenge id and SHA-384): the only one whose answer
-    /// is taken (`attest_common::binding::answer_context`).
+    /// The request sent last (an attestation's challenge id; its SHA-384): the only one
+    /// whose answer is taken (`attest_common::binding`).
     sent_nonce_id: String<NONCE_ID_LEN>,
     sent_digest: [u8; 48],
 }
@@ -320,6 +322,7 @@ struct RegisterFields<'a> {
     desired_role: Option<Role>,
     cluster_id: &'a str,
     ak_public: Option<Bytes<'a>>,
+    agent_nonce: Option<Hex<NONCE_LEN>>,
 }
 
 /// A hardware field, refused when the server's bound would refuse it.
@@ -394,7 +397,9 @@ impl Agent {
         server_key: Option<&[u8]>,
         now: Option<u64>,
     ) -> Result<Step, AgentError> {
-        if self.mode == Mode::Attest {
+        // Every answer acted on or shown is checked: register and attest modes need the key
+        // (a relay must not show the operator its own ISO URL); a receipt gets no answer.
+        if self.mode != Mode::Receipt {
             let key = server_key.ok_or(AgentError::NoServerKey)?;
             self.server_key =
                 Some(verifying_key_from_spki(key).map_err(|_| AgentError::NoServerKey)?);
@@ -419,7 +424,10 @@ impl Agent {
             desired_role: None,
             cluster_id: "default",
             ak_public: Some(Bytes(identity.ak_public)),
+            agent_nonce: (self.mode != Mode::Receipt).then_some(Hex(self.agent_nonce)),
         };
+        // The register answer is signed over this request's digest (with our nonce in it).
+        self.sent_digest = binding::digest_of(&request);
         match self.mode {
             Mode::Register => self.queue_variant(REGISTER, &request)?,
             Mode::Attest => self.queue_variant(SELF_REGISTER, &request)?,
@@ -559,33 +567,23 @@ impl Agent {
             (Expect::Register, LinkResponseBody::Register(r)) => self.registered(r),
             (Expect::Challenge, LinkResponseBody::Challenge(c)) => self.challenged(c),
             (Expect::Attest, LinkResponseBody::Attest(a)) => {
-                let key = self.server_key.as_ref().ok_or(AgentError::NoServerKey);
-                key.and_then(|key| {
-                    let context = binding::answer_context(
-                        &a,
-                        &self.fingerprint,
-                        &self.sent_nonce_id,
-                        &self.sent_digest,
-                    );
-                    verify(
-                        key,
-                        Domain::Action,
-                        &self.agent_nonce,
-                        &context,
-                        &a.signature,
-                    )
-                    .map_err(|_| AgentError::BadSignature)
-                })
-                .map(|()| {
-                    Step::Done(Outcome::Attested {
-                        machine_id: a.machine_id,
-                        status: a.status,
-                        action: a.action,
-                        config_url: a.config_url,
-                        config_sha384: a.config_sha384.map(|h| h.0),
-                        seconds_to_next_attestation: a.seconds_to_next_attestation,
+                let context = binding::answer_context(
+                    &a,
+                    &self.fingerprint,
+                    &self.sent_nonce_id,
+                    &self.sent_digest,
+                );
+                self.check_signed(&self.agent_nonce, &context, Some(&a.signature))
+                    .map(|()| {
+                        Step::Done(Outcome::Attested {
+                            machine_id: a.machine_id,
+                            status: a.status,
+                            action: a.action,
+                            config_url: a.config_url,
+                            config_sha384: a.config_sha384.map(|h| h.0),
+                            seconds_to_next_attestation: a.seconds_to_next_attestation,
+                        })
                     })
-                })
             }
             (Expect::Receipt, LinkResponseBody::ReceiptSaved) => {
                 Ok(Step::Done(Outcome::ReceiptSaved))
@@ -596,6 +594,20 @@ impl Agent {
             Ok(step) => self.step = step,
             Err(e) => self.fail(e),
         }
+    }
+
+    /// The server key's signature (domain `action`) over `nonce` and `context`. One
+    /// out-of-line copy of the P-384 verification for every answer (the image's budget).
+    #[inline(never)]
+    fn check_signed(
+        &self,
+        nonce: &[u8],
+        context: &[u8; 48],
+        signature: Option<&NonceSignature>,
+    ) -> Result<(), AgentError> {
+        let key = self.server_key.as_ref().ok_or(AgentError::NoServerKey)?;
+        let signature = signature.ok_or(AgentError::BadSignature)?;
+        verify(key, Domain::Action, nonce, context, signature).map_err(|_| AgentError::BadSignature)
     }
 
     fn refused(&mut self, expect: Expect, status: u16, code: &str) -> Result<Step, AgentError> {
@@ -612,6 +624,10 @@ impl Agent {
     }
 
     fn registered(&mut self, r: attest_common::wire::RegisterResponse) -> Result<Step, AgentError> {
+        // Signed over the digest of the request we sent: a credential, machine id or ISO
+        // URL meant for another request is refused.
+        let context = binding::register_answer_context(&r, &self.sent_digest);
+        self.check_signed(&self.sent_digest, &context, r.signature.as_ref())?;
         match self.mode {
             Mode::Register => Ok(Step::Done(Outcome::Registered {
                 machine_id: r.machine_id,
@@ -792,6 +808,7 @@ mod tests {
             desired_role: None,
             cluster_id: String::try_from("default").unwrap(),
             ak_public: Some(Blob::from_slice(&[7; 90]).unwrap()),
+            agent_nonce: Some(Hex([6; NONCE_LEN])),
         };
         let fields = RegisterFields {
             ek_fingerprint: &Fingerprint([4; 48]),
@@ -805,6 +822,7 @@ mod tests {
             desired_role: None,
             cluster_id: "default",
             ak_public: Some(Bytes(&[7; 90])),
+            agent_nonce: Some(Hex([6; NONCE_LEN])),
         };
         assert_eq!(
             postcard::to_allocvec(&owned).unwrap(),
@@ -850,6 +868,7 @@ mod tests {
                 desired_role: None,
                 cluster_id: String::try_from("default").unwrap(),
                 ak_public: None,
+                agent_nonce: None,
             },
             agent_version: String::try_from("v").unwrap(),
             created_at: Timestamp(42),

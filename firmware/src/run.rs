@@ -5,7 +5,9 @@
 use attest_common::nonce::NONCE_LEN;
 use attest_common::wire::{MAX_CREDENTIAL_BLOB, MAX_ENCRYPTED_SECRET};
 
-use crate::agent::{Agent, AgentError, Evidence, Identity, Mode, Outcome, Poll};
+use attest_common::frame::max_encoded_len;
+
+use crate::agent::{Agent, AgentError, Evidence, Identity, MAX_RESPONSE, Mode, Outcome, Poll};
 use crate::tpm::{EkType, Key, MAX_EK_CERT, PcrRead, Tpm, TpmError, TpmTransport};
 
 /// The byte stream to the relay.
@@ -30,9 +32,14 @@ pub struct Platform<'a> {
     pub now: Option<u64>,
 }
 
-/// Silent periods on the link before the agent is told of a timeout. With a link that
-/// waits ~100 ms per `recv`, 50 makes five seconds per request.
+/// Silent periods on the link, in all, while one answer is awaited, before the agent is told
+/// of a timeout. With a link that waits ~100 ms per `recv`, 50 makes five seconds.
 pub const QUIET_POLLS: u32 = 50;
+
+/// Bytes the link may deliver while one answer is awaited (four of the largest answer's
+/// frames) before the wait ends as a timeout: a chattering line or relay cannot keep the
+/// agent waiting, however fast it talks.
+pub const MAX_BYTES_PER_WAIT: usize = 4 * max_encoded_len(MAX_RESPONSE);
 
 /// One boot: identity from the TPM, then the agent's flow to its end. The agent is the
 /// caller's (static storage on small targets).
@@ -100,7 +107,9 @@ fn start<T: TpmTransport>(
     Ok((ek_type, ak))
 }
 
-/// Runs the agent until it is done.
+/// Runs the agent until it is done. Every wait on the link is bounded: by silent polls
+/// ([`QUIET_POLLS`]) and by bytes heard ([`MAX_BYTES_PER_WAIT`]), neither reset by what
+/// arrives until the next request is sent.
 pub fn drive<T: TpmTransport, L: Link>(
     agent: &mut Agent,
     tpm: &mut Tpm<T>,
@@ -109,26 +118,27 @@ pub fn drive<T: TpmTransport, L: Link>(
     link: &mut L,
 ) -> Outcome {
     let mut buf = [0u8; 256];
-    let mut quiet = 0;
+    let (mut quiet, mut heard) = (0u32, 0usize);
     loop {
         match agent.poll() {
             Poll::Transmit(bytes) => {
                 if link.send(bytes).is_err() {
                     return Outcome::Failed(AgentError::NoAnswer);
                 }
-                quiet = 0;
+                (quiet, heard) = (0, 0);
             }
             Poll::Receive => match link.recv(&mut buf) {
-                Ok(0) => {
-                    quiet += 1;
-                    if quiet >= QUIET_POLLS {
-                        quiet = 0;
+                Ok(n) => {
+                    if n == 0 {
+                        quiet += 1;
+                    } else {
+                        heard += n;
+                        agent.received(&buf[..n.min(buf.len())]);
+                    }
+                    if quiet >= QUIET_POLLS || heard > MAX_BYTES_PER_WAIT {
+                        (quiet, heard) = (0, 0);
                         agent.timed_out();
                     }
-                }
-                Ok(n) => {
-                    quiet = 0;
-                    agent.received(&buf[..n]);
                 }
                 Err(_) => return Outcome::Failed(AgentError::NoAnswer),
             },

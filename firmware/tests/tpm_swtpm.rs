@@ -202,3 +202,67 @@ fn quotes_verify_with_common_and_see_pcr_changes() {
     .unwrap();
     tpm.flush(ak.handle).unwrap();
 }
+
+/// Issue 25: a line that never stops talking (noise, never an answer) cannot keep the agent
+/// waiting: each wait is bounded by the bytes heard as well as by silence, so the boot ends
+/// after its resends.
+#[test]
+fn a_chattering_line_ends_the_boot() {
+    use attest_firmware::agent::{ATTEMPTS, Agent, AgentError, Mode, Outcome};
+    use attest_firmware::run::{Link, LinkError, MAX_BYTES_PER_WAIT, Platform, boot};
+
+    /// Sends into the void; every read returns a full buffer of bytes that never make a frame
+    /// (no 0x00 delimiter).
+    struct Chatter {
+        sends: usize,
+        reads: usize,
+        x: u32,
+    }
+    impl Link for Chatter {
+        fn send(&mut self, _: &[u8]) -> Result<(), LinkError> {
+            self.sends += 1;
+            Ok(())
+        }
+        fn recv(&mut self, buf: &mut [u8]) -> Result<usize, LinkError> {
+            self.reads += 1;
+            assert!(self.reads < 100_000, "the agent keeps listening to noise");
+            for b in buf.iter_mut() {
+                self.x ^= self.x << 13;
+                self.x ^= self.x >> 17;
+                self.x ^= self.x << 5;
+                *b = (self.x % 255) as u8 + 1;
+            }
+            Ok(buf.len())
+        }
+    }
+
+    let swtpm = Swtpm::start();
+    let mut tpm = client(&swtpm);
+    let mut link = Chatter {
+        sends: 0,
+        reads: 0,
+        x: 0x9e37_79b9,
+    };
+    let mut agent = Box::new(Agent::idle());
+    let outcome = boot(
+        &mut agent,
+        &mut tpm,
+        &mut link,
+        Mode::Receipt,
+        &Platform::default(),
+        None,
+    );
+    assert_eq!(outcome, Outcome::Failed(AgentError::NoAnswer));
+    assert_eq!(
+        link.sends,
+        usize::from(ATTEMPTS),
+        "sent, then resent, then gave up"
+    );
+    let per_wait = MAX_BYTES_PER_WAIT / 256 + 1;
+    assert!(
+        link.reads <= usize::from(ATTEMPTS) * per_wait,
+        "{} reads for {} waits of at most {per_wait}",
+        link.reads,
+        ATTEMPTS
+    );
+}

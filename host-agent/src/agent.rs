@@ -164,7 +164,7 @@ impl Agent {
     }
 
     /// The configured pinned key, else the one pinned at registration.
-    fn pinned_key(&self) -> Result<Option<VerifyingKey>> {
+    pub fn pinned_key(&self) -> Result<Option<VerifyingKey>> {
         if let Some(path) = &self.settings.server_key {
             let bytes = std::fs::read(path)
                 .with_context(|| format!("cannot read the server key {}", path.display()))?;
@@ -216,6 +216,7 @@ impl Agent {
             cluster_id: heapless::String::try_from(self.settings.cluster_id.as_str())
                 .map_err(|_| anyhow!("cluster_id is longer than 63 characters"))?,
             ak_public: None,
+            agent_nonce: None,
         })
     }
 
@@ -254,7 +255,9 @@ impl Agent {
                     // Trust on first use over plain HTTP trusts whoever answered (review
                     // F4): allowed for labs (allow_plain_http), said loudly.
                     eprintln!(
-                        "attest-agent: warning: pinning the server key fetched over plain HTTP                          from {server}: anyone on the path could have answered; in production                          give the key with --server-key (or server_key in the config)"
+                        "attest-agent: warning: pinning the server key fetched over plain HTTP \
+                         from {server}: anyone on the path could have answered; in production \
+                         give the key with --server-key (or server_key in the config)"
                     );
                 }
                 self.state
@@ -279,7 +282,19 @@ impl Agent {
             Blob::from_slice(&ak.public_tpm2b)
                 .ok_or_else(|| anyhow!("AK public area too large"))?,
         );
+        // A fresh nonce in the request: the signed answer covers the request's digest, so no
+        // earlier answer (another credential, another ISO URL) passes for this one.
+        req.agent_nonce = Some(Hex(random32()));
         let response = client.register(&req, self_register)?;
+        let signed = response.signature.as_ref().ok_or(UnverifiedAnswer)?;
+        verify(
+            &fetched,
+            Domain::Action,
+            &req.digest(),
+            &response.signed_context_for(&req),
+            signed,
+        )
+        .map_err(|_| UnverifiedAnswer)?;
         let credential = response
             .credential
             .as_ref()
@@ -315,6 +330,7 @@ impl Agent {
             pending_config_sha384: None,
             applied_config_sha384: None,
             last_action: None,
+            lock_boot_id: None,
         })?;
         Ok(response)
     }
@@ -468,8 +484,13 @@ impl Agent {
             &response.signature,
         )
         .map_err(|_| UnverifiedAnswer)?;
-        // Our machine id is the one registration gave us; an answer never changes it.
-        if response.machine_id.as_str() != enrollment.machine_id {
+        // Our machine id is the one registration gave us; an answer never changes it. A
+        // known EK's registration names none (whoever holds the EK certificate may ask): the
+        // first answer bound to this TPM's quote does.
+        if enrollment.machine_id.is_empty() && !response.machine_id.is_empty() {
+            enrollment.machine_id = response.machine_id.to_string();
+            self.state.save_enrollment(&enrollment)?;
+        } else if response.machine_id.as_str() != enrollment.machine_id {
             bail!(UnverifiedAnswer);
         }
 
@@ -535,8 +556,14 @@ impl Agent {
             }
             enrollment.pending_apply_config = None;
         }
+        // Once per lock, and again in every later boot while it lasts: a lock is undone by
+        // a reboot otherwise (a hook's effect need not survive one).
+        let boot = crate::state::boot_id();
+        let locked_here =
+            enrollment.last_action.as_deref() == Some("lock") && enrollment.lock_boot_id == boot;
         match response.action {
-            Action::Lock if enrollment.last_action.as_deref() != Some("lock") => {
+            Action::Lock if !locked_here => {
+                enrollment.lock_boot_id = boot;
                 match &hooks.lock {
                     Some(cmd) => {
                         run(cmd, b"", "lock", "")?;

@@ -9,13 +9,14 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use attest_common::nonce::{Domain, sign};
+use attest_common::nonce::{Domain, VerifyingKey, sign, verify};
 use attest_common::wire::{CertificateDer, ChallengeRequest, EnrollRequest, EnrollResponse};
 use p384::ecdsa::SigningKey;
 use p384::pkcs8::DecodePrivateKey as _;
 use x509_cert::Certificate;
 use x509_cert::der::{Decode as _, DecodePem as _, Encode as _};
 
+use crate::agent::UnverifiedAnswer;
 use crate::client::Client;
 
 /// Where an offline bundle's MachineConfig puts the files on the node.
@@ -77,8 +78,10 @@ impl Credential {
         })
     }
 
-    /// Challenge, sign (domain `enroll`, context = machine id), `POST /api/v1/enroll`.
-    pub fn enroll(&self, client: &Client) -> Result<EnrollResponse> {
+    /// Challenge, sign (domain `enroll`, context = machine id), `POST /api/v1/enroll`; the
+    /// answer must be signed by `server_key` for this request (an answer to another
+    /// request, or unsigned, is refused).
+    pub fn enroll(&self, client: &Client, server_key: &VerifyingKey) -> Result<EnrollResponse> {
         let challenge = client.challenge(&ChallengeRequest {
             ek_fingerprint: None,
         })?;
@@ -94,7 +97,20 @@ impl Credential {
                 self.machine_id.as_bytes(),
             ),
         };
-        client.enroll(&request)
+        let answer = client.enroll(&request)?;
+        let signed = answer.signature.as_ref().ok_or(UnverifiedAnswer)?;
+        verify(
+            server_key,
+            Domain::Action,
+            &request.digest(),
+            &answer.signed_context_for(&request),
+            signed,
+        )
+        .map_err(|_| UnverifiedAnswer)?;
+        if answer.machine_id.as_str() != self.machine_id {
+            bail!(UnverifiedAnswer);
+        }
+        Ok(answer)
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 
-use attest_host_agent::agent::{Agent, Fatal};
+use attest_host_agent::agent::{Agent, Fatal, read_server_key};
 use attest_host_agent::config::{DEFAULT_CONFIG, HookLayer, Layer, Settings};
 use attest_host_agent::tpm::{AkType, EkType, Tpm};
 
@@ -161,7 +161,8 @@ enum Command {
         register: RegisterArgs,
     },
     /// Prove an offline bundle's enrollment certificate to the server (air-gapped path):
-    /// sign a fresh server nonce with the enrollment key; the machine becomes attested.
+    /// sign a fresh server nonce with the enrollment key (audited; the machine's state is
+    /// unchanged: only a TPM quote attests).
     Enroll {
         /// The enrollment certificate (PEM or DER).
         #[arg(long, value_name = "FILE", default_value = attest_host_agent::enroll::DEFAULT_CERT)]
@@ -256,6 +257,13 @@ fn fingerprint(file: Option<PathBuf>, tcti: Option<String>, ek_type: Option<EkTy
 
 fn register(agent: &Agent, self_register: bool) -> Result<()> {
     let r = agent.register(self_register)?;
+    if r.machine_id.is_empty() {
+        // A known EK's answer names no machine (anyone may send a public EK certificate).
+        eprintln!(
+            "attest-agent: this TPM was registered before: its machine id comes with the \
+             first attestation"
+        );
+    }
     println!("machine_id={}", r.machine_id);
     println!("status={}", r.status);
     if let Some(role) = r.role {
@@ -352,7 +360,35 @@ fn enroll(settings: &Settings, cert: &std::path::Path, key: &std::path::Path) ->
         .map_err(|e| Fatal(format!("{e:#}")))?;
     let server = settings.server().map_err(|e| Fatal(format!("{e:#}")))?;
     let client = attest_host_agent::client::Client::for_server(settings, server)?;
-    let r = credential.enroll(&client)?;
+    // The answer is checked against the configured server key, else the one pinned in the
+    // state directory, else the one the server publishes (authenticated by TLS; over plain
+    // HTTP, said loudly: anyone could answer).
+    let pinned = match (&settings.server_key, settings.state_dir.is_dir()) {
+        (Some(path), _) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read the server key {}", path.display()))
+                .and_then(|b| read_server_key(&b).with_context(|| format!("{}", path.display())))
+                .map_err(|e| Fatal(format!("{e:#}")))?,
+        ),
+        (None, true) => Agent::new(settings.clone())?
+            .pinned_key()
+            .map_err(|e| Fatal(format!("{e:#}")))?,
+        (None, false) => None,
+    };
+    let key = match pinned {
+        Some(key) => key,
+        None => {
+            if server.starts_with("http://") {
+                eprintln!(
+                    "attest-agent: warning: checking the answer with the server key fetched \
+                     over plain HTTP from {server}: anyone on the path could have answered; \
+                     give the key with --server-key"
+                );
+            }
+            read_server_key(&client.server_key()?).context("the server's published key")?
+        }
+    };
+    let r = credential.enroll(&client, &key)?;
     println!("machine_id={}", r.machine_id);
     println!("status={}", r.status);
     Ok(())

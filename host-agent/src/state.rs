@@ -60,6 +60,18 @@ pub struct Enrollment {
     /// The last action whose hook ran, so that lock runs once per lock, not per heartbeat.
     #[serde(default)]
     pub last_action: Option<String>,
+    /// The boot (Linux `boot_id`) in which the lock hook last ran: after a reboot a machine
+    /// still locked runs it again (a lock must survive a power cycle).
+    #[serde(default)]
+    pub lock_boot_id: Option<String>,
+}
+
+/// This boot's identity (`/proc/sys/kernel/random/boot_id`), when the system has one.
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
 }
 
 impl Enrollment {
@@ -279,6 +291,7 @@ mod tests {
             pending_config_sha384: Some("ab".repeat(48)),
             applied_config_sha384: None,
             last_action: None,
+            lock_boot_id: None,
         };
         state.save_enrollment(&e).unwrap();
         assert_eq!(state.enrollment().unwrap(), Some(e));

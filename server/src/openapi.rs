@@ -227,7 +227,8 @@ pub fn document() -> Value {
             "hw_product": {"type": "string", "maxLength": 128},
             "desired_role": {"type": "string", "enum": ["controlplane", "worker-infra", "worker-app"]},
             "cluster_id": {"type": "string", "maxLength": 63},
-            "ak_public": {"type": "string", "description": "base64 TPM2B_PUBLIC of the AK"}
+            "ak_public": {"type": "string", "description": "base64 TPM2B_PUBLIC of the AK"},
+            "agent_nonce": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$", "description": "the agent's fresh nonce: the answer's signature (field signature, response key, domain action) is over SHA-384 of the request's postcard encoding, so it is good for this request alone; a known EK's answer names no machine (machine_id empty)"}
         }
     });
     let reason = json!({"type": "object", "properties": {"reason": {"type": "string"}}});
@@ -386,7 +387,7 @@ pub fn document() -> Value {
             "/api/v1/machines/{id}/reset-baseline": {"post": reset_baseline},
             "/api/v1/machines/{id}/offline-bundle": {"get": bundle},
             "/api/v1/machines/import": {"post": import},
-            "/api/v1/enroll": {"post": {"summary": "Prove the enrollment key over a challenge nonce (air-gapped path): attested",
+            "/api/v1/enroll": {"post": {"summary": "Prove the enrollment key over a challenge nonce (air-gapped path): audited, the state unchanged; the answer is signed over the request's digest (field signature)",
                 "requestBody": body(json!({"type": "object", "required": ["cert_pem", "nonce_id", "signature"]})),
                 "responses": responses("200", &[400, 403, 404, 409, 410, 413, 503])}},
             "/api/v1/link": {"post": {"summary": "Firmware link (postcard LinkRequest in, LinkResponse out; errors inside the envelope)",

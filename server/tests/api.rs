@@ -35,14 +35,17 @@ fn zero_touch_registration_and_operator_actions() {
     assert_eq!(status, 201, "{reg}");
     assert_eq!(reg["status"], "pending_approval");
     let id = reg["machine_id"].as_str().unwrap().to_owned();
-    // Idempotent: same id, 200, and nothing written (it proves nothing, DESIGN.md §3.8).
+    // Idempotent: 200 and nothing written (it proves nothing, DESIGN.md §3.8); the answer
+    // names no machine (whoever holds a public EK certificate learns none) and is signed.
     let (status, again) = server.call(
         "POST",
         "/api/v1/self-register",
         None,
         Some(&register_body(EK_P384)),
     );
-    assert_eq!((status, &again["machine_id"]), (200, &reg["machine_id"]));
+    assert_eq!((status, again["machine_id"].as_str()), (200, Some("")));
+    assert_eq!(again["role"], serde_json::Value::Null, "{again}");
+    assert!(again["signature"].is_string(), "{again}");
 
     let (status, list) = server.call(
         "GET",

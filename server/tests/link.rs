@@ -2,10 +2,10 @@
 //! framing, the `attest-agent relay` binary, and the server's `/api/v1/link`: register,
 //! activate the credential, approve, challenge, quote, attest, all in postcard frames.
 
+/// Not in `support` itself: the CLI's tests share it, without the firmware.
+#[path = "support/firmware.rs"]
+mod firmware;
 mod support;
-
-#[path = "../../firmware/tests/support/swtpm_tcp.rs"]
-mod swtpm_tcp;
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -21,9 +21,9 @@ use attest_common::wire::{
 };
 use attest_firmware::tpm::{EkType, MAX_EK_CERT, PcrBank, Tpm};
 use attest_swtpm::Swtpm;
-use base64ct::Encoding as _;
+use firmware::swtpm_tcp::SwtpmTcp;
+use firmware::{boot, server_key};
 use support::{ADMIN, Server, agent_bin};
-use swtpm_tcp::SwtpmTcp;
 
 /// The firmware's end of the serial line.
 struct Line {
@@ -216,84 +216,6 @@ fn firmware_tpm_client_over_the_relay_registers_and_attests() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("dropped a frame from the line"));
 }
 
-/// The firmware's end of a relayed line, for `attest_firmware::run`: a socket that waits
-/// 100 ms per read, as the image's UART loop does.
-struct SocketLink(TcpStream);
-
-impl attest_firmware::run::Link for SocketLink {
-    fn send(&mut self, bytes: &[u8]) -> Result<(), attest_firmware::run::LinkError> {
-        self.0
-            .write_all(bytes)
-            .map_err(|_| attest_firmware::run::LinkError)
-    }
-    fn recv(&mut self, buf: &mut [u8]) -> Result<usize, attest_firmware::run::LinkError> {
-        match self.0.read(buf) {
-            Ok(0) => Err(attest_firmware::run::LinkError),
-            Ok(n) => Ok(n),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                Ok(0)
-            }
-            Err(_) => Err(attest_firmware::run::LinkError),
-        }
-    }
-}
-
-/// One boot of the firmware agent (the code the image runs) on `swtpm`, through a fresh
-/// relay process: the outcome and the relay's stdout.
-fn boot(
-    swtpm: &Swtpm,
-    relay_args: &[&str],
-    mode: attest_firmware::agent::Mode,
-    server_key: Option<&[u8]>,
-) -> (attest_firmware::agent::Outcome, String) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let relay = Command::new(agent_bin())
-        .env_clear()
-        .env("ATTEST_AGENT_ALLOW_PLAIN_HTTP", "true")
-        .arg("relay")
-        .args(relay_args)
-        .arg("--serial")
-        .arg(format!("tcp:127.0.0.1:{port}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (stream, _) = listener.accept().unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_millis(100)))
-        .unwrap();
-    let mut link = SocketLink(stream);
-    let mut tpm = Tpm::new(SwtpmTcp::from_tcti(&swtpm.tcti()).unwrap());
-    let platform = attest_firmware::run::Platform {
-        hw_uuid: Some("4c4c4544-0000-1000-8000-000000000001"),
-        hw_serial: Some("SN-FW-1"),
-        hw_product: Some("Standard PC (Q35 + ICH9, 2009)"),
-        now: None,
-    };
-    let mut agent = Box::new(attest_firmware::agent::Agent::idle());
-    let outcome =
-        attest_firmware::run::boot(&mut agent, &mut tpm, &mut link, mode, &platform, server_key);
-    drop(link);
-    let out = relay.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (outcome, String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn server_key(server: &Server) -> Vec<u8> {
-    let (_, key) = server.call("GET", "/api/v1/server-key", None, None);
-    base64ct::Base64::decode_vec(key["public_key_der"].as_str().unwrap()).unwrap()
-}
-
 #[test]
 fn firmware_agent_registers_attests_is_locked_and_wiped_through_the_relay() {
     use attest_firmware::agent::{AgentError, Mode, Outcome};
@@ -304,7 +226,7 @@ fn firmware_agent_registers_attests_is_locked_and_wiped_through_the_relay() {
     let relay = ["--server", server.url.as_str()];
 
     // Register mode: the USB stick's boot.
-    let (outcome, _) = boot(&swtpm, &relay, Mode::Register, None);
+    let (outcome, _) = boot(&swtpm, &relay, Mode::Register, Some(&key));
     let Outcome::Registered {
         machine_id, status, ..
     } = &outcome
@@ -459,11 +381,13 @@ fn firmware_receipt_mode_writes_a_receipt_the_server_imports() {
     assert!(!dated.starts_with("1970"), "dated by the relay: {dated}");
 
     // A register request to a relay without a server is answered, not left hanging.
+    let key = p384::ecdsa::SigningKey::from_slice(&[7; 48]).unwrap();
+    let spki = attest_common::nonce::verifying_key_to_spki(key.verifying_key());
     let (outcome, _) = boot(
         &swtpm,
         &["--receipt-out", out.to_str().unwrap()],
         Mode::Register,
-        None,
+        Some(&spki),
     );
     assert!(
         matches!(&outcome, Outcome::Refused { status: 400, code } if code == "no_server"),

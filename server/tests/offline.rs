@@ -420,11 +420,16 @@ fn enrollment_ca_offline_bundle_and_enroll() {
     let (node_cert, node_key) = (node.join("enrollment.pem"), node.join("enrollment.key"));
     std::fs::write(&node_cert, &cert_pem).unwrap();
     std::fs::write(&node_key, other.1.to_pkcs8_pem(Default::default()).unwrap()).unwrap();
-    let agent_enroll = || {
+    let (_, key_json) = server.call("GET", "/api/v1/server-key", None, None);
+    let server_key = node.join("server-key.pem");
+    std::fs::write(&server_key, key_json["public_key_pem"].as_str().unwrap()).unwrap();
+    let agent_enroll_via = |url: &str| {
         let out = Command::new(support::agent_bin())
             .env_clear()
             .env("ATTEST_AGENT_ALLOW_PLAIN_HTTP", "true")
-            .args(["enroll", "--server", &server.url, "--cert"])
+            .arg("--server-key")
+            .arg(&server_key)
+            .args(["enroll", "--server", url, "--cert"])
             .arg(&node_cert)
             .arg("--key")
             .arg(&node_key)
@@ -436,6 +441,7 @@ fn enrollment_ca_offline_bundle_and_enroll() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
+    let agent_enroll = || agent_enroll_via(&server.url);
     let (code, _, err) = agent_enroll();
     assert_eq!(code, Some(2), "{err}");
     assert!(
@@ -454,6 +460,19 @@ fn enrollment_ca_offline_bundle_and_enroll() {
     assert_eq!(status_of(&server, &id), "registered");
     let actions = server.audit_column(&id, "action");
     assert_eq!(actions.last().map(String::as_str), Some("enroll"));
+
+    // A man in the middle who makes the answer say `attested`: it no longer verifies against
+    // the server key (signed over this request and the answer's fields); refused, exit 1.
+    let proxy = support::agent::tampering_proxy(server.url.clone(), |path, body| {
+        match path == "/api/v1/enroll" {
+            true => body.replace("\"registered\"", "\"attested\""),
+            false => body,
+        }
+    });
+    let (code, out, err) = agent_enroll_via(&proxy);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.is_empty(), "nothing reported: {out}");
+    assert!(err.contains("not signed by the pinned server key"), "{err}");
 
     // Again by hand, then the same nonce again is a replay.
     let c = challenge(&server);

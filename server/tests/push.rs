@@ -188,6 +188,22 @@ fn zero_touch_hooks_liveness_pcr_lock_and_wipe_once() {
         (r["action"].as_str(), r["hooks_run"].as_str()),
         ("lock", "")
     );
+    // After a reboot (the state file says the hook ran in another boot), still locked: the
+    // hook runs again, once.
+    let file = a.state.join("enrollment.json");
+    let mut e: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert!(e["lock_boot_id"].is_string(), "{e}");
+    e["lock_boot_id"] = "00000000-0000-0000-0000-000000000000".into();
+    std::fs::write(&file, serde_json::to_vec(&e).unwrap()).unwrap();
+    std::fs::remove_file(d.join("a-locked")).unwrap();
+    let r = a.ok(&["attest", "--once"]);
+    assert_eq!(
+        (r["action"].as_str(), r["hooks_run"].as_str()),
+        ("lock", "lock")
+    );
+    assert!(d.join("a-locked").exists());
+    let r = a.ok(&["attest", "--once"]);
+    assert_eq!(r["hooks_run"], "", "once per boot");
 
     // Revoke with wipe: the wipe order comes until the machine confirms the hook ran (its
     // next attestation, the confirmation bound into its quote); then the signed last word.
@@ -308,7 +324,11 @@ fn usb_register_approve_attest_and_receipt() {
         state: dir.path().join("usb-site"),
         server: site.url.clone(),
     };
-    assert_eq!(at_site.ok(&["register"])["machine_id"], site_id);
+    assert_eq!(
+        at_site.ok(&["register"])["machine_id"],
+        "",
+        "known there: named by none"
+    );
     let r = at_site.run(&["attest", "--once"]);
     assert_eq!(
         (r.code, r.kv["action"].as_str()),
@@ -410,7 +430,7 @@ fn attacks_are_refused_audited_and_change_nothing() {
         Some(&serde_json::to_string(&forged).unwrap()),
     );
     assert_eq!(status, 200, "{err}");
-    assert_eq!(err["machine_id"], id.as_str());
+    assert_eq!(err["machine_id"], "", "names no machine");
     assert!(err["config_token"].is_null(), "no token for a known EK");
     let cred = &err["credential"];
     let blob = base64ct::Base64::decode_vec(cred["credential_blob"].as_str().unwrap()).unwrap();

@@ -121,6 +121,10 @@ fn qemu_image_registers_attests_and_is_wiped() {
     assert_eq!(code, 0, "{console}");
     let reg = line(&console, "itl-firmware: registered machine=");
     assert!(reg.contains("status=registered"), "{reg}");
+    assert!(
+        reg.contains("(signed answer)"),
+        "checked with the server key: {reg}"
+    );
     let id = reg
         .split_whitespace()
         .find_map(|w| w.strip_prefix("machine="))

@@ -32,6 +32,7 @@ fn request(pem: &str) -> RegisterRequest {
         desired_role: Some(Role::WorkerApp),
         cluster_id: heapless::String::try_from("default").unwrap(),
         ak_public: None,
+        agent_nonce: None,
     }
 }
 

@@ -132,6 +132,16 @@ pub fn verify_quote(
         return Err(QuoteError::NonceMismatch);
     }
 
+    // Each (bank, index) once: a second value for one PCR would not be in the digest, and
+    // whoever reads the values later must not find it.
+    for (i, v) in pcr_values.iter().enumerate() {
+        if pcr_values[..i]
+            .iter()
+            .any(|w| w.hash_alg == v.hash_alg && w.index == v.index)
+        {
+            return Err(QuoteError::PcrSelectionMismatch);
+        }
+    }
     // The PCR values in selection order: banks as listed, indices ascending.
     let mut ordered: Vec<&[u8], MAX_PCR_VALUES> = Vec::new();
     for bank in &info.pcr_selection {

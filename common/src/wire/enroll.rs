@@ -22,4 +22,9 @@ pub struct EnrollRequest {
 pub struct EnrollResponse {
     pub machine_id: String<MACHINE_ID_LEN>,
     pub status: Status,
+    /// Server response key, domain `action`, over the request's digest and
+    /// [`EnrollResponse::signed_context_for`] it (DESIGN.md §3.7); `None` only from a server
+    /// before protocol v2.
+    #[serde(default)]
+    pub signature: Option<NonceSignature>,
 }

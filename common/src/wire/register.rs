@@ -3,6 +3,7 @@
 use heapless::String;
 use serde::{Deserialize, Serialize};
 
+use super::Hex;
 use super::blob::{Blob, CertificateDer};
 use super::timestamp::Timestamp;
 use super::{
@@ -11,6 +12,7 @@ use super::{
 };
 use crate::fingerprint::{EkSource, Fingerprint};
 use crate::lifecycle::Status;
+use crate::nonce::{NONCE_LEN, NonceSignature};
 
 /// The role a machine plays in the cluster; selects its base config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -91,6 +93,12 @@ pub struct RegisterRequest {
     /// The AK public area (TPM2B_PUBLIC; base64 in JSON), for credential activation.
     #[serde(default)]
     pub ak_public: Option<Blob<MAX_TPM2B_PUBLIC>>,
+    /// A fresh random value of the agent's: the signed answer covers the request's digest,
+    /// and with it this nonce, so no earlier answer can be replayed for this request
+    /// (`binding::register_answer_context`). Absent from receipts and from hand-made requests
+    /// (the answer is signed all the same).
+    #[serde(default)]
+    pub agent_nonce: Option<Hex<NONCE_LEN>>,
 }
 
 /// A MakeCredential result for the agent's TPM to activate (TPM 2.0 Part 1 §24).
@@ -102,7 +110,9 @@ pub struct CredentialChallenge {
     pub encrypted_secret: Blob<MAX_ENCRYPTED_SECRET>,
 }
 
-/// The answer to register and self-register.
+/// The answer to register and self-register. For an EK the server knew already, it names
+/// no machine (`machine_id` empty, no role): whoever holds a machine's public EK certificate
+/// learns nothing of it; the machine id comes with the first verified attestation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterResponse {
     pub machine_id: String<MACHINE_ID_LEN>,
@@ -118,6 +128,11 @@ pub struct RegisterResponse {
     /// Present when the request carried an AK: activate it to prove the TPM holds the EK.
     #[serde(default)]
     pub credential: Option<CredentialChallenge>,
+    /// Server response key, domain `action`, over the request's digest and
+    /// [`RegisterResponse::signed_context_for`] it (DESIGN.md §3.7). `None` only from a
+    /// server before protocol v2; agents refuse such an answer.
+    #[serde(default)]
+    pub signature: Option<NonceSignature>,
 }
 
 /// What `attest-agent receipt` writes without any network, for `POST /machines/import`.

@@ -215,7 +215,7 @@ fn report(console: &mut Uart, outcome: &Outcome) {
             iso_url,
         } => writeln!(
             console,
-            "itl-firmware: registered machine={} status={status} iso_url={}",
+            "itl-firmware: registered machine={} status={status} iso_url={} (signed answer)",
             Escaped(machine_id),
             Escaped(iso_url.as_deref().unwrap_or("-"))
         ),

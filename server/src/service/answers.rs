@@ -2,6 +2,7 @@
 //! and signed here, so that the JSON API, the firmware link (postcard) and any later
 //! transport only decode requests and encode these.
 
+use attest_common::binding;
 use attest_common::crypto::aws_lc::AwsLc;
 use attest_common::nonce::{Domain, NonceSignature};
 use attest_common::wire::{
@@ -110,12 +111,18 @@ impl<R: Registry> Service<R> {
         self_register: bool,
         actor: &Actor,
     ) -> Result<(bool, RegisterResponse), ServiceError> {
+        let key = self.response_key()?;
         let done = self.register(req, self_register, actor)?;
         let m = &done.machine;
         let config_url = done.config_token.as_ref().and_then(|t| self.config_url(t));
-        let answer = RegisterResponse {
-            machine_id: bounded(&m.id).unwrap_or_default(),
-            role: m.role.or(m.desired_role),
+        let mut answer = RegisterResponse {
+            // A known EK's answer names no machine (DESIGN.md §3.7): anyone may hold its
+            // public EK certificate; the machine id comes with the first verified quote.
+            machine_id: match done.created {
+                true => bounded(&m.id).unwrap_or_default(),
+                false => heapless::String::new(),
+            },
+            role: done.created.then(|| m.role.or(m.desired_role)).flatten(),
             status: m.state.status,
             iso_url: done.iso_url.as_deref().and_then(bounded),
             config_token: done.config_token.as_deref().and_then(bounded),
@@ -126,7 +133,14 @@ impl<R: Registry> Service<R> {
                     encrypted_secret: Blob::from_slice(&c.encrypted_secret)?,
                 })
             }),
+            signature: None,
         };
+        let digest = req.digest();
+        answer.signature = Some(key.signer.sign(
+            Domain::Action,
+            &digest,
+            &binding::register_answer_context(&answer, &digest),
+        ));
         Ok((done.created, answer))
     }
 
@@ -170,10 +184,19 @@ impl<R: Registry> Service<R> {
         req: &EnrollRequest,
         actor: &Actor,
     ) -> Result<EnrollResponse, ServiceError> {
+        let key = self.response_key()?;
         let done = self.enroll(req, actor)?;
-        Ok(EnrollResponse {
+        let mut answer = EnrollResponse {
             machine_id: bounded(&done.machine.id).unwrap_or_default(),
             status: done.machine.state.status,
-        })
+            signature: None,
+        };
+        let digest = req.digest();
+        answer.signature = Some(key.signer.sign(
+            Domain::Action,
+            &digest,
+            &binding::enroll_answer_context(&answer, &digest),
+        ));
+        Ok(answer)
     }
 }

@@ -145,7 +145,14 @@ impl<R: Registry> Service<R> {
             record.state.wipe_pending = false;
             record.updated_at = now;
             tx.put_machine(&record)?;
-            let detail = format!("Wipe confirmed by revoked machine: id={}", record.id);
+            // The machine's own word, bound to its TPM's quote: it says its wipe hook ran.
+            // Whoever holds the TPM could say it without wiping; nothing but the re-telling
+            // stops (the machine stays revoked and is served nothing).
+            let detail = format!(
+                "Wipe confirmed by revoked machine: id={} (the machine's quote-bound claim \
+                 that its wipe hook exited 0)",
+                record.id
+            );
             Change::about(AuditAction::WipeConfirmed, &record, detail).record(tx, actor, now)?;
             return Ok(Ok(told(&record, Action::None)));
         }

@@ -74,6 +74,9 @@ pub fn parse_pcr_selection(text: &str) -> Result<PcrSelection, String> {
                 mask |= 1 << i;
             }
         }
+        if out.iter().any(|b: &PcrBank| b.hash_alg == hash_alg) {
+            return Err(format!("the {} bank is listed twice", alg.trim()));
+        }
         let pcrs = (0u8..24).filter(|i| mask & (1 << i) != 0).collect();
         out.push(PcrBank { hash_alg, pcrs })
             .map_err(|_| "at most four PCR banks".to_owned())?;
@@ -215,6 +218,7 @@ mod tests {
             "sha384:24",
             "sha384:5-3",
             "sha384:x",
+            "sha384:0-7+sha384:8",
             "",
         ] {
             assert!(parse_pcr_selection(bad).is_err(), "{bad}");

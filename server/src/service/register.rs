@@ -140,10 +140,13 @@ pub(super) fn check_identity(
 /// machine (DESIGN.md §3.1), and a revoked TPM comes back only after an operator deletes its
 /// record. Only proven keys are indexed, so a registration nobody proved (anyone can send a
 /// public EK certificate) never blocks the machine that holds the key; its first proof is
-/// checked again (`Service::proven_elsewhere`).
+/// checked again (`Service::proven_elsewhere`). The other machine is named to an operator
+/// (`to_operator`, an import) only: an agent's request proves nothing, and whoever holds a
+/// public EK certificate learns no machine from it.
 pub(super) fn refuse_known_key(
     tx: &impl RegistryTx,
     record: &MachineRecord,
+    to_operator: bool,
 ) -> Result<(), ServiceError> {
     let Some(key) = record.ek_key_id() else {
         return Ok(());
@@ -151,18 +154,24 @@ pub(super) fn refuse_known_key(
     match tx.machine_by_ek_key(&key)? {
         Some(other) if other.id != record.id => Err(ServiceError::conflict(
             "ek_key_known",
-            format!(
-                "this EK key is already machine {}'s ({}, registered with ek_fingerprint {} \
-                 from its {}): one EK key is one machine; register with that material, or \
-                 delete that record first",
-                other.id,
-                other.state.status,
-                other.ek_fingerprint,
-                match other.ek_source {
-                    EkSource::Cert => "EK certificate",
-                    EkSource::Pub => "EK public key",
-                }
-            ),
+            match to_operator {
+                true => format!(
+                    "this EK key is already machine {}'s ({}, registered with ek_fingerprint \
+                     {} from its {}): one EK key is one machine; register with that material, \
+                     or delete that record first",
+                    other.id,
+                    other.state.status,
+                    other.ek_fingerprint,
+                    match other.ek_source {
+                        EkSource::Cert => "EK certificate",
+                        EkSource::Pub => "EK public key",
+                    }
+                ),
+                false => "this EK key is already another machine's, proven by its TPM under \
+                          other EK material: one EK key is one machine; register with that \
+                          material (an operator finds the machine by its EK)"
+                    .to_owned(),
+            },
         )),
         _ => Ok(()),
     }
@@ -320,7 +329,7 @@ impl<R: Registry> Service<R> {
             describe(&mut record, req);
             record.ek_chain = ek_chain.clone();
             record.config_token_hash = token.as_deref().map(crate::store::token_key);
-            refuse_known_key(tx, &record)?;
+            refuse_known_key(tx, &record, false)?;
             tx.put_machine(&record)?;
             let action = match self_register {
                 true => AuditAction::SelfRegister,

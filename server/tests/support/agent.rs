@@ -4,8 +4,6 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -104,60 +102,10 @@ pub fn approve(server: &Server, id: &str, role: &str, host: &str) {
 /// A man in the middle: forwards every request to `upstream` and passes each answer's body
 /// through `rewrite(path, body)` on its way back.
 pub fn tampering_proxy(upstream: String, rewrite: fn(&str, String) -> String) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let upstream = upstream.clone();
-            std::thread::spawn(move || proxy_one(stream, &upstream, rewrite));
-        }
-    });
-    url
-}
-
-fn proxy_one(mut client: TcpStream, upstream: &str, rewrite: fn(&str, String) -> String) {
-    let mut reader = BufReader::new(client.try_clone().unwrap());
-    let mut head = String::new();
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap();
-        }
-        if line == "\r\n" {
-            break;
-        }
-        head.push_str(&line);
-    }
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body).unwrap();
-    let mut parts = head.split_whitespace();
-    let (method, path) = (
-        parts.next().unwrap().to_owned(),
-        parts.next().unwrap().to_owned(),
-    );
-    let http = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    let url = format!("{upstream}{path}");
-    let mut res = if method == "GET" {
-        http.get(&url).call()
-    } else {
-        http.post(&url)
-            .header("content-type", "application/json")
-            .send(&body[..])
-    }
-    .unwrap();
-    let status = res.status().as_u16();
-    let text = rewrite(&path, res.body_mut().read_to_string().unwrap());
-    let _ = write!(
-        client,
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-        text.len()
-    );
+    super::mitm::start(
+        upstream,
+        super::mitm::Mitm::Answers(std::sync::Arc::new(move |path: &str, body: Vec<u8>| {
+            rewrite(path, String::from_utf8(body).unwrap()).into_bytes()
+        })),
+    )
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod mitm;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ pub fn register_request(
         desired_role: None,
         cluster_id: heapless::String::try_from("default").unwrap(),
         ak_public: Some(Blob::from_slice(ak_public).expect("an AK public area")),
+        agent_nonce: None,
     }
 }
 

@@ -51,7 +51,7 @@ impl<R: Registry> Service<R> {
             record.ak_public = req.ak_public.as_ref().map(|p| p.to_vec());
             describe(&mut record, req);
             record.ek_chain = ek_chain;
-            refuse_known_key(tx, &record)?;
+            refuse_known_key(tx, &record, true)?;
             tx.put_machine(&record)?;
             let detail = format!(
                 "New machine imported: id={} ek={fp} agent={} receipt_created_at={}",
