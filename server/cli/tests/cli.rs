@@ -954,7 +954,8 @@ fn every_machine_and_audit_command_against_a_real_server() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    assert!(agent(&["register", "--role", "worker-app"]).contains(&format!("machine_id={t}")));
+    // Known to the server already (imported): the answer names no machine.
+    assert!(agent(&["register", "--role", "worker-app"]).contains("machine_id=\n"));
     op.ok(&[
         "machine",
         "approve",
