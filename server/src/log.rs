@@ -38,6 +38,10 @@ pub fn warn(message: &str) {
     tracing::warn!(target: TARGET, "{}", escape(message));
 }
 
+pub fn error(message: &str) {
+    tracing::error!(target: TARGET, "{}", escape(message));
+}
+
 /// How log lines are written (`ITL_LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

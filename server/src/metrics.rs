@@ -54,12 +54,19 @@ pub fn render<R: Registry>(service: &Service<R>, now: u64) -> Result<String, Ser
         .into_iter()
         .map(|(reason, n)| (format!("{{reason=\"{reason}\"}}"), n))
         .collect();
-    let families: [Family; 8] = [
+    let damaged = service.registry().damaged_records().len() as u64;
+    let families: [Family; 9] = [
         (
             "itl_machines",
             "gauge",
             "Registered machines by status.",
             statuses,
+        ),
+        (
+            "itl_registry_damaged_records",
+            "gauge",
+            "Machine records that do not decode, skipped by listings and sweeps (restore from a backup).",
+            vec![(String::new(), damaged)],
         ),
         (
             "itl_machines_stale",

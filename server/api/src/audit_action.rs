@@ -32,11 +32,12 @@ pub enum AuditAction {
     EnrollFailed,
     Import,
     Backup,
+    KeyRotated,
 }
 
 impl AuditAction {
     /// Every action, in the order the README lists them.
-    pub const ALL: [AuditAction; 24] = [
+    pub const ALL: [AuditAction; 25] = [
         AuditAction::Register,
         AuditAction::SelfRegister,
         AuditAction::ReRegister,
@@ -61,6 +62,7 @@ impl AuditAction {
         AuditAction::EnrollFailed,
         AuditAction::Import,
         AuditAction::Backup,
+        AuditAction::KeyRotated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +91,7 @@ impl AuditAction {
             AuditAction::EnrollFailed => "enroll-failed",
             AuditAction::Import => "import",
             AuditAction::Backup => "backup",
+            AuditAction::KeyRotated => "key-rotated",
         }
     }
 }
@@ -142,6 +145,10 @@ impl AuditAction {
             }
             AuditAction::Import => "A TPM receipt imported by an operator.",
             AuditAction::Backup => "A live backup of the registry taken.",
+            AuditAction::KeyRotated => {
+                "The response key, the activation key or the Enrollment CA replaced on purpose \
+                 (`attestation-server rotate`); the old one kept beside it."
+            }
         }
     }
 }

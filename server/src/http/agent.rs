@@ -25,10 +25,16 @@ pub async fn readyz<R: Registry>(req: Req<R>) -> Reply {
         return Err(not_ready("the server is shutting down".into()));
     }
     let state = req.state.clone();
+    let damaged = state.service.registry().damaged_records();
     match smol::unblock(move || state.service.ready()).await {
+        // Damaged records leave the server serving every other machine: ready, and said.
         Ok(()) => Ok(response::json(
             StatusCode::OK,
-            &json!({ "status": "ready" }),
+            &json!({
+                "status": "ready",
+                "damaged_records": damaged.len(),
+                "damaged_ids": damaged.iter().take(20).collect::<Vec<_>>(),
+            }),
         )),
         Err(e) => Err(not_ready(format!(
             "the registry does not answer: {}",

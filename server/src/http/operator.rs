@@ -37,7 +37,10 @@ pub async fn list<R: Registry>(req: Req<R>) -> Reply {
             ));
         }
     };
-    // `{"machines": [...], "total": n}`, written as the registry is read (crate::streamed).
+    // `{"machines": [...], "total": n, "damaged_records": k}`, written as the registry is
+    // read (crate::streamed): a damaged record is skipped and counted, in the trailer
+    // (after this scan) and in `X-Damaged-Records` (known before it).
+    let damaged_before = req.state.service.registry().damaged_records().len();
     let state = req.state.clone();
     let (first, rest) = crate::streamed::start(move |out| {
         let mut buf = b"{\"machines\":[".to_vec();
@@ -61,7 +64,10 @@ pub async fn list<R: Registry>(req: Req<R>) -> Reply {
         match scan {
             _ if gone => {}
             Ok(()) => {
-                buf.extend_from_slice(format!("],\"total\":{total}}}").as_bytes());
+                let damaged = state.service.registry().damaged_records().len();
+                buf.extend_from_slice(
+                    format!("],\"total\":{total},\"damaged_records\":{damaged}}}").as_bytes(),
+                );
                 out.send(buf);
             }
             Err(e) => {
@@ -88,11 +94,14 @@ pub async fn list<R: Registry>(req: Req<R>) -> Reply {
             ));
         }
     };
-    Ok(response::with_body(
+    let mut res = response::with_body(
         StatusCode::OK,
         "application/json",
         response::streamed(rest.after(first)),
-    ))
+    );
+    res.headers_mut()
+        .insert("x-damaged-records", damaged_before.into());
+    Ok(res)
 }
 
 pub async fn get<R: Registry>(req: Req<R>) -> Reply {

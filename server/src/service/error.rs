@@ -20,8 +20,10 @@ pub enum ErrorKind {
     Unprocessable,
     /// 410: expired (a challenge nonce).
     Gone,
-    /// 503: a dependency or configuration is missing.
+    /// 503: a dependency or configuration is missing, or storage failed (it heals itself).
     Unavailable,
+    /// 507: the disk is full; nothing was written.
+    InsufficientStorage,
     /// 500: storage failure; nothing was written.
     Internal,
 }
@@ -70,7 +72,18 @@ impl std::error::Error for ServiceError {}
 
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
-        ServiceError::new(ErrorKind::Internal, "storage_error", e.to_string())
+        use crate::store::Fault;
+        match e.fault {
+            Fault::Data => ServiceError::new(ErrorKind::Internal, "storage_error", e.to_string()),
+            Fault::DiskFull => ServiceError::new(
+                ErrorKind::InsufficientStorage,
+                "disk_full",
+                format!("{e}: nothing was written; free disk space (reads go on)"),
+            ),
+            Fault::Io => {
+                ServiceError::new(ErrorKind::Unavailable, "storage_unavailable", e.to_string())
+            }
+        }
     }
 }
 

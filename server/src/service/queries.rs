@@ -91,4 +91,13 @@ impl<R: Registry> Service<R> {
         }
         Ok((path, summary))
     }
+
+    /// Audits an intended replacement of a server key or the Enrollment CA
+    /// (`attestation-server rotate`, run while the service is stopped).
+    pub fn audit_rotation(&self, detail: String, actor: &Actor) -> Result<(), ServiceError> {
+        let now = self.platform.now();
+        Ok(self
+            .registry
+            .write(|tx| Change::global(AuditAction::KeyRotated, detail).record(tx, actor, now))?)
+    }
 }

@@ -25,12 +25,55 @@ pub struct Vote {
 pub const LEGACY_PRINCIPAL: &str = "legacy:";
 
 /// A storage failure: the request cannot be served and nothing was written.
-#[derive(Debug)]
-pub struct StoreError(pub String);
+#[derive(Debug, Clone)]
+pub struct StoreError {
+    pub message: String,
+    pub fault: Fault,
+}
+
+/// What kind of storage failure: it decides the answer (500, 507, 503) and whether the
+/// registry reopens its file (`redb::RedbRegistry`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fault {
+    /// Stored data that does not decode, or a bug: 500.
+    #[default]
+    Data,
+    /// The disk is full (ENOSPC, EDQUOT): 507; nothing was written, reads go on.
+    DiskFull,
+    /// An I/O error, or the registry closed after one and not reopened yet: 503.
+    Io,
+}
+
+impl StoreError {
+    /// A failure of the [`Fault::Data`] kind.
+    pub fn new(message: impl Into<String>) -> StoreError {
+        StoreError {
+            message: message.into(),
+            fault: Fault::Data,
+        }
+    }
+
+    pub fn with_fault(message: impl Into<String>, fault: Fault) -> StoreError {
+        StoreError {
+            message: message.into(),
+            fault,
+        }
+    }
+
+    /// Of an I/O error: disk full or not.
+    pub fn io(context: &str, e: &std::io::Error) -> StoreError {
+        let full = matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+            || e.kind() == std::io::ErrorKind::StorageFull;
+        StoreError::with_fault(
+            format!("{context}: {e}"),
+            if full { Fault::DiskFull } else { Fault::Io },
+        )
+    }
+}
 
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "storage: {}", self.0)
+        write!(f, "storage: {}", self.message)
     }
 }
 
@@ -38,7 +81,7 @@ impl std::error::Error for StoreError {}
 
 impl From<crate::record::RecordError> for StoreError {
     fn from(e: crate::record::RecordError) -> Self {
-        StoreError(e.to_string())
+        StoreError::new(e.to_string())
     }
 }
 

@@ -139,13 +139,21 @@ pub trait Registry: Send + Sync + 'static {
     fn machine_by_token_hash(&self, hash: &str) -> Result<Option<MachineRecord>, StoreError>;
 
     /// Every machine in id order, one at a time, with whether it carries a stale mark,
-    /// until `f` breaks. Not one snapshot: a machine that exists throughout is seen exactly
+    /// until `f` breaks. A record that does not decode is skipped, logged once and counted
+    /// ([`Registry::damaged_records`]): one damaged record must not hide the others. Not one
+    /// snapshot: a machine that exists throughout is seen exactly
     /// once, one added or removed meanwhile may or may not be; `f` runs outside any
     /// transaction (a slow consumer must not pin storage).
     fn each_machine(
         &self,
         f: impl FnMut(MachineRecord, bool) -> ControlFlow<()>,
     ) -> Result<(), StoreError>;
+
+    /// Ids of the records scans found damaged (they do not decode) since the registry was
+    /// opened, and not written or found whole since; in id order.
+    fn damaged_records(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// The dual-control votes still pending for a machine, and those that approved it.
     fn votes(&self, id: &str) -> Result<(Vec<Vote>, Vec<Vote>), StoreError>;

@@ -288,6 +288,37 @@ impl Server {
             .unwrap()
     }
 
+    /// GET `path`: the status, the headers (lower-case names) and the body.
+    pub fn get_full(
+        &self,
+        path: &str,
+        token: Option<&str>,
+    ) -> (u16, std::collections::HashMap<String, String>, String) {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        let mut res = with_auth(agent.get(&format!("{}{path}", self.url)), token)
+            .call()
+            .expect("HTTP request");
+        let headers = res
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    v.to_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let status = res.status().as_u16();
+        (
+            status,
+            headers,
+            res.body_mut().read_to_string().unwrap_or_default(),
+        )
+    }
+
     pub fn call_text(
         &self,
         method: &str,

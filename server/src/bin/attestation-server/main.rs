@@ -1,7 +1,8 @@
 //! `attestation-server`: runs the control plane with configuration from `ITL_*` variables
-//! (`run`), or copies its registry (`backup`).
+//! (`run`), copies its registry (`backup`), or replaces a key on purpose (`rotate`).
 
 mod backup;
+mod keys;
 mod run;
 
 use std::path::PathBuf;
@@ -34,6 +35,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Replace the response key, the activation key or the Enrollment CA on purpose, with the
+    /// service stopped (the old files kept beside; audited `key-rotated`)
+    Rotate {
+        #[arg(value_enum)]
+        what: keys::Rotated,
+    },
     /// Consistent copy of the registry (audit chain verified), also while the service runs
     Backup {
         /// The new file to write (it must not exist)
@@ -65,6 +72,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Backup { to }) => backup::backup(&config, &to),
+        Some(Command::Rotate { what }) => keys::rotate(&config, what),
         None => match shutdown_timeout(std::env::var("ITL_SHUTDOWN_TIMEOUT_SECONDS").ok()) {
             Ok(grace) => run::run(config, grace),
             Err(e) => {

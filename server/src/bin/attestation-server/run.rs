@@ -24,6 +24,7 @@ use attest_server::listener::{self, Shutdown};
 use attest_server::machineconfig::BaseConfigs;
 use attest_server::policy::PcrPolicies;
 use attest_server::service::{Enrollment, ResponseKey, Service};
+use attest_server::store::Registry as _;
 use attest_server::store::redb::RedbRegistry;
 use attest_server::{config::Config, http, log, outbound, responsekey, tls};
 
@@ -61,16 +62,29 @@ pub fn run(config: Config, grace: Duration) -> ExitCode {
 
 /// The service over the registry, with everything the configuration asks for.
 fn service(config: &Config) -> Result<Service<RedbRegistry>, ExitCode> {
+    let counted = crate::keys::machines_before_open(config);
+    if let Some(machines) = counted {
+        crate::keys::refuse_missing(config, machines)?;
+    }
     let store = match RedbRegistry::open(&config.database_path()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!(
-                "attestation-server: cannot open {} (ITL_DATA_DIR): {e}",
+                "attestation-server: cannot open {} (ITL_DATA_DIR): {e} (nothing was written \
+                 to it; a damaged registry is restored from a backup)",
                 config.database_path().display()
             );
             return Err(ExitCode::FAILURE);
         }
     };
+    if counted.is_none() {
+        // Repaired as it opened (it was not closed cleanly): counted now.
+        let machines = store.has_machines().map_err(|e| {
+            eprintln!("attestation-server: cannot read the registry: {e}");
+            ExitCode::FAILURE
+        })?;
+        crate::keys::refuse_missing(config, u64::from(machines))?;
+    }
     if config.admin_token.is_none() && config.oidc.is_none() {
         log::warn(
             "no operator authentication configured (ITL_ADMIN_TOKEN or ITL_OIDC_ENABLED); \
@@ -191,6 +205,22 @@ fn service(config: &Config) -> Result<Service<RedbRegistry>, ExitCode> {
         }
     } else {
         log::warn("EK chain check off (ITL_EK_CHAIN=off): EK certificates are not checked");
+    }
+    // One pass over the records before serving (≈ 0.5 s for 100,000): a damaged record is
+    // reported now (logged, `/readyz`, `/metrics`), not at the first listing that meets it.
+    if let Err(e) = service
+        .registry()
+        .each_machine(|_, _| std::ops::ControlFlow::Continue(()))
+    {
+        eprintln!("attestation-server: cannot read the registry: {e}");
+        return Err(ExitCode::FAILURE);
+    }
+    let damaged = service.registry().damaged_records().len();
+    if damaged > 0 {
+        log::warn(&format!(
+            "{damaged} damaged machine record(s) skipped (GET /readyz names them): restore the \
+             registry from a backup"
+        ));
     }
     Ok(service)
 }

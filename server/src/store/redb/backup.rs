@@ -17,14 +17,15 @@ impl RedbRegistry {
     /// A consistent logical copy of this registry into a new file `to`, from one read
     /// transaction, while requests keep writing (DESIGN.md §7).
     pub fn backup(&self, to: &Path) -> Result<BackupSummary, StoreError> {
-        copy_registry(&self.db.begin_read()?, to)
+        copy_registry(&self.db()?.begin_read()?, to)
     }
 
     /// The same from a registry file no process has open (the service is stopped); `None`
     /// when a running service holds it (ask the service: `GET /api/v1/backup`).
     pub fn backup_file(path: &Path, to: &Path) -> Result<Option<BackupSummary>, StoreError> {
-        let cannot =
-            |e: ::redb::DatabaseError| StoreError(format!("cannot open {}: {e}", path.display()));
+        let cannot = |e: ::redb::DatabaseError| {
+            StoreError::new(format!("cannot open {}: {e}", path.display()))
+        };
         match builder().open_read_only(path) {
             Ok(source) => copy_registry(&source.begin_read()?, to).map(Some),
             Err(::redb::DatabaseError::DatabaseAlreadyOpen) => Ok(None),
@@ -40,7 +41,7 @@ impl RedbRegistry {
     /// Names of the tables in the file (for checking that a backup copies them all).
     pub fn table_names(&self) -> Result<Vec<String>, StoreError> {
         use ::redb::TableHandle as _;
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         Ok(txn.list_tables()?.map(|t| t.name().to_owned()).collect())
     }
 
@@ -78,7 +79,7 @@ impl RedbRegistry {
         for item in table.iter()? {
             let (k, v) = item?;
             out.push(audit::decode_checkpoint(v.value()).ok_or_else(|| {
-                StoreError(format!("audit checkpoint {} does not decode", k.value()))
+                StoreError::new(format!("audit checkpoint {} does not decode", k.value()))
             })?);
         }
         Ok(out)
@@ -89,7 +90,7 @@ impl RedbRegistry {
 /// durable, then renamed, so `to` is only ever a complete copy).
 fn copy_registry(read: &::redb::ReadTransaction, to: &Path) -> Result<BackupSummary, StoreError> {
     if to.exists() {
-        return Err(StoreError(format!(
+        return Err(StoreError::new(format!(
             "{} exists: choose a new file",
             to.display()
         )));
@@ -137,7 +138,7 @@ fn copy_registry(read: &::redb::ReadTransaction, to: &Path) -> Result<BackupSumm
     std::fs::File::open(&partial)
         .and_then(|f| f.sync_all())
         .and_then(|_| std::fs::rename(&partial, to))
-        .map_err(|e| StoreError(format!("cannot put the copy at {}: {e}", to.display())))?;
+        .map_err(|e| StoreError::new(format!("cannot put the copy at {}: {e}", to.display())))?;
     if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
         let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
     }

@@ -1,12 +1,14 @@
-//! Group commit (DESIGN.md §7): each transaction commits without fsync, then waits until
-//! one durable commit covers it; and batches, where routine writes share one transaction
-//! and one durable commit. Nothing is answered before it is on disk.
+//! Durable commits (DESIGN.md §7): every transaction commits with its fsync, and routine
+//! writes share one transaction and one fsync in batches. Nothing is answered, and nothing
+//! is visible to another reader, before it is on disk: redb shows a commit to readers when
+//! `commit` returns, which for a durable commit is after the fsync (read-your-commit). An
+//! earlier release committed without fsync and made a second, empty durable commit for a
+//! group of them: another operator could read a change up to an fsync before it was
+//! durable (and lose it to a crash after having seen it).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::{Condvar, Mutex};
-
-use ::redb::Durability;
 
 use super::{RedbRegistry, RedbTx};
 use crate::store::StoreError;
@@ -19,46 +21,30 @@ pub(super) struct Batch {
     txn: ::redb::WriteTransaction,
     members: usize,
     /// Why the batch will be aborted (a member's write failed), if it will.
-    failed: Option<String>,
+    failed: Option<StoreError>,
     outcome: Arc<BatchOutcome>,
 }
 
 /// How a batch ended, for its members to wait on.
 #[derive(Default)]
 struct BatchOutcome {
-    committed: Mutex<Option<Result<(), String>>>,
+    committed: Mutex<Option<Result<(), StoreError>>>,
     done: Condvar,
-}
-
-/// Group commit: how far the file is durable, and whether someone is making it so.
-#[derive(Default)]
-pub(super) struct Sync {
-    durable: u64,
-    syncing: bool,
 }
 
 impl RedbRegistry {
     /// Runs `f` in one write transaction: committed durably when it returns `Ok`, rolled
-    /// back (nothing written) when it returns `Err`. Returns only once the change is on disk.
-    ///
-    /// Group commit (DESIGN.md §7): each transaction commits without fsync, then waits until
-    /// a durable commit covers it. One waiter at a time makes that durable commit (redb
-    /// persists every earlier non-durable commit with it) for everyone who committed before
-    /// it began, so concurrent requests share one fsync, and no answer is sent for a change
-    /// that a crash could still lose.
+    /// back (nothing written) when it returns `Err`. Returns, and shows the change to other
+    /// readers, only once it is on disk.
     pub fn write<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&RedbTx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut txn = self.db.begin_write().map_err(StoreError::from)?;
-        txn.set_durability(Durability::None)
-            .map_err(|e| StoreError(e.to_string()))?;
+        let txn = self.noted(self.db().and_then(|db| Ok(db.begin_write()?)))?;
         let tx = RedbTx::new(&txn, self.checkpoint_signer.as_deref());
         let out = f(&tx)?;
         let logs = tx.logs.into_inner();
-        txn.commit().map_err(StoreError::from)?;
-        let mine = self.committed.fetch_add(1, Ordering::SeqCst) + 1;
-        self.wait_durable(mine)?;
+        self.noted(txn.commit().map_err(StoreError::from))?;
         for line in logs {
             crate::log::info(&line);
         }
@@ -88,21 +74,21 @@ impl RedbRegistry {
         let batch = match &mut *open {
             Some(batch) => batch,
             empty => empty.insert(Batch {
-                txn: self.db.begin_write()?,
+                txn: self.noted(self.db().and_then(|db| Ok(db.begin_write()?)))?,
                 members: 0,
                 failed: None,
                 outcome: Arc::default(),
             }),
         };
         let (mine, logs) = match &batch.failed {
-            Some(why) => (Ok(Err(StoreError(why.clone()))), Vec::new()),
+            Some(why) => (Ok(Err(why.clone())), Vec::new()),
             None => {
                 let tx = RedbTx::new(&batch.txn, self.checkpoint_signer.as_deref());
                 // A member that panics must not leave the others waiting for a commit.
                 let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&tx)));
                 match &mine {
-                    Ok(Err(e)) => batch.failed = Some(e.0.clone()),
-                    Err(_) => batch.failed = Some("a write in the batch panicked".into()),
+                    Ok(Err(e)) => batch.failed = Some(e.clone()),
+                    Err(_) => batch.failed = Some(StoreError::new("a write in the batch panicked")),
                     Ok(Ok(_)) => {}
                 }
                 (mine, tx.logs.into_inner())
@@ -118,7 +104,7 @@ impl RedbRegistry {
                     let _ = batch.txn.abort();
                     Err(why)
                 }
-                None => batch.txn.commit().map_err(|e| e.to_string()),
+                None => batch.txn.commit().map_err(StoreError::from),
             };
             if committed.is_ok() {
                 self.batches.fetch_add(1, Ordering::Relaxed);
@@ -148,7 +134,10 @@ impl RedbRegistry {
                 }
                 mine
             }
-            Err(why) => Err(StoreError(format!("batch not committed: {why}"))),
+            Err(why) => Err(StoreError::with_fault(
+                format!("batch not committed: {}", why.message),
+                why.fault,
+            )),
         }
     }
 
@@ -158,37 +147,5 @@ impl RedbRegistry {
             self.batches.load(Ordering::Relaxed),
             self.batched_writes.load(Ordering::Relaxed),
         )
-    }
-
-    /// Blocks until transaction number `mine` is durable, making it so if nobody is.
-    fn wait_durable(&self, mine: u64) -> Result<(), StoreError> {
-        let lock = || self.sync.lock().unwrap_or_else(|p| p.into_inner());
-        let mut state = lock();
-        loop {
-            if state.durable >= mine {
-                return Ok(());
-            }
-            if state.syncing {
-                state = self.synced.wait(state).unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            state.syncing = true;
-            // Every transaction counted here has committed: the durable commit below
-            // begins after them and persists them.
-            let target = self.committed.load(Ordering::SeqCst);
-            drop(state);
-            let result = self
-                .db
-                .begin_write()
-                .map_err(StoreError::from)
-                .and_then(|t| t.commit().map_err(StoreError::from));
-            state = lock();
-            state.syncing = false;
-            if result.is_ok() {
-                state.durable = state.durable.max(target);
-            }
-            self.synced.notify_all();
-            result?;
-        }
     }
 }

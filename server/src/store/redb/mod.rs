@@ -14,17 +14,19 @@ mod commit;
 mod scan;
 mod tx;
 
+use std::collections::BTreeSet;
 use std::ops::ControlFlow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use scan::SCAN_PAGE;
 pub use tx::RedbTx;
 
-use super::{BackupSummary, CheckpointSigner, Registry, StoreError, Vote};
+use super::{BackupSummary, CheckpointSigner, Fault, Registry, StoreError, Vote};
 use crate::audit::{AuditEntry, Checkpoint, Verification};
 use crate::record::MachineRecord;
 
@@ -65,7 +67,7 @@ macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError(e.to_string())
+                classify(e.into())
             }
         }
     )*};
@@ -79,6 +81,19 @@ from_redb!(
     ::redb::CommitError
 );
 
+/// redb's I/O errors are faults of the disk (full, or failing); after one, redb answers
+/// `PreviousIo` to everything until the file is opened again (`RedbRegistry::reopen`).
+fn classify(e: ::redb::Error) -> StoreError {
+    match &e {
+        ::redb::Error::Io(io) => StoreError::io("the registry file", io),
+        ::redb::Error::PreviousIo | ::redb::Error::DatabaseClosed => StoreError::with_fault(
+            "the registry file had an I/O error and is being reopened",
+            Fault::Io,
+        ),
+        _ => StoreError::new(e.to_string()),
+    }
+}
+
 /// How every registry file is opened: redb's default cache (1 GiB) lets one full read pull
 /// the whole file into the process (a backup of 100,000 machines peaked at 111 MiB).
 fn builder() -> ::redb::Builder {
@@ -88,12 +103,20 @@ fn builder() -> ::redb::Builder {
 }
 
 /// The registry in one redb file.
+///
+/// After an I/O error (a full disk, a failing one) redb refuses everything until its file is
+/// opened again: the registry then closes it and opens it again at the next request (at
+/// most once a second while that fails: 503 `storage_unavailable` meanwhile; writes refused
+/// for a full disk are 507), so freeing space heals it without a restart. `/readyz` fails
+/// while it is closed.
 pub struct RedbRegistry {
-    db: Database,
-    /// Transactions committed (non-durably) so far; see `commit`.
-    committed: AtomicU64,
-    sync: Mutex<commit::Sync>,
-    synced: Condvar,
+    path: PathBuf,
+    /// `None` while closed after an I/O error.
+    db: RwLock<Option<Arc<Database>>>,
+    /// When it last tried to open the file again (at most once a second).
+    reopen_tried: Mutex<Option<Instant>>,
+    /// Ids of records found damaged (`Registry::damaged_records`).
+    damaged: Mutex<BTreeSet<String>>,
     /// The transaction routine writes are gathered in; see `commit`.
     batch: Mutex<Option<commit::Batch>>,
     /// Callers of `write_batched` waiting to add their write to the batch.
@@ -113,41 +136,13 @@ impl RedbRegistry {
     pub fn open(path: &Path) -> Result<RedbRegistry, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+                .map_err(|e| StoreError::io(&format!("cannot create {}", dir.display()), &e))?;
         }
-        let repaired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let seen = repaired.clone();
-        let db = builder()
-            .set_repair_callback(move |_| seen.store(true, std::sync::atomic::Ordering::Relaxed))
-            .create(path)?;
-        if repaired.load(std::sync::atomic::Ordering::Relaxed) {
-            crate::log::warn(&format!(
-                "registry was not closed cleanly; repaired ({})",
-                path.display()
-            ));
-        }
-        let txn = db.begin_write()?;
-        txn.open_table(MACHINES)?;
-        txn.open_table(BY_EK)?;
-        txn.open_table(AUDIT)?;
-        txn.open_table(AUDIT_CHECKPOINTS)?;
-        txn.open_table(APPROVALS)?;
-        txn.open_table(BY_TOKEN)?;
-        index_ek_keys(&txn)?;
-        txn.open_table(GRANTS)?;
-        txn.open_table(USED_NONCES)?;
-        txn.open_table(STALE)?;
-        txn.delete_table(OLD_NONCES)?;
-        // Earlier releases kept the challenge key here, so every backup carried it (and with
-        // it the power to mint challenge ids for any future minute): it now lives in a file
-        // beside the registry (`ITL_DATA_DIR/challenge-key`), and the stored one is dropped.
-        txn.open_table(META)?.remove("challenge-key")?;
-        txn.commit()?;
         Ok(RedbRegistry {
-            db,
-            committed: AtomicU64::new(0),
-            sync: Mutex::new(commit::Sync::default()),
-            synced: Condvar::new(),
+            path: path.to_owned(),
+            db: RwLock::new(Some(Arc::new(open_file(path)?))),
+            reopen_tried: Mutex::new(None),
+            damaged: Mutex::new(BTreeSet::new()),
             batch: Mutex::new(None),
             batch_waiting: AtomicUsize::new(0),
             batches: AtomicU64::new(0),
@@ -156,14 +151,111 @@ impl RedbRegistry {
         })
     }
 
+    /// The open database, opened again first if an I/O error closed it.
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        if let Some(db) = &*self.db.read().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(db.clone());
+        }
+        self.reopen()
+    }
+
+    fn reopen(&self) -> Result<Arc<Database>, StoreError> {
+        let closed = || {
+            StoreError::with_fault(
+                format!(
+                    "the registry file {} is closed after an I/O error; it is opened again \
+                     once it can be (free disk space, check the disk)",
+                    self.path.display()
+                ),
+                Fault::Io,
+            )
+        };
+        let mut tried = self.reopen_tried.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(db) = &*slot {
+            return Ok(db.clone());
+        }
+        if tried.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return Err(closed());
+        }
+        *tried = Some(Instant::now());
+        match open_file(&self.path) {
+            Ok(db) => {
+                crate::log::warn(&format!(
+                    "registry file {} opened again after an I/O error",
+                    self.path.display()
+                ));
+                let db = Arc::new(db);
+                *slot = Some(db.clone());
+                Ok(db)
+            }
+            Err(e) => {
+                crate::log::error(&format!("registry file {}: {e}", self.path.display()));
+                Err(closed())
+            }
+        }
+    }
+
+    /// Notes whether the record of `id` decoded: a damaged one is logged the first time it
+    /// is seen and counted until it is found whole again (restored from a backup).
+    fn damaged(&self, id: &str, error: Option<&crate::record::RecordError>) {
+        let mut damaged = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
+        match error {
+            Some(e) => {
+                if damaged.insert(id.to_owned()) {
+                    crate::log::warn(&format!(
+                        "Machine record damaged: id={id} ({e}); skipped in listings and sweeps \
+                         (restore the registry from a backup)"
+                    ));
+                }
+            }
+            None if !damaged.is_empty() => {
+                damaged.remove(id);
+            }
+            None => {}
+        }
+    }
+
+    /// Closes the file after an I/O error (redb answers nothing more until it is opened
+    /// again); `e` is passed through.
+    fn noted<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e) = &result
+            && e.fault != Fault::Data
+        {
+            // A batch being gathered belongs to the closed file: it fails with this error.
+            let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+            if slot.take().is_some() {
+                crate::log::error(&format!(
+                    "registry file {}: {}; closed, opened again at the next request",
+                    self.path.display(),
+                    e.message
+                ));
+            }
+        }
+        result
+    }
+
     pub fn machine(&self, id: &str) -> Result<Option<MachineRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(MACHINES)?;
         let found = table.get(id)?;
-        Ok(match found {
-            Some(v) => Some(MachineRecord::decode(v.value())?),
-            None => None,
+        let Some(bytes) = found else {
+            return Ok(None);
+        };
+        let record = MachineRecord::decode(bytes.value());
+        self.damaged(id, record.as_ref().err());
+        record.map(Some).map_err(|e| {
+            StoreError::new(format!(
+                "the record of machine {} is damaged ({e}): restore the registry from a backup",
+                crate::log::escape(id)
+            ))
         })
+    }
+
+    /// Whether any machine is registered.
+    pub fn has_machines(&self) -> Result<bool, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        Ok(txn.open_table(MACHINES)?.first()?.is_some())
     }
 
     /// The machine of an EK (as of the last commit).
@@ -182,7 +274,7 @@ impl RedbRegistry {
         index: TableDefinition<&str, &str>,
         key: &str,
     ) -> Result<Option<MachineRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let id = match txn.open_table(index)?.get(key)? {
             Some(v) => v.value().to_owned(),
             None => return Ok(None),
@@ -194,6 +286,76 @@ impl RedbRegistry {
             None => None,
         })
     }
+}
+
+/// The first bytes of every redb file.
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
+/// A file that is there but is no registry is refused, never turned into an empty one (redb
+/// would initialise a 0-byte file): the registry was lost, and starting empty would hide it.
+fn refuse_non_registry(path: &Path) -> Result<(), StoreError> {
+    use std::io::Read as _;
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(StoreError::io(
+                &format!("cannot read {}", path.display()),
+                &e,
+            ));
+        }
+    };
+    let mut head = [0u8; REDB_MAGIC.len()];
+    let read = file
+        .read(&mut head)
+        .map_err(|e| StoreError::io(&format!("cannot read {}", path.display()), &e))?;
+    let what = match read {
+        0 => "is empty (0 bytes)",
+        _ if head[..read] != REDB_MAGIC[..read] || read < head.len() => {
+            "is not a registry (no redb header)"
+        }
+        _ => return Ok(()),
+    };
+    Err(StoreError::new(format!(
+        "{} {what}: refusing to start rather than begin an empty registry over it. Restore \
+         the registry from a backup (attestation-server backup --to FILE made it), or move the \
+         file away to start with an empty registry",
+        path.display()
+    )))
+}
+
+/// Opens (creating) a registry file and its tables, repairing it if it was not closed.
+fn open_file(path: &Path) -> Result<Database, StoreError> {
+    refuse_non_registry(path)?;
+    let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = repaired.clone();
+    let db = builder()
+        .set_repair_callback(move |_| seen.store(true, std::sync::atomic::Ordering::Relaxed))
+        .create(path)?;
+    if repaired.load(std::sync::atomic::Ordering::Relaxed) {
+        crate::log::warn(&format!(
+            "registry was not closed cleanly; repaired ({})",
+            path.display()
+        ));
+    }
+    let txn = db.begin_write()?;
+    txn.open_table(MACHINES)?;
+    txn.open_table(BY_EK)?;
+    txn.open_table(AUDIT)?;
+    txn.open_table(AUDIT_CHECKPOINTS)?;
+    txn.open_table(APPROVALS)?;
+    txn.open_table(BY_TOKEN)?;
+    index_ek_keys(&txn)?;
+    txn.open_table(GRANTS)?;
+    txn.open_table(USED_NONCES)?;
+    txn.open_table(STALE)?;
+    txn.delete_table(OLD_NONCES)?;
+    // Earlier releases kept the challenge key here, so every backup carried it (and with
+    // it the power to mint challenge ids for any future minute): it now lives in a file
+    // beside the registry (`ITL_DATA_DIR/challenge-key`), and the stored one is dropped.
+    txn.open_table(META)?.remove("challenge-key")?;
+    txn.commit()?;
+    Ok(db)
 }
 
 /// Fills the EK key index once, for a registry written before it existed (proven records
@@ -248,30 +410,35 @@ impl Registry for RedbRegistry {
         &self,
         f: impl FnOnce(&RedbTx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.write_batched(f)
+        self.noted(self.write_batched(f))
     }
 
     fn machine(&self, id: &str) -> Result<Option<MachineRecord>, StoreError> {
-        self.machine(id)
+        self.noted(self.machine(id))
     }
 
     fn machine_by_ek(&self, fingerprint: &str) -> Result<Option<MachineRecord>, StoreError> {
-        self.machine_by_ek(fingerprint)
+        self.noted(self.machine_by_ek(fingerprint))
     }
 
     fn machine_by_token_hash(&self, hash: &str) -> Result<Option<MachineRecord>, StoreError> {
-        self.machine_by_token_hash(hash)
+        self.noted(self.machine_by_token_hash(hash))
     }
 
     fn each_machine(
         &self,
         f: impl FnMut(MachineRecord, bool) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
-        self.each_machine(f)
+        self.noted(self.each_machine(f))
+    }
+
+    fn damaged_records(&self) -> Vec<String> {
+        let damaged = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
+        damaged.iter().cloned().collect()
     }
 
     fn votes(&self, id: &str) -> Result<(Vec<Vote>, Vec<Vote>), StoreError> {
-        self.votes(id)
+        self.noted(self.votes(id))
     }
 
     fn audit_page(
@@ -280,18 +447,18 @@ impl Registry for RedbRegistry {
         page: usize,
         per_page: usize,
     ) -> Result<(Vec<AuditEntry>, usize), StoreError> {
-        self.audit_page(machine_id, page, per_page)
+        self.noted(self.audit_page(machine_id, page, per_page))
     }
 
     fn audit_verify_with(
         &self,
         key: Option<&attest_common::nonce::VerifyingKey>,
     ) -> Result<Verification, StoreError> {
-        self.audit_verify_with(key)
+        self.noted(self.audit_verify_with(key))
     }
 
     fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        self.audit_checkpoints()
+        self.noted(self.audit_checkpoints())
     }
 
     fn set_checkpoint_signer(&mut self, signer: Option<Arc<dyn CheckpointSigner>>) {
@@ -299,7 +466,7 @@ impl Registry for RedbRegistry {
     }
 
     fn backup(&self, to: &Path) -> Result<BackupSummary, StoreError> {
-        self.backup(to)
+        self.noted(self.backup(to))
     }
 
     fn batch_counts(&self) -> (u64, u64) {
@@ -307,8 +474,10 @@ impl Registry for RedbRegistry {
     }
 
     fn ready(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_read()?;
-        txn.open_table(MACHINES)?.first()?;
-        Ok(())
+        self.noted((|| {
+            let txn = self.db()?.begin_read()?;
+            txn.open_table(MACHINES)?.first()?;
+            Ok(())
+        })())
     }
 }

@@ -15,6 +15,16 @@ use crate::store::{StoreError, Vote};
 /// Machines read per read transaction by [`RedbRegistry::each_machine`].
 pub const SCAN_PAGE: usize = 256;
 
+/// One page of a scan.
+struct Page {
+    /// The records that decode, with their stale marks.
+    records: Vec<(MachineRecord, bool)>,
+    /// The last id read (damaged or not): the next page starts after it.
+    last: Option<String>,
+    /// No record follows.
+    end: bool,
+}
+
 impl RedbRegistry {
     /// Every machine, in id order.
     pub fn machines(&self) -> Result<Vec<MachineRecord>, StoreError> {
@@ -43,47 +53,53 @@ impl RedbRegistry {
         let mut after: Option<String> = None;
         loop {
             let page = self.machine_page(after.as_deref())?;
-            let last = page.len() < SCAN_PAGE;
-            for (id, m, marked) in page {
-                after = Some(id);
+            for (m, marked) in page.records {
                 if f(m, marked).is_break() {
                     return Ok(());
                 }
             }
-            if last {
-                return Ok(());
+            match page.last {
+                Some(id) if !page.end => after = Some(id),
+                _ => return Ok(()),
             }
         }
     }
 
     /// Up to [`SCAN_PAGE`] machines with ids after `after`, from one short read transaction.
-    fn machine_page(
-        &self,
-        after: Option<&str>,
-    ) -> Result<Vec<(String, MachineRecord, bool)>, StoreError> {
-        let txn = self.db.begin_read()?;
+    fn machine_page(&self, after: Option<&str>) -> Result<Page, StoreError> {
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(MACHINES)?;
         let stale = txn.open_table(STALE)?;
         let range = match after {
             Some(id) => table.range::<&str>((Bound::Excluded(id), Bound::Unbounded))?,
             None => table.range::<&str>(..)?,
         };
-        let mut page = Vec::with_capacity(SCAN_PAGE);
-        for item in range.take(SCAN_PAGE) {
+        let mut page = Page {
+            records: Vec::with_capacity(SCAN_PAGE),
+            last: None,
+            end: true,
+        };
+        for (read, item) in range.enumerate() {
+            if read == SCAN_PAGE {
+                page.end = false;
+                break;
+            }
             let (k, v) = item?;
             let marked = stale.get(k.value())?.is_some();
-            page.push((
-                k.value().to_owned(),
-                MachineRecord::decode(v.value())?,
-                marked,
-            ));
+            let record = MachineRecord::decode(v.value());
+            self.damaged(k.value(), record.as_ref().err());
+            // A damaged record is skipped (counted and logged by `damaged`), not an error.
+            if let Ok(record) = record {
+                page.records.push((record, marked));
+            }
+            page.last = Some(k.value().to_owned());
         }
         Ok(page)
     }
 
     /// The pending dual-control votes for a machine, and those that approved it.
     pub fn votes(&self, id: &str) -> Result<(Vec<Vote>, Vec<Vote>), StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(APPROVALS)?;
         let read = |key: &str| match table.get(key)? {
             Some(v) => decode_votes(v.value()),
@@ -100,13 +116,13 @@ impl RedbRegistry {
         per_page: usize,
     ) -> Result<(Vec<AuditEntry>, usize), StoreError> {
         // Only the page is kept: the log grows by every change to every machine.
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(AUDIT)?;
         let start = page.saturating_sub(1).saturating_mul(per_page);
         let wanted = start..start.saturating_add(per_page);
         let decode = |k: u64, v: &[u8]| {
             AuditEntry::decode(v)
-                .ok_or_else(|| StoreError(format!("audit entry {k} does not decode")))
+                .ok_or_else(|| StoreError::new(format!("audit entry {k} does not decode")))
         };
         let mut out = Vec::new();
         let Some(machine_id) = machine_id else {
@@ -137,7 +153,7 @@ impl RedbRegistry {
         &self,
         key: Option<&attest_common::nonce::VerifyingKey>,
     ) -> Result<audit::Verification, StoreError> {
-        audit_verify_in(&self.db.begin_read()?, key)
+        audit_verify_in(&self.db()?.begin_read()?, key)
     }
 
     /// The chain checked against the checkpoints, signatures not checked.
@@ -147,13 +163,13 @@ impl RedbRegistry {
 
     /// Every checkpoint, oldest first.
     pub fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(AUDIT_CHECKPOINTS)?;
         let mut out = Vec::new();
         for item in table.iter()? {
             let (k, v) = item?;
             out.push(audit::decode_checkpoint(v.value()).ok_or_else(|| {
-                StoreError(format!("audit checkpoint {} does not decode", k.value()))
+                StoreError::new(format!("audit checkpoint {} does not decode", k.value()))
             })?);
         }
         Ok(out)

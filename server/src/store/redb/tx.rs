@@ -210,8 +210,8 @@ impl RegistryTx for RedbTx<'_> {
 
     /// Appends an audit entry, linked to the last one.
     fn put_grant(&self, token_hash: &str, grant: &ConfigGrant) -> Result<(), StoreError> {
-        let bytes =
-            postcard::to_allocvec(grant).map_err(|e| StoreError(format!("config grant: {e}")))?;
+        let bytes = postcard::to_allocvec(grant)
+            .map_err(|e| StoreError::new(format!("config grant: {e}")))?;
         self.txn
             .open_table(GRANTS)?
             .insert(token_hash, bytes.as_slice())?;
@@ -224,7 +224,7 @@ impl RegistryTx for RedbTx<'_> {
         match taken {
             Some(bytes) => postcard::from_bytes(&bytes)
                 .map(Some)
-                .map_err(|e| StoreError(format!("config grant: {e}"))),
+                .map_err(|e| StoreError::new(format!("config grant: {e}"))),
             None => Ok(None),
         }
     }
@@ -250,7 +250,7 @@ impl RegistryTx for RedbTx<'_> {
         let (seq, prev) = match table.last()? {
             Some((k, v)) => {
                 let last = AuditEntry::decode(v.value()).ok_or_else(|| {
-                    StoreError(format!("audit entry {} does not decode", k.value()))
+                    StoreError::new(format!("audit entry {} does not decode", k.value()))
                 })?;
                 (k.value() + 1, last.entry_hash.0)
             }
@@ -275,9 +275,9 @@ impl RegistryTx for RedbTx<'_> {
         let table = self.txn.open_table(AUDIT)?;
         let last = table.last()?;
         match last {
-            Some((k, v)) => AuditEntry::decode(v.value())
-                .map(Some)
-                .ok_or_else(|| StoreError(format!("audit entry {} does not decode", k.value()))),
+            Some((k, v)) => AuditEntry::decode(v.value()).map(Some).ok_or_else(|| {
+                StoreError::new(format!("audit entry {} does not decode", k.value()))
+            }),
             None => Ok(None),
         }
     }
@@ -289,7 +289,7 @@ impl RegistryTx for RedbTx<'_> {
             Some((k, v)) => audit::decode_checkpoint(v.value())
                 .map(Some)
                 .ok_or_else(|| {
-                    StoreError(format!("audit checkpoint {} does not decode", k.value()))
+                    StoreError::new(format!("audit checkpoint {} does not decode", k.value()))
                 }),
             None => Ok(None),
         }
@@ -369,11 +369,11 @@ pub(super) fn decode_votes(bytes: &[u8]) -> Result<Vec<Vote>, StoreError> {
                     })
                     .collect()
             })
-            .map_err(|e| StoreError(format!("approval votes: {e}"))),
+            .map_err(|e| StoreError::new(format!("approval votes: {e}"))),
         Some((&2, body)) => {
-            postcard::from_bytes(body).map_err(|e| StoreError(format!("approval votes: {e}")))
+            postcard::from_bytes(body).map_err(|e| StoreError::new(format!("approval votes: {e}")))
         }
-        _ => Err(StoreError("approval votes: unknown record version".into())),
+        _ => Err(StoreError::new("approval votes: unknown record version")),
     }
 }
 
