@@ -38,6 +38,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `ITL_MAX_CONNECTIONS`: connections served at once; more wait (crate::listener).
     pub max_connections: usize,
+    /// `ITL_MAX_CONNECTIONS_PER_PEER`: open connections from one address (trusted proxies
+    /// exempt).
+    pub max_connections_per_peer: usize,
     /// `ITL_IDLE_TIMEOUT_SECONDS`: a connection on which nothing moves this long is closed.
     pub idle_timeout: std::time::Duration,
     /// `ITL_DUAL_CONTROL_ROLES`, `ITL_DUAL_CONTROL_QUORUM`, `ITL_DUAL_CONTROL_WINDOW_SECONDS`.
@@ -88,6 +91,7 @@ impl std::fmt::Debug for Config {
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_peer", &self.max_connections_per_peer)
             .field("idle_timeout", &self.idle_timeout)
             .field("dual_control", &self.dual_control)
             .field("challenges", &self.challenges)
@@ -162,6 +166,17 @@ impl Config {
                 .filter(|n| (1..=1_000_000).contains(n))
                 .ok_or_else(|| ConfigError {
                     variable: "ITL_MAX_CONNECTIONS",
+                    message: format!("'{v}' is not a whole number from 1 to 1000000"),
+                })?,
+        };
+        let max_connections_per_peer = match get("ITL_MAX_CONNECTIONS_PER_PEER") {
+            None => 64,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| ConfigError {
+                    variable: "ITL_MAX_CONNECTIONS_PER_PEER",
                     message: format!("'{v}' is not a whole number from 1 to 1000000"),
                 })?,
         };
@@ -445,6 +460,7 @@ impl Config {
             admin_token,
             max_body_bytes,
             max_connections,
+            max_connections_per_peer,
             idle_timeout,
             dual_control: DualControl {
                 roles,

@@ -10,6 +10,7 @@ pub mod audit_action {
 }
 pub mod challenge;
 pub mod config;
+pub mod conn_table;
 pub mod ekchain;
 pub mod enrollment;
 pub mod factory;

@@ -203,6 +203,24 @@ async fn handshake(
     }
 }
 
+/// The answer to a connection over its peer's limit (plain HTTP; a TLS one is closed).
+async fn refuse_crowded(mut stream: TcpStream) {
+    use futures_lite::AsyncWriteExt as _;
+    let body = r#"{"error":"too_many_connections","message":"too many connections from this address (ITL_MAX_CONNECTIONS_PER_PEER)"}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 5\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let write = async {
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.close().await;
+    };
+    futures_lite::future::or(write, async {
+        Timer::after(Duration::from_secs(2)).await;
+    })
+    .await;
+}
+
 /// How the accept loop ends: when `drain` fires it stops accepting and lets its connections
 /// finish (the `serve` function sees the same signal and ends each connection after its
 /// request in progress); connections still open `grace` later are dropped.
@@ -221,27 +239,46 @@ pub struct Drained {
     pub dropped: usize,
 }
 
-/// Accepts on `listener` until it breaks or `shutdown.drain` fires, at most `max`
-/// connections at once, and hands each to `serve` (with the drain signal), watched for
-/// `idle`, after a TLS handshake when `tls` is given (at most `idle` long). After a drain
+/// How many connections, and from whom (`crate::conn_table`).
+pub struct Limits {
+    /// Connections served at once (`ITL_MAX_CONNECTIONS`, within the open-files limit).
+    pub max: usize,
+    /// Open connections from one address (`ITL_MAX_CONNECTIONS_PER_PEER`).
+    pub per_peer: usize,
+    /// Addresses without a per-peer limit (trusted proxies).
+    pub exempt: crate::proxies::TrustedProxies,
+}
+
+/// Accepts on `listener` until it breaks or `shutdown.drain` fires, at most `limits.max`
+/// connections at once — with the cap full, a new connection takes the place of the one
+/// that has waited longest without a request in progress (`crate::conn_table`) — and at
+/// most `limits.per_peer` from one address; hands each to `serve` (with the drain signal
+/// and its place, which it marks busy while a request is served), watched for `idle`,
+/// after a TLS handshake when `tls` is given (at most `idle` long). After a drain
 /// it returns once every connection has ended, or was dropped at the end of the grace
 /// period; the listener is closed as soon as the drain begins, so new connections are
 /// refused.
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
-    max: usize,
+    limits: Limits,
     idle: Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: Shutdown,
     serve: F,
 ) -> io::Result<Drained>
 where
-    F: Fn(Conn, std::net::SocketAddr, Signal) -> Fut + Send + Sync + 'static,
+    F: Fn(Conn, std::net::SocketAddr, Signal, Arc<crate::conn_table::Place>) -> Fut
+        + Send
+        + Sync
+        + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let max = limits.max;
     let serve = Arc::new(serve);
     let tls = tls.map(futures_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(max));
+    let table = crate::conn_table::ConnTable::new(limits.per_peer);
+    let mut warned_peer: Option<Instant> = None;
     // Every connection task holds a sender: the receiver sees the channel close when the
     // last one has ended.
     let (open_tx, open_rx) = smol::channel::bounded::<()>(1);
@@ -250,22 +287,7 @@ where
     let mut failing: Option<(Instant, u64)> = None;
     let mut warned_full: Option<Instant> = None;
     while !drain.has_fired() {
-        let slot = match slots.try_acquire_arc() {
-            Some(slot) => slot,
-            None => {
-                if warned_full.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-                    crate::log::warn(&format!(
-                        "connection limit reached ({max} open, ITL_MAX_CONNECTIONS): new \
-                         connections wait until one closes"
-                    ));
-                    warned_full = Some(Instant::now());
-                }
-                match until(&drain, slots.acquire_arc()).await {
-                    Some(slot) => slot,
-                    None => break,
-                }
-            }
-        };
+        // Accepted first: with the cap full, a place is made for it (below).
         let (stream, peer) = match until(&drain, listener.accept()).await {
             None => break,
             Some(Ok(accepted)) => accepted,
@@ -281,7 +303,6 @@ where
                     }
                     Some((_, n)) => *n += 1,
                 }
-                drop(slot);
                 Timer::after(ACCEPT_PAUSE).await;
                 continue;
             }
@@ -297,6 +318,41 @@ where
             drop(e);
             continue;
         }
+        let slot = match slots.try_acquire_arc() {
+            Some(slot) => slot,
+            None => {
+                // The connection waiting longest without a request gives way; when every
+                // one is serving a request, the newcomer waits for one to end.
+                if !table.make_room() && warned_full.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                    crate::log::warn(&format!(
+                        "connection limit reached ({max} open, every one serving a request, \
+                         ITL_MAX_CONNECTIONS): new connections wait until one ends"
+                    ));
+                    warned_full = Some(Instant::now());
+                }
+                match until(&drain, slots.acquire_arc()).await {
+                    Some(slot) => slot,
+                    None => break,
+                }
+            }
+        };
+        let ip = peer.ip();
+        let Some(place) = table.admit(ip, limits.exempt.contains(ip)) else {
+            if warned_peer.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                crate::log::warn(&format!(
+                    "connections from {ip} over ITL_MAX_CONNECTIONS_PER_PEER ({}): refused \
+                     with 503 (said at most once a minute)",
+                    limits.per_peer
+                ));
+                warned_peer = Some(Instant::now());
+            }
+            drop(slot);
+            if tls.is_none() {
+                smol::spawn(refuse_crowded(stream)).detach();
+            }
+            continue;
+        };
+        let place = Arc::new(place);
         let stream = Watched::new(stream, idle);
         let (serve, tls, conn_drain) = (serve.clone(), tls.clone(), drain.clone());
         let work = async move {
@@ -309,7 +365,11 @@ where
                     }
                 }
             };
-            serve(conn, peer, conn_drain).await
+            let closed = place.closed.clone();
+            futures_lite::future::or(serve(conn, peer, conn_drain, place), async {
+                closed.fired().await;
+            })
+            .await
         };
         let (kill, open) = (kill.clone(), open_tx.clone());
         smol::spawn(async move {

@@ -82,7 +82,7 @@ fn a_failed_member_aborts_its_batch_and_nothing_of_it_is_written() {
                 inside.send(()).unwrap();
                 // Long enough for the other writer to queue behind us.
                 std::thread::sleep(Duration::from_millis(300));
-                Err::<(), _>(StoreError("disk on fire".into()))
+                Err::<(), _>(StoreError::new("disk on fire"))
             })
         })
     };
@@ -98,7 +98,9 @@ fn a_failed_member_aborts_its_batch_and_nothing_of_it_is_written() {
     };
     let failed = failing.join().unwrap();
     assert!(
-        failed.as_ref().is_err_and(|e| e.0.contains("disk on fire")),
+        failed
+            .as_ref()
+            .is_err_and(|e| e.message.contains("disk on fire")),
         "{failed:?}"
     );
     assert_eq!(store.machine("written-then-failed").unwrap(), None);

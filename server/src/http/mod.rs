@@ -72,20 +72,21 @@ async fn respond<R: Registry>(
     state: Arc<AppState<R>>,
     request: hyper::Request<hyper::body::Incoming>,
     peer: SocketAddr,
+    place: Option<Arc<crate::conn_table::Place>>,
 ) -> response::Response {
     let path = request.uri().path().to_owned();
     let (handler, params) = match routes::find(&state.routes, request.method(), &path) {
         Ok((route, params)) => (route.handler, params),
         Err(miss) => return miss.response(request.method(), &path),
     };
-    let req = request::Req::new(state.clone(), request, params, peer);
+    let req = request::Req::new(state.clone(), request, params, peer, place);
     handler(req)
         .await
         .unwrap_or_else(response::Refusal::into_response)
 }
 
 /// Serves `state`'s routes on `listener` until the listener breaks or `shutdown.drain`
-/// fires, at most `max_connections` at once, closing connections idle for `idle`
+/// fires, within `limits` (crate::listener::Limits), closing connections idle for `idle`
 /// (crate::listener); over TLS only when `tls` is given (crate::tls). On a drain, each connection finishes the request it is serving and
 /// closes (hyper's graceful shutdown; an idle keep-alive connection closes at once);
 /// connections still open after `shutdown.grace` are dropped. Returns once every
@@ -95,17 +96,32 @@ async fn respond<R: Registry>(
 pub async fn serve<R: Registry>(
     listener: TcpListener,
     state: Arc<AppState<R>>,
-    max_connections: usize,
+    limits: crate::listener::Limits,
     idle: Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: crate::listener::Shutdown,
 ) -> std::io::Result<crate::listener::Drained> {
-    let serve_one = move |stream, peer, drain: crate::listener::Signal| {
+    let serve_one = move |stream,
+                          peer,
+                          drain: crate::listener::Signal,
+                          place: Arc<crate::conn_table::Place>| {
         let state = state.clone();
         async move {
+            // Busy while a request is served: only a connection waiting for one may be
+            // closed to make room for another (crate::conn_table).
             let service = hyper::service::service_fn(move |request| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(state, request, peer).await) }
+                let (state, place) = (state.clone(), place.clone());
+                async move {
+                    // A request with a body is busy once its body is in (`Req::body`): a
+                    // body trickled in can still give way.
+                    let no_body = hyper::body::Body::is_end_stream(request.body());
+                    if no_body {
+                        place.busy();
+                    }
+                    let answer = respond(state, request, peer, Some(place.clone())).await;
+                    place.waiting();
+                    Ok::<_, std::convert::Infallible>(answer)
+                }
             });
             let connection = http1::Builder::new()
                 .timer(SmolTimer::new())
@@ -133,7 +149,7 @@ pub async fn serve<R: Registry>(
             }
         }
     };
-    crate::listener::accept_loop(listener, max_connections, idle, tls, shutdown, serve_one).await
+    crate::listener::accept_loop(listener, limits, idle, tls, shutdown, serve_one).await
 }
 
 /// Whether a connection ended the way connections end (the peer left or went quiet).

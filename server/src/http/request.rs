@@ -25,6 +25,8 @@ pub struct Req<R: Registry> {
     pub params: Vec<String>,
     pub peer: SocketAddr,
     body: Option<Incoming>,
+    /// The connection's place (crate::conn_table): marked busy once the body is in.
+    place: Option<Arc<crate::conn_table::Place>>,
 }
 
 impl<R: Registry> Req<R> {
@@ -33,6 +35,7 @@ impl<R: Registry> Req<R> {
         request: hyper::Request<Incoming>,
         params: Vec<String>,
         peer: SocketAddr,
+        place: Option<Arc<crate::conn_table::Place>>,
     ) -> Req<R> {
         let (head, body) = request.into_parts();
         Req {
@@ -41,6 +44,7 @@ impl<R: Registry> Req<R> {
             params,
             peer,
             body: Some(body),
+            place,
         }
     }
 
@@ -96,9 +100,32 @@ impl<R: Registry> Req<R> {
         Actor::agent(self.source_ip())
     }
 
-    /// Reads at most `ITL_MAX_BODY_BYTES` of body: more is a 413, a body that stalls for
-    /// the idle timeout a 408.
+    /// Reads at most `ITL_MAX_BODY_BYTES` of body: more is a 413; a body not all there
+    /// within the idle timeout *in all* (`ITL_IDLE_TIMEOUT_SECONDS`, not per byte: a client
+    /// trickling a byte at a time must not keep its connection) is a 408.
     pub async fn body(&mut self) -> Result<Vec<u8>, Refusal> {
+        let limit = self.state.config.idle_timeout;
+        let read = self.read_body();
+        let out_of_time = async {
+            smol::Timer::after(limit).await;
+            Err(Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} s (ITL_IDLE_TIMEOUT_SECONDS)",
+                    limit.as_secs()
+                ),
+            ))
+        };
+        let body = futures_lite::future::or(read, out_of_time).await;
+        // Until its body is in, a request can still give way to another connection.
+        if let Some(place) = &self.place {
+            place.busy();
+        }
+        body
+    }
+
+    async fn read_body(&mut self) -> Result<Vec<u8>, Refusal> {
         let max = self.state.config.max_body_bytes;
         let too_large = || {
             Refusal::new(

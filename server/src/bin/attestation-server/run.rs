@@ -306,7 +306,11 @@ async fn serve(
     let mut serving = smol::spawn(http::serve(
         tcp,
         state.clone(),
-        max_connections,
+        listener::Limits {
+            max: max_connections,
+            per_peer: config.max_connections_per_peer,
+            exempt: config.trusted_proxies.clone(),
+        },
         config.idle_timeout,
         tls.as_ref().map(|t| t.config.clone()),
         Shutdown { drain, grace },

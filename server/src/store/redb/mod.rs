@@ -201,14 +201,11 @@ impl RedbRegistry {
     fn damaged(&self, id: &str, error: Option<&crate::record::RecordError>) {
         let mut damaged = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
         match error {
-            Some(e) => {
-                if damaged.insert(id.to_owned()) {
-                    crate::log::warn(&format!(
-                        "Machine record damaged: id={id} ({e}); skipped in listings and sweeps \
-                         (restore the registry from a backup)"
-                    ));
-                }
-            }
+            Some(e) if damaged.insert(id.to_owned()) => crate::log::warn(&format!(
+                "Machine record damaged: id={id} ({e}); skipped in listings and sweeps \
+                 (restore the registry from a backup)"
+            )),
+            Some(_) => {}
             None if !damaged.is_empty() => {
                 damaged.remove(id);
             }
