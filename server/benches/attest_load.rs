@@ -197,6 +197,7 @@ fn main() {
         })
         .collect();
     let data = dir.path().join("data");
+    support::make_keys(&data);
     {
         let store = RedbRegistry::open(&data.join("attestation.redb")).expect("store");
         store

@@ -61,6 +61,7 @@ fn main() {
         })
         .collect();
     let started = Instant::now();
+    support::make_keys(file.parent().expect("the registry's directory"));
     {
         let store = RedbRegistry::open(&file).expect("store");
         for chunk in (0..machines).collect::<Vec<_>>().chunks(10_000) {

@@ -128,7 +128,7 @@ fn schemas() -> Value {
         "MachineDetail": {"allOf": [schema_ref("Machine"), {"type": "object", "required": ["approvals"],
             "properties": {"approvals": {"type": "array", "items": schema_ref("Approval")}}}]},
         "MachineList": object(json!({"machines": {"type": "array", "items": schema_ref("Machine")},
-            "total": integer()})),
+            "total": integer(), "damaged_records": integer()})),
         "Approval": approval,
         "ApprovalList": object(json!({"approvals": {"type": "array", "items": schema_ref("Approval")}})),
         "ApprovePending": object(json!({

@@ -415,6 +415,8 @@ fn listing_a_large_registry_streams_one_document() {
 
     let dir = tempfile::tempdir().unwrap();
     let machines = 3_000;
+    // A first start makes the keys a registry with machines must have beside it.
+    Server::start_with(dir.path(), &[("ITL_ADMIN_TOKEN", ADMIN)]).stop();
     {
         let store = RedbRegistry::open(&dir.path().join("attestation.redb")).unwrap();
         store

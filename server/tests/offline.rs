@@ -827,10 +827,19 @@ fn backups_are_consistent_while_requests_write() {
     );
     drop((store, live));
 
-    // Restore: a server started on the copy serves its machines and its chain.
+    // Restore: a server started on the copy serves its machines and its chain. The keys
+    // come from their own backup (the file system's), as the README says; without them the
+    // start is refused (tests/hardening.rs).
     let restored = dir.path().join("restored");
     std::fs::create_dir(&restored).unwrap();
     std::fs::copy(&copy, restored.join("attestation.redb")).unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .args(["response-key", "activation-key", "enrollment-ca"].map(|f| data.join(f)))
+        .arg(&restored)
+        .status()
+        .unwrap();
+    assert!(status.success());
     let server = Server::start_with(&restored, &[("ITL_ADMIN_TOKEN", ADMIN)]);
     let (s, list) = server.call("GET", "/api/v1/machines", Some(ADMIN), None);
     assert_eq!(s, 200);

@@ -375,7 +375,13 @@ fn a_second_signal_exits_at_once() {
 fn readyz_answers_when_the_registry_does() {
     let server = Server::start();
     let (status, body) = server.call("GET", "/readyz", None, None);
-    assert_eq!((status, body), (200, json!({"status": "ready"})));
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"status": "ready", "damaged_records": 0, "damaged_ids": []})
+        )
+    );
     // Liveness is unchanged.
     let (status, body) = server.call("GET", "/healthz", None, None);
     assert_eq!(

@@ -240,6 +240,7 @@ fn every_view_matches_its_schema() {
         &MachineList {
             machines: vec![machine(true), machine(false)],
             total: 2,
+            damaged_records: 0,
         },
     );
     doc.sample("Approval", &vote(VoteState::Pending));

@@ -123,6 +123,9 @@ pub struct MachineDetail {
 pub struct MachineList {
     pub machines: Vec<Machine>,
     pub total: u64,
+    /// Records found damaged (they do not decode) and left out of `machines`.
+    #[serde(default)]
+    pub damaged_records: u64,
 }
 
 /// Whether a vote is part of a completed approval or still waiting for the quorum.

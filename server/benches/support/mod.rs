@@ -6,6 +6,23 @@ use std::process::{Child, Command, Stdio};
 
 /// The `attestation-server` binary on 127.0.0.1 with only `ITL_DATA_DIR` = `data` and `env`
 /// set; answers the process and its base URL once it listens.
+/// The keys a registry with machines must have beside it (a start refuses without them):
+/// made before a bench writes its machines straight into the registry file.
+pub fn make_keys(data: &Path) {
+    std::fs::create_dir_all(data).expect("data dir");
+    attest_server::responsekey::load_or_create(data).expect("response key");
+    attest_server::secret_file::load_or_create(
+        &data.join("activation-key"),
+        48,
+        "activation key",
+        |b| getrandom::fill(b).expect("random"),
+        |_| true,
+    )
+    .expect("activation key");
+    attest_server::enrollment::EnrollmentCa::load_or_generate(&data.join("enrollment-ca"))
+        .expect("Enrollment CA");
+}
+
 pub fn start_server(data: &Path, env: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_attestation-server"))
         .env_clear()
