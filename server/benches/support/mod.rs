@@ -1,11 +1,11 @@
 //! What the benches that run the real server share: starting it, and reading /proc.
 
+#![allow(dead_code)]
+
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-/// The `attestation-server` binary on 127.0.0.1 with only `ITL_DATA_DIR` = `data` and `env`
-/// set; answers the process and its base URL once it listens.
 /// The keys a registry with machines must have beside it (a start refuses without them):
 /// made before a bench writes its machines straight into the registry file.
 pub fn make_keys(data: &Path) {
@@ -23,6 +23,8 @@ pub fn make_keys(data: &Path) {
         .expect("Enrollment CA");
 }
 
+/// The `attestation-server` binary on 127.0.0.1 with only `ITL_DATA_DIR` = `data` and `env`
+/// set; answers the process and its base URL once it listens.
 pub fn start_server(data: &Path, env: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_attestation-server"))
         .env_clear()
