@@ -163,10 +163,12 @@ fn certificates() -> &'static [Vec<u8>] {
     })
 }
 
-/// The quote fixtures' AK, TPMS_ATTEST and TPMT_SIGNATURE.
-fn quote_parts() -> &'static [(Vec<u8>, Vec<u8>, Vec<u8>)] {
-    static PARTS: std::sync::OnceLock<Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>> =
-        std::sync::OnceLock::new();
+/// A quote fixture's AK (TPM2B_PUBLIC), TPMS_ATTEST and TPMT_SIGNATURE.
+type QuoteParts = (Vec<u8>, Vec<u8>, Vec<u8>);
+
+/// The quote fixtures' parts.
+fn quote_parts() -> &'static [QuoteParts] {
+    static PARTS: std::sync::OnceLock<Vec<QuoteParts>> = std::sync::OnceLock::new();
     PARTS.get_or_init(|| {
         [
             include_str!("fixtures/quote-p384.json"),
