@@ -27,6 +27,9 @@ use crate::listener::{Signal, Trigger, signal};
 pub struct ConnTable {
     inner: Mutex<Inner>,
     per_peer: usize,
+    /// Told when a connection starts waiting (it could give way now).
+    waiting_tx: smol::channel::Sender<()>,
+    waiting_rx: smol::channel::Receiver<()>,
 }
 
 #[derive(Default)]
@@ -53,9 +56,12 @@ pub struct Place {
 
 impl ConnTable {
     pub fn new(per_peer: usize) -> Arc<ConnTable> {
+        let (waiting_tx, waiting_rx) = smol::channel::bounded(1);
         Arc::new(ConnTable {
             inner: Mutex::default(),
             per_peer,
+            waiting_tx,
+            waiting_rx,
         })
     }
 
@@ -90,13 +96,14 @@ impl ConnTable {
         })
     }
 
-    /// Closes the connection that has waited longest without a request in progress;
-    /// whether there was one.
-    pub fn make_room(&self) -> bool {
+    /// Closes the connection that has waited longest without a request in progress, other
+    /// than `newcomer` (the one room is made for); whether there was one.
+    pub fn make_room(&self, newcomer: &Place) -> bool {
         let mut inner = self.lock();
         let oldest = inner
             .conns
             .iter()
+            .filter(|(id, _)| **id != newcomer.id)
             .filter_map(|(id, e)| e.waiting_since.map(|t| (t, *id)))
             .min();
         match oldest.and_then(|(_, id)| inner.conns.get_mut(&id)) {
@@ -108,6 +115,12 @@ impl ConnTable {
             }
             None => false,
         }
+    }
+
+    /// Resolves when a connection has started waiting since the last call (it may give way
+    /// to another now).
+    pub async fn became_waiting(&self) {
+        let _ = self.waiting_rx.recv().await;
     }
 
     /// Connections open.
@@ -133,6 +146,7 @@ impl Place {
         if let Some(e) = self.table.lock().conns.get_mut(&self.id) {
             e.waiting_since = Some(Instant::now());
         }
+        let _ = self.table.waiting_tx.try_send(());
     }
 }
 
@@ -166,14 +180,15 @@ mod tests {
         drop(proxy);
         let served = table.admit(b, false).unwrap();
         served.busy();
-        // The oldest waiting one (first) gives way; a busy one never does.
+        // The oldest waiting one (first) gives way; a busy one never does, nor the newcomer.
         first.busy();
         second.waiting();
-        assert!(table.make_room());
+        assert!(table.make_room(&served));
         assert!(second.closed.has_fired());
         assert!(!first.closed.has_fired() && !served.closed.has_fired());
         drop(second);
-        assert!(!table.make_room(), "every other connection is busy");
+        served.waiting();
+        assert!(!table.make_room(&served), "every other connection is busy");
         assert_eq!(table.len(), 2);
         drop((first, served));
         assert!(table.is_empty());

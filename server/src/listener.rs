@@ -211,9 +211,18 @@ async fn refuse_crowded(mut stream: TcpStream) {
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 5\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
+    // Written, the writing side shut, what the client sends read and dropped until it closes:
+    // closing with its request unread would reset the connection before it reads the 503.
     let write = async {
+        use futures_lite::AsyncReadExt as _;
         let _ = stream.write_all(answer.as_bytes()).await;
-        let _ = stream.close().await;
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut sink = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
     };
     futures_lite::future::or(write, async {
         Timer::after(Duration::from_secs(2)).await;
@@ -318,24 +327,7 @@ where
             drop(e);
             continue;
         }
-        let slot = match slots.try_acquire_arc() {
-            Some(slot) => slot,
-            None => {
-                // The connection waiting longest without a request gives way; when every
-                // one is serving a request, the newcomer waits for one to end.
-                if !table.make_room() && warned_full.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-                    crate::log::warn(&format!(
-                        "connection limit reached ({max} open, every one serving a request, \
-                         ITL_MAX_CONNECTIONS): new connections wait until one ends"
-                    ));
-                    warned_full = Some(Instant::now());
-                }
-                match until(&drain, slots.acquire_arc()).await {
-                    Some(slot) => slot,
-                    None => break,
-                }
-            }
-        };
+        // Its peer's share first: one address at its limit must not make others give way.
         let ip = peer.ip();
         let Some(place) = table.admit(ip, limits.exempt.contains(ip)) else {
             if warned_peer.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
@@ -346,13 +338,42 @@ where
                 ));
                 warned_peer = Some(Instant::now());
             }
-            drop(slot);
             if tls.is_none() {
                 smol::spawn(refuse_crowded(stream)).detach();
             }
             continue;
         };
+        // A place among the `max`: free, or made by the connection waiting longest without a
+        // request in progress giving way; when every one is serving a request, the newcomer
+        // waits for one to end or to start waiting.
+        let slot = loop {
+            if let Some(slot) = slots.try_acquire_arc() {
+                break Some(slot);
+            }
+            if table.make_room(&place) {
+                break until(&drain, slots.acquire_arc()).await;
+            }
+            if warned_full.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                crate::log::warn(&format!(
+                    "connection limit reached ({max} open, every one serving a request, \
+                     ITL_MAX_CONNECTIONS): new connections wait until one ends"
+                ));
+                warned_full = Some(Instant::now());
+            }
+            let freed =
+                futures_lite::future::or(async { Some(slots.acquire_arc().await) }, async {
+                    table.became_waiting().await;
+                    None
+                });
+            match until(&drain, freed).await {
+                None => break None,
+                Some(Some(slot)) => break Some(slot),
+                Some(None) => continue,
+            }
+        };
+        let Some(slot) = slot else { break };
         let place = Arc::new(place);
+        let closed = place.closed.clone();
         let stream = Watched::new(stream, idle);
         let (serve, tls, conn_drain) = (serve.clone(), tls.clone(), drain.clone());
         let work = async move {
@@ -365,16 +386,14 @@ where
                     }
                 }
             };
-            let closed = place.closed.clone();
-            futures_lite::future::or(serve(conn, peer, conn_drain, place), async {
-                closed.fired().await;
-            })
-            .await
+            serve(conn, peer, conn_drain, place).await
         };
         let (kill, open) = (kill.clone(), open_tx.clone());
         smol::spawn(async move {
-            // Dropped unfinished when the grace period is over.
-            futures_lite::future::or(work, kill.fired()).await;
+            // Dropped unfinished when the grace period is over, or when it gives way to another
+            // connection (the TLS handshake included).
+            let given_way = async { closed.fired().await };
+            futures_lite::future::or(futures_lite::future::or(work, kill.fired()), given_way).await;
             drop(slot);
             drop(open);
         })

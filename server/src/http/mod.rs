@@ -119,8 +119,12 @@ pub async fn serve<R: Registry>(
                         place.busy();
                     }
                     let answer = respond(state, request, peer, Some(place.clone())).await;
-                    place.waiting();
-                    Ok::<_, std::convert::Infallible>(answer)
+                    // Waiting again once the answer's body is sent (or dropped): a streamed
+                    // listing or backup is not given away while it is being read.
+                    Ok::<_, std::convert::Infallible>(answer.map(|body| {
+                        use http_body_util::BodyExt as _;
+                        WaitingWhenSent { body, place }.boxed_unsync()
+                    }))
                 }
             });
             let connection = http1::Builder::new()
@@ -150,6 +154,39 @@ pub async fn serve<R: Registry>(
         }
     };
     crate::listener::accept_loop(listener, limits, idle, tls, shutdown, serve_one).await
+}
+
+/// An answer's body that marks its connection waiting when it is dropped (sent, or the
+/// connection gone); its size is the body's, so a whole body keeps its `content-length`.
+struct WaitingWhenSent {
+    body: response::Body,
+    place: Arc<crate::conn_table::Place>,
+}
+
+impl hyper::body::Body for WaitingWhenSent {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for WaitingWhenSent {
+    fn drop(&mut self) {
+        self.place.waiting();
+    }
 }
 
 /// Whether a connection ended the way connections end (the peer left or went quiet).

@@ -74,8 +74,8 @@ impl Rotated {
 }
 
 /// The machines in the registry file, read read-only (nothing written): `Some(0)` when there
-/// is no file, `None` when it cannot be read so (not closed cleanly: redb repairs it as it
-/// opens; or damaged: refused as it opens).
+/// is no file, `None` when it cannot be read so (not closed cleanly, which redb repairs as it
+/// opens; damaged, refused as it opens; or in use).
 pub fn machines_before_open(config: &Config) -> Option<u64> {
     let path = config.database_path();
     match path.exists() {
@@ -84,9 +84,10 @@ pub fn machines_before_open(config: &Config) -> Option<u64> {
     }
 }
 
-/// Refuses to start when a key or the CA is missing beside a registry with `machines`. Run
-/// before the registry is opened for writing when its count could be read read-only (and
-/// before anything is made), so such a refused start writes nothing.
+/// Refuses to start when a key or the CA is missing beside a registry with `machines` (a
+/// registry that could not be counted read-only counts as having some). Run before the
+/// registry is opened for writing and before anything is made: a refused start writes
+/// nothing.
 pub fn refuse_missing(config: &Config, machines: u64) -> Result<(), ExitCode> {
     if machines == 0 {
         return Ok(());
@@ -151,7 +152,7 @@ pub fn rotate(config: &Config, what: Rotated) -> ExitCode {
             if let Err(e) = std::fs::rename(&file, &aside) {
                 return fail(format!("cannot move {} aside: {e}", file.display()));
             }
-            kept.push(aside.display().to_string());
+            kept.push((file, aside));
         }
     }
     let made = match what {
@@ -173,11 +174,26 @@ pub fn rotate(config: &Config, what: Rotated) -> ExitCode {
     };
     let made = match made {
         Ok(m) => m,
-        Err(e) => return fail(e),
+        Err(e) => {
+            // Nothing half-made stays: the old files go back.
+            for file in what.files(config) {
+                let _ = std::fs::remove_file(file);
+            }
+            for (file, aside) in &kept {
+                let _ = std::fs::rename(aside, file);
+            }
+            return fail(format!("{e} (the old files are back in place)"));
+        }
     };
     let kept = match kept.is_empty() {
         true => "none was there".to_owned(),
-        false => format!("the old one kept as {}", kept.join(", ")),
+        false => format!(
+            "the old one kept as {}",
+            kept.iter()
+                .map(|(_, aside)| aside.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let detail = format!("{} rotated: {kept}", capitalised(what.name()));
     let service = Service::new(store);

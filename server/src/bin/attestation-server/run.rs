@@ -62,10 +62,14 @@ pub fn run(config: Config, grace: Duration) -> ExitCode {
 
 /// The service over the registry, with everything the configuration asks for.
 fn service(config: &Config) -> Result<Service<RedbRegistry>, ExitCode> {
-    let counted = crate::keys::machines_before_open(config);
-    if let Some(machines) = counted {
-        crate::keys::refuse_missing(config, machines)?;
+    if let Err(e) = RedbRegistry::check_file(&config.database_path()) {
+        eprintln!("attestation-server: refusing to start: {e}");
+        return Err(ExitCode::FAILURE);
     }
+    // A registry that cannot be read without repair (not closed cleanly) counts as one with
+    // machines: a refused start must not repair it first.
+    let machines = crate::keys::machines_before_open(config).unwrap_or(u64::MAX);
+    crate::keys::refuse_missing(config, machines)?;
     let store = match RedbRegistry::open(&config.database_path()) {
         Ok(s) => s,
         Err(e) => {
@@ -77,14 +81,6 @@ fn service(config: &Config) -> Result<Service<RedbRegistry>, ExitCode> {
             return Err(ExitCode::FAILURE);
         }
     };
-    if counted.is_none() {
-        // Repaired as it opened (it was not closed cleanly): counted now.
-        let machines = store.has_machines().map_err(|e| {
-            eprintln!("attestation-server: cannot read the registry: {e}");
-            ExitCode::FAILURE
-        })?;
-        crate::keys::refuse_missing(config, u64::from(machines))?;
-    }
     if config.admin_token.is_none() && config.oidc.is_none() {
         log::warn(
             "no operator authentication configured (ITL_ADMIN_TOKEN or ITL_OIDC_ENABLED); \

@@ -87,17 +87,29 @@ impl RedbRegistry {
 }
 
 /// Copies every table seen by `read` into a new redb file at `to` (via `to.partial`, made
-/// durable, then renamed, so `to` is only ever a complete copy).
+/// durable, then renamed, so `to` is only ever a complete copy). A failure removes the
+/// partial copy, and is a fault of the copy, not of the registry (it must not close it).
 fn copy_registry(read: &::redb::ReadTransaction, to: &Path) -> Result<BackupSummary, StoreError> {
+    let partial = to.with_extension("partial");
+    copy_into(read, to, &partial).map_err(|e| {
+        let _ = std::fs::remove_file(&partial);
+        StoreError::new(format!("the backup copy {}: {}", to.display(), e.message))
+    })
+}
+
+fn copy_into(
+    read: &::redb::ReadTransaction,
+    to: &Path,
+    partial: &Path,
+) -> Result<BackupSummary, StoreError> {
     if to.exists() {
         return Err(StoreError::new(format!(
             "{} exists: choose a new file",
             to.display()
         )));
     }
-    let partial = to.with_extension("partial");
-    let _ = std::fs::remove_file(&partial);
-    let copy = builder().create(&partial)?;
+    let _ = std::fs::remove_file(partial);
+    let copy = builder().create(partial)?;
     let write = copy.begin_write()?;
     fn table<K: ::redb::Key + 'static, V: ::redb::Value + 'static>(
         read: &::redb::ReadTransaction,
@@ -135,9 +147,9 @@ fn copy_registry(read: &::redb::ReadTransaction, to: &Path) -> Result<BackupSumm
     table(read, &write, META)?;
     write.commit()?;
     drop(copy);
-    std::fs::File::open(&partial)
+    std::fs::File::open(partial)
         .and_then(|f| f.sync_all())
-        .and_then(|_| std::fs::rename(&partial, to))
+        .and_then(|_| std::fs::rename(partial, to))
         .map_err(|e| StoreError::new(format!("cannot put the copy at {}: {e}", to.display())))?;
     if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
         let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());

@@ -40,11 +40,12 @@ impl RedbRegistry {
         &self,
         f: impl FnOnce(&RedbTx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let txn = self.noted(self.db().and_then(|db| Ok(db.begin_write()?)))?;
+        let (generation, db) = self.guarded(|| self.db_and_generation())?;
+        let txn = self.noted(generation, db.begin_write().map_err(StoreError::from))?;
         let tx = RedbTx::new(&txn, self.checkpoint_signer.as_deref());
         let out = f(&tx)?;
         let logs = tx.logs.into_inner();
-        self.noted(txn.commit().map_err(StoreError::from))?;
+        self.noted(generation, txn.commit().map_err(StoreError::from))?;
         for line in logs {
             crate::log::info(&line);
         }
@@ -74,7 +75,7 @@ impl RedbRegistry {
         let batch = match &mut *open {
             Some(batch) => batch,
             empty => empty.insert(Batch {
-                txn: self.noted(self.db().and_then(|db| Ok(db.begin_write()?)))?,
+                txn: self.db()?.begin_write()?,
                 members: 0,
                 failed: None,
                 outcome: Arc::default(),
@@ -99,13 +100,24 @@ impl RedbRegistry {
         let last = self.batch_waiting.load(Ordering::SeqCst) == 0 || batch.members >= BATCH_MAX;
         if last && let Some(batch) = open.take() {
             drop(open);
-            let committed = match batch.failed {
-                Some(why) => {
-                    let _ = batch.txn.abort();
-                    Err(why)
-                }
-                None => batch.txn.commit().map_err(StoreError::from),
-            };
+            let committed =
+                match batch.failed {
+                    Some(why) => {
+                        let _ = batch.txn.abort();
+                        Err(why)
+                    }
+                    // A commit that panics (redb on a page it cannot read) must not leave the
+                    // members waiting for ever: it fails the batch like any error.
+                    None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        batch.txn.commit()
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(::redb::CommitError::Storage(
+                            ::redb::StorageError::Corrupted("the batch's commit panicked".into()),
+                        ))
+                    })
+                    .map_err(StoreError::from),
+                };
             if committed.is_ok() {
                 self.batches.fetch_add(1, Ordering::Relaxed);
                 self.batched_writes

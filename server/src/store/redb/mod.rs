@@ -17,7 +17,7 @@ mod tx;
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -111,10 +111,13 @@ fn builder() -> ::redb::Builder {
 /// while it is closed.
 pub struct RedbRegistry {
     path: PathBuf,
-    /// `None` while closed after an I/O error.
-    db: RwLock<Option<Arc<Database>>>,
+    /// `None` while closed after an I/O error; with the generation of the file's opening
+    /// (a late error from an earlier opening must not close a newer one).
+    db: RwLock<Option<(u64, Arc<Database>)>>,
     /// When it last tried to open the file again (at most once a second).
     reopen_tried: Mutex<Option<Instant>>,
+    /// The last generation handed out.
+    next_generation: AtomicU64,
     /// Ids of records found damaged (`Registry::damaged_records`).
     damaged: Mutex<BTreeSet<String>>,
     /// The transaction routine writes are gathered in; see `commit`.
@@ -140,8 +143,9 @@ impl RedbRegistry {
         }
         Ok(RedbRegistry {
             path: path.to_owned(),
-            db: RwLock::new(Some(Arc::new(open_file(path)?))),
+            db: RwLock::new(Some((0, Arc::new(open_file(path)?)))),
             reopen_tried: Mutex::new(None),
+            next_generation: AtomicU64::new(0),
             damaged: Mutex::new(BTreeSet::new()),
             batch: Mutex::new(None),
             batch_waiting: AtomicUsize::new(0),
@@ -151,15 +155,37 @@ impl RedbRegistry {
         })
     }
 
+    /// Refuses a file that is there but is no registry (empty, or without redb's header),
+    /// reading it only; `open` does too.
+    pub fn check_file(path: &Path) -> Result<(), StoreError> {
+        refuse_non_registry(path)
+    }
+
     /// The open database, opened again first if an I/O error closed it.
     fn db(&self) -> Result<Arc<Database>, StoreError> {
-        if let Some(db) = &*self.db.read().unwrap_or_else(|p| p.into_inner()) {
-            return Ok(db.clone());
+        Ok(self.db_and_generation()?.1)
+    }
+
+    fn db_and_generation(&self) -> Result<(u64, Arc<Database>), StoreError> {
+        if let Some(open) = &*self.db.read().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(open.clone());
         }
         self.reopen()
     }
 
-    fn reopen(&self) -> Result<Arc<Database>, StoreError> {
+    /// The generation now open (`u64::MAX` while closed).
+    fn generation(&self) -> u64 {
+        self.db
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(u64::MAX, |(g, _)| *g)
+    }
+
+    /// Opens the file again: one caller at a time, the others answered at once (503) while
+    /// it does (redb repairs the file as it opens: that takes a while, and space); at most
+    /// once a second.
+    fn reopen(&self) -> Result<(u64, Arc<Database>), StoreError> {
         let closed = || {
             StoreError::with_fault(
                 format!(
@@ -170,30 +196,41 @@ impl RedbRegistry {
                 Fault::Io,
             )
         };
-        let mut tried = self.reopen_tried.lock().unwrap_or_else(|p| p.into_inner());
-        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(db) = &*slot {
-            return Ok(db.clone());
+        let Ok(mut tried) = self.reopen_tried.try_lock() else {
+            return Err(closed());
+        };
+        if let Some(open) = &*self.db.read().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(open.clone());
         }
         if tried.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
             return Err(closed());
         }
         *tried = Some(Instant::now());
+        // Opened without holding `db`: readers are answered meanwhile.
         match open_file(&self.path) {
             Ok(db) => {
                 crate::log::warn(&format!(
                     "registry file {} opened again after an I/O error",
                     self.path.display()
                 ));
-                let db = Arc::new(db);
-                *slot = Some(db.clone());
-                Ok(db)
+                let generation = self.next_generation.fetch_add(1, Ordering::SeqCst) + 1;
+                let open = (generation, Arc::new(db));
+                *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(open.clone());
+                Ok(open)
             }
             Err(e) => {
                 crate::log::error(&format!("registry file {}: {e}", self.path.display()));
                 Err(closed())
             }
         }
+    }
+
+    /// Runs a registry operation and closes the file if it met an I/O error (redb answers
+    /// nothing more until it is opened again) — the opening it used, not a newer one.
+    fn guarded<T>(&self, op: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let generation = self.generation();
+        let result = op();
+        self.noted(generation, result)
     }
 
     /// Notes whether the record of `id` decoded: a damaged one is logged the first time it
@@ -213,20 +250,27 @@ impl RedbRegistry {
         }
     }
 
-    /// Closes the file after an I/O error (redb answers nothing more until it is opened
-    /// again); `e` is passed through.
-    fn noted<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    /// Closes the file after an I/O error met by an operation on opening `generation`;
+    /// `result` is passed through.
+    fn noted<T>(&self, generation: u64, result: Result<T, StoreError>) -> Result<T, StoreError> {
         if let Err(e) = &result
             && e.fault != Fault::Data
         {
-            // A batch being gathered belongs to the closed file: it fails with this error.
-            let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
-            if slot.take().is_some() {
+            let taken = {
+                let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+                match &*slot {
+                    Some((g, _)) if *g == generation => slot.take(),
+                    _ => None,
+                }
+            };
+            if let Some((_, db)) = taken {
                 crate::log::error(&format!(
                     "registry file {}: {}; closed, opened again at the next request",
                     self.path.display(),
                     e.message
                 ));
+                // Closed (its last holder gone) outside the lock.
+                drop(db);
             }
         }
         result
@@ -247,12 +291,6 @@ impl RedbRegistry {
                 crate::log::escape(id)
             ))
         })
-    }
-
-    /// Whether any machine is registered.
-    pub fn has_machines(&self) -> Result<bool, StoreError> {
-        let txn = self.db()?.begin_read()?;
-        Ok(txn.open_table(MACHINES)?.first()?.is_some())
     }
 
     /// The machine of an EK (as of the last commit).
@@ -407,26 +445,26 @@ impl Registry for RedbRegistry {
         &self,
         f: impl FnOnce(&RedbTx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.noted(self.write_batched(f))
+        self.guarded(|| self.write_batched(f))
     }
 
     fn machine(&self, id: &str) -> Result<Option<MachineRecord>, StoreError> {
-        self.noted(self.machine(id))
+        self.guarded(|| self.machine(id))
     }
 
     fn machine_by_ek(&self, fingerprint: &str) -> Result<Option<MachineRecord>, StoreError> {
-        self.noted(self.machine_by_ek(fingerprint))
+        self.guarded(|| self.machine_by_ek(fingerprint))
     }
 
     fn machine_by_token_hash(&self, hash: &str) -> Result<Option<MachineRecord>, StoreError> {
-        self.noted(self.machine_by_token_hash(hash))
+        self.guarded(|| self.machine_by_token_hash(hash))
     }
 
     fn each_machine(
         &self,
         f: impl FnMut(MachineRecord, bool) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
-        self.noted(self.each_machine(f))
+        self.guarded(|| self.each_machine(f))
     }
 
     fn damaged_records(&self) -> Vec<String> {
@@ -435,7 +473,7 @@ impl Registry for RedbRegistry {
     }
 
     fn votes(&self, id: &str) -> Result<(Vec<Vote>, Vec<Vote>), StoreError> {
-        self.noted(self.votes(id))
+        self.guarded(|| self.votes(id))
     }
 
     fn audit_page(
@@ -444,18 +482,18 @@ impl Registry for RedbRegistry {
         page: usize,
         per_page: usize,
     ) -> Result<(Vec<AuditEntry>, usize), StoreError> {
-        self.noted(self.audit_page(machine_id, page, per_page))
+        self.guarded(|| self.audit_page(machine_id, page, per_page))
     }
 
     fn audit_verify_with(
         &self,
         key: Option<&attest_common::nonce::VerifyingKey>,
     ) -> Result<Verification, StoreError> {
-        self.noted(self.audit_verify_with(key))
+        self.guarded(|| self.audit_verify_with(key))
     }
 
     fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        self.noted(self.audit_checkpoints())
+        self.guarded(|| self.audit_checkpoints())
     }
 
     fn set_checkpoint_signer(&mut self, signer: Option<Arc<dyn CheckpointSigner>>) {
@@ -463,7 +501,7 @@ impl Registry for RedbRegistry {
     }
 
     fn backup(&self, to: &Path) -> Result<BackupSummary, StoreError> {
-        self.noted(self.backup(to))
+        self.guarded(|| self.backup(to))
     }
 
     fn batch_counts(&self) -> (u64, u64) {
@@ -471,10 +509,10 @@ impl Registry for RedbRegistry {
     }
 
     fn ready(&self) -> Result<(), StoreError> {
-        self.noted((|| {
+        self.guarded(|| {
             let txn = self.db()?.begin_read()?;
             txn.open_table(MACHINES)?.first()?;
             Ok(())
-        })())
+        })
     }
 }
