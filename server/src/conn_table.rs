@@ -43,6 +43,8 @@ struct Entry {
     peer: IpAddr,
     /// Since when it has been waiting for a request; `None` while one is served.
     waiting_since: Option<Instant>,
+    /// Told to give way, not gone yet: its place is about to be free.
+    closing: bool,
     close: Trigger,
 }
 
@@ -85,6 +87,7 @@ impl ConnTable {
             Entry {
                 peer,
                 waiting_since: Some(Instant::now()),
+                closing: false,
                 close,
             },
         );
@@ -97,9 +100,13 @@ impl ConnTable {
     }
 
     /// Closes the connection that has waited longest without a request in progress, other
-    /// than `newcomer` (the one room is made for); whether there was one.
+    /// than `newcomer` (the one room is made for); whether room is being made (by it, or by
+    /// one told to give way before and not gone yet).
     pub fn make_room(&self, newcomer: &Place) -> bool {
         let mut inner = self.lock();
+        if inner.conns.values().any(|e| e.closing) {
+            return true;
+        }
         let oldest = inner
             .conns
             .iter()
@@ -111,6 +118,7 @@ impl ConnTable {
                 entry.close.fire();
                 // Closing: not chosen again.
                 entry.waiting_since = None;
+                entry.closing = true;
                 true
             }
             None => false,
@@ -136,14 +144,18 @@ impl ConnTable {
 impl Place {
     /// A request is being served: not to be closed for another connection.
     pub fn busy(&self) {
-        if let Some(e) = self.table.lock().conns.get_mut(&self.id) {
+        if let Some(e) = self.table.lock().conns.get_mut(&self.id)
+            && !e.closing
+        {
             e.waiting_since = None;
         }
     }
 
     /// Its answer was sent: waiting for the next request (from now).
     pub fn waiting(&self) {
-        if let Some(e) = self.table.lock().conns.get_mut(&self.id) {
+        if let Some(e) = self.table.lock().conns.get_mut(&self.id)
+            && !e.closing
+        {
             e.waiting_since = Some(Instant::now());
         }
         let _ = self.table.waiting_tx.try_send(());
@@ -186,6 +198,7 @@ mod tests {
         assert!(table.make_room(&served));
         assert!(second.closed.has_fired());
         assert!(!first.closed.has_fired() && !served.closed.has_fired());
+        assert!(table.make_room(&served), "second is giving way still");
         drop(second);
         served.waiting();
         assert!(!table.make_room(&served), "every other connection is busy");

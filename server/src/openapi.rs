@@ -127,8 +127,8 @@ fn schemas() -> Value {
         "Machine": machine,
         "MachineDetail": {"allOf": [schema_ref("Machine"), {"type": "object", "required": ["approvals"],
             "properties": {"approvals": {"type": "array", "items": schema_ref("Approval")}}}]},
-        "MachineList": object(json!({"machines": {"type": "array", "items": schema_ref("Machine")},
-            "total": integer(), "damaged_records": integer()})),
+        "MachineList": {"type": "array", "items": schema_ref("Machine"),
+            "description": "a bare array (the seed's); X-Total-Count: the count; X-Damaged-Records: records left out as damaged"},
         "Approval": approval,
         "ApprovalList": object(json!({"approvals": {"type": "array", "items": schema_ref("Approval")}})),
         "ApprovePending": object(json!({
@@ -138,9 +138,8 @@ fn schemas() -> Value {
             "expires_at": time()
         })),
         "AuditEntry": audit_entry,
-        "AuditPage": object(json!({"entries": {"type": "array", "items": schema_ref("AuditEntry")},
-            "total": integer(), "page": {"type": "integer", "minimum": 1},
-            "per_page": {"type": "integer", "minimum": 1, "maximum": 200}})),
+        "AuditPage": {"type": "array", "items": schema_ref("AuditEntry"),
+            "description": "a bare array, newest first (page 1 is the most recent); X-Total-Count: entries matching; Link: first, last, next, prev pages"},
         "AuditVerification": object(json!({
             "valid": {"type": "boolean"},
             "entries": integer(),

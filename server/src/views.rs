@@ -113,19 +113,9 @@ pub fn audit_entry(e: AuditEntry) -> attest_api::AuditEntry {
     }
 }
 
-/// One page of the audit log.
-pub fn audit_page(
-    entries: Vec<AuditEntry>,
-    total: usize,
-    page: usize,
-    per_page: usize,
-) -> AuditPage {
-    AuditPage {
-        entries: entries.into_iter().map(audit_entry).collect(),
-        total: total as u64,
-        page: page as u64,
-        per_page: per_page as u64,
-    }
+/// One page of the audit log, newest first.
+pub fn audit_page(entries: Vec<AuditEntry>) -> AuditPage {
+    entries.into_iter().map(audit_entry).collect()
 }
 
 pub fn verification(v: Verification) -> AuditVerification {

@@ -232,7 +232,7 @@ fn keys_missing_beside_machines_are_refused_until_rotated_on_purpose() {
     let (_, new_key) = server.call("GET", "/api/v1/server-key", None, None);
     assert_ne!(new_key["public_key_der"], old_key["public_key_der"]);
     let (_, page) = server.call("GET", "/api/v1/audit?per_page=100", Some(ADMIN), None);
-    let entries = page["entries"].as_array().unwrap();
+    let entries = page.as_array().unwrap();
     assert!(
         entries.iter().any(|e| e["action"] == "key-rotated"
             && e["detail"]
@@ -285,9 +285,8 @@ fn a_damaged_record_is_skipped_counted_and_reported() {
         Some("1")
     );
     let list: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(list["total"], 1, "{list}");
-    assert_eq!(list["machines"][0]["machine_id"], ids[1].as_str());
-    assert_eq!(list["damaged_records"], 1, "{list}");
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["machine_id"], ids[1].as_str());
 
     let (_, metrics) = server.call_text("GET", "/metrics", Some(ADMIN), None);
     assert!(

@@ -56,8 +56,7 @@ fn by_public_area(area: &[u8]) -> Value {
 }
 
 fn audit_total(server: &Server) -> u64 {
-    let (_, page) = server.call("GET", "/api/v1/audit?per_page=1", Some(ADMIN), None);
-    page["total"].as_u64().unwrap()
+    server.audit_total()
 }
 
 /// The certificate with its outer length written one byte longer than DER allows.
@@ -143,7 +142,11 @@ fn one_ek_key_is_one_machine() {
         );
         assert_eq!(audit_total(&server), written, "{state}: nothing written");
         let (_, list) = server.call("GET", "/api/v1/machines", Some(ADMIN), None);
-        assert_eq!(list["total"], 1, "{state}: no second machine");
+        assert_eq!(
+            list.as_array().unwrap().len(),
+            1,
+            "{state}: no second machine"
+        );
         if state == "attested" {
             assert_eq!(a.ok(&["attest", "--once"])["action"], "none");
         }
@@ -403,7 +406,7 @@ fn keys_that_are_not_eks_are_refused_on_the_pub_path() {
     }
     assert_eq!(audit_total(&server), 0, "nothing written");
     let (_, list) = server.call("GET", "/api/v1/machines", Some(ADMIN), None);
-    assert_eq!(list["total"], 0);
+    assert_eq!(list.as_array().unwrap().len(), 0);
 
     // The EK itself, in the same form.
     let (status, reg) = self_register(&server, by_public_area(&ek));

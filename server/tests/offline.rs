@@ -695,13 +695,9 @@ fn iso_urls_from_the_image_factory_and_503_when_it_is_down() {
         "{e}"
     );
     let (_, list) = down.call("GET", "/api/v1/machines", Some(ADMIN), None);
-    assert_eq!(list["machines"].as_array().map(Vec::len), Some(0), "{list}");
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
     let (_, audit) = down.call("GET", "/api/v1/audit", Some(ADMIN), None);
-    assert_eq!(
-        audit["entries"].as_array().map(Vec::len),
-        Some(0),
-        "{audit}"
-    );
+    assert_eq!(audit.as_array().map(Vec::len), Some(0), "{audit}");
 }
 
 #[test]
@@ -843,7 +839,7 @@ fn backups_are_consistent_while_requests_write() {
     let server = Server::start_with(&restored, &[("ITL_ADMIN_TOKEN", ADMIN)]);
     let (s, list) = server.call("GET", "/api/v1/machines", Some(ADMIN), None);
     assert_eq!(s, 200);
-    assert_eq!(list["machines"].as_array().unwrap().len(), machines);
+    assert_eq!(list.as_array().unwrap().len(), machines);
     let (_, v) = server.call("GET", "/api/v1/audit/verify", Some(ADMIN), None);
     assert_eq!(v["valid"], true, "{v}");
 }

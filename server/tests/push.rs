@@ -304,7 +304,7 @@ fn usb_register_approve_attest_and_receipt() {
         "{e}"
     );
     let (_, list) = site.call("GET", "/api/v1/machines", Some(ADMIN), None);
-    assert_eq!(list["machines"].as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
     assert_eq!(
         site.audit_column(&site_id, "action"),
         ["import"],

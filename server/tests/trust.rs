@@ -21,8 +21,7 @@ fn random<const N: usize>() -> [u8; N] {
 }
 
 fn audit_total(server: &Server) -> u64 {
-    let (_, page) = server.call("GET", "/api/v1/audit?per_page=1", Some(ADMIN), None);
-    page["total"].as_u64().unwrap()
+    server.audit_total()
 }
 
 fn metric(server: &Server, name: &str) -> u64 {
@@ -129,7 +128,11 @@ fn contacts_that_prove_nothing_write_nothing() {
 
     assert_eq!(audit_total(&server), written, "nothing written");
     let (_, list) = server.call("GET", "/api/v1/machines", Some(ADMIN), None);
-    assert_eq!(list["total"], 1, "no machine made for the invented EK");
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "no machine made for the invented EK"
+    );
     assert_eq!(machine(&server, &id)["wipe_pending"], true);
     assert_eq!(
         metric(
@@ -335,12 +338,12 @@ fn ek_chains_strict_warn_and_verified() {
             Some(code) => {
                 assert_ne!(out.code, 0);
                 assert!(out.stderr.contains(code), "{}", out.stderr);
-                assert_eq!(list["total"], 0, "nothing written");
+                assert_eq!(list.as_array().unwrap().len(), 0, "nothing written");
                 assert_eq!(audit_total(&server), 0);
             }
             None => {
                 assert_eq!(out.code, 0, "{}", out.stderr);
-                let chain = &list["machines"][0]["ek_chain"];
+                let chain = &list[0]["ek_chain"];
                 match ca_dir {
                     None => assert_eq!(chain["status"], "unverified", "{chain}"),
                     Some(_) => {
@@ -671,7 +674,7 @@ fn made_up_eks_cannot_fill_the_registry() {
     }
     assert_eq!(audit_total(&server), written, "nothing written");
     let (_, list) = server.call("GET", "/api/v1/machines", Some(ADMIN), None);
-    assert_eq!(list["total"], 3);
+    assert_eq!(list.as_array().unwrap().len(), 3);
     assert_eq!(
         metric(
             &server,

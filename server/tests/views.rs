@@ -86,7 +86,8 @@ impl Document {
             .collect()
     }
 
-    /// `instance` is valid for component `name` and has exactly its properties.
+    /// `instance` is valid for component `name` and has exactly its properties (an array:
+    /// each element those of its items' component).
     fn check(&self, name: &str, instance: &Value) {
         let schema = &self.components["schemas"][name];
         assert!(schema.is_object(), "the document has no schema {name}");
@@ -95,6 +96,19 @@ impl Document {
             errors.is_empty(),
             "{name} does not validate: {errors:#?}\n{instance:#}"
         );
+        if schema["type"] == "array" {
+            let items = schema["items"]["$ref"]
+                .as_str()
+                .expect("items by reference");
+            let items = items.trim_start_matches("#/components/schemas/");
+            let elements = instance
+                .as_array()
+                .unwrap_or_else(|| panic!("{name} is not an array"));
+            for element in elements {
+                self.check(items, element);
+            }
+            return;
+        }
         let sent: BTreeSet<String> = instance
             .as_object()
             .unwrap_or_else(|| panic!("{name} is not an object: {instance}"))
@@ -235,14 +249,7 @@ fn every_view_matches_its_schema() {
             approvals: vec![],
         },
     );
-    doc.sample(
-        "MachineList",
-        &MachineList {
-            machines: vec![machine(true), machine(false)],
-            total: 2,
-            damaged_records: 0,
-        },
-    );
+    doc.sample("MachineList", &vec![machine(true), machine(false)]);
     doc.sample("Approval", &vote(VoteState::Pending));
     doc.sample(
         "ApprovalList",
@@ -262,15 +269,7 @@ fn every_view_matches_its_schema() {
     for first in [true, false] {
         doc.sample("AuditEntry", &entry(first));
     }
-    doc.sample(
-        "AuditPage",
-        &AuditPage {
-            entries: vec![entry(true), entry(false)],
-            total: 7,
-            page: 1,
-            per_page: 2,
-        },
-    );
+    doc.sample("AuditPage", &vec![entry(true), entry(false)]);
     doc.sample(
         "AuditVerification",
         &AuditVerification {
@@ -432,7 +431,7 @@ fn the_servers_answers_are_the_views() {
         (1, 2)
     );
     let list: MachineList = doc.answer("MachineList", &get("/api/v1/machines"));
-    assert_eq!(list.total, 2);
+    assert_eq!(list.len(), 2);
     doc.answer::<MachineList>("MachineList", &get("/api/v1/machines?status=attested"));
     for id in [&a, &b] {
         let detail: MachineDetail =
@@ -466,7 +465,7 @@ fn the_servers_answers_are_the_views() {
     );
 
     let page: AuditPage = doc.answer("AuditPage", &get("/api/v1/audit?per_page=3"));
-    assert_eq!(page.entries.len(), 3);
+    assert_eq!(page.len(), 3);
     doc.answer::<AuditPage>("AuditPage", &get(&format!("/api/v1/audit?machine_id={a}")));
     let v: AuditVerification = doc.answer("AuditVerification", &get("/api/v1/audit/verify"));
     assert!(v.valid);

@@ -15,9 +15,9 @@
 //! pin them. Views accept unknown fields, so a newer server's additions do not break an older
 //! CLI.
 //!
-//! The list and page answers ([`MachineList`], [`AuditPage`]) wrap element types that stand
-//! alone ([`Machine`], [`AuditEntry`]): answering bare arrays, as the seed does, is a change
-//! of the wrapper only.
+//! The list and page answers ([`MachineList`], [`AuditPage`]) are bare arrays of element
+//! types that stand alone ([`Machine`], [`AuditEntry`]), as the seed answers them; counts and
+//! paging travel in headers (`X-Total-Count`, `Link`).
 
 use serde::{Deserialize, Serialize};
 
@@ -118,15 +118,10 @@ pub struct MachineDetail {
     pub approvals: Vec<Approval>,
 }
 
-/// `GET /api/v1/machines[?status=]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MachineList {
-    pub machines: Vec<Machine>,
-    pub total: u64,
-    /// Records found damaged (they do not decode) and left out of `machines`.
-    #[serde(default)]
-    pub damaged_records: u64,
-}
+/// `GET /api/v1/machines[?status=]`: a bare array, as the seed answers it (`jq '.[] |
+/// select(...)'`); the count is in `X-Total-Count`, records left out as damaged in
+/// `X-Damaged-Records`.
+pub type MachineList = Vec<Machine>;
 
 /// Whether a vote is part of a completed approval or still waiting for the quorum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,15 +201,9 @@ pub struct AuditEntry {
     pub entry_hash: Hex<48>,
 }
 
-/// `GET /api/v1/audit?page&per_page&machine_id`: one page of entries, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditPage {
-    pub entries: Vec<AuditEntry>,
-    /// Entries matching the filter, on all pages.
-    pub total: u64,
-    pub page: u64,
-    pub per_page: u64,
-}
+/// `GET /api/v1/audit[?page=&per_page=&machine_id=]`: a bare array, newest first (page 1 is
+/// the most recent); the count of matching entries is in `X-Total-Count`, the pages in `Link`.
+pub type AuditPage = Vec<AuditEntry>;
 
 /// `GET /api/v1/audit/verify`: the hash chain recomputed, and checked against the server's
 /// signed checkpoints.

@@ -23,10 +23,12 @@ pub struct Api<'a> {
     session: Option<Session>,
 }
 
-/// A 2xx answer: its status and JSON, as the server sent it (`--output json` prints it).
+/// A 2xx answer: its status and JSON, as the server sent it (`--output json` prints it),
+/// and the count a list or page answer carries in `X-Total-Count`.
 pub struct Answer {
     pub status: u16,
     pub body: Value,
+    pub total: Option<u64>,
 }
 
 impl Answer {
@@ -202,6 +204,10 @@ impl<'a> Api<'a> {
             ))
         })?;
         let status = res.status().as_u16();
+        let total = res
+            .headers()
+            .get("x-total-count")
+            .and_then(|v| v.to_str().ok()?.parse().ok());
         let text = res
             .body_mut()
             .with_config()
@@ -215,7 +221,11 @@ impl<'a> Api<'a> {
             };
             serde_json::to_value(not_json).unwrap_or_default()
         });
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            body,
+            total,
+        })
     }
 
     /// One call; 2xx answers come back, everything else is a [`Failure`].

@@ -37,9 +37,9 @@ pub fn run(settings: &Settings, command: AuditCommand, format: Format) -> Outcom
                 output::json(&a.body);
                 return Ok(());
             }
+            // Newest first, as the server sends it.
             let audit: AuditPage = a.view()?;
             let rows = audit
-                .entries
                 .iter()
                 .map(|e| {
                     let transition = match (e.prev_state.as_deref(), e.new_state.as_deref()) {
@@ -62,7 +62,7 @@ pub fn run(settings: &Settings, command: AuditCommand, format: Format) -> Outcom
                 &["SEQ", "WHEN", "WHO", "ACTION", "MACHINE", "STATE", "DETAIL"],
                 rows,
             );
-            let total = audit.total;
+            let total = a.total.unwrap_or(audit.len() as u64);
             let pages = total.div_ceil(per_page.max(1) as u64).max(1);
             println!("page {page} of {pages} ({total} entries)");
             Ok(())

@@ -167,7 +167,7 @@ pub fn run(settings: &Settings, command: MachineCommand, format: Format) -> Outc
                 output::json(&a.body);
                 return Ok(());
             }
-            let machines = a.view::<MachineList>()?.machines;
+            let machines = a.view::<MachineList>()?;
             if machines.is_empty() {
                 println!(
                     "no machines{}",

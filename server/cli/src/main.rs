@@ -169,7 +169,7 @@ pub enum MachineCommand {
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Audit entries, newest page first is page 1.
+    /// Audit entries, newest first: page 1 is the most recent.
     List {
         #[arg(long, default_value_t = 1)]
         page: usize,

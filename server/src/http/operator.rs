@@ -37,13 +37,26 @@ pub async fn list<R: Registry>(req: Req<R>) -> Reply {
             ));
         }
     };
-    // `{"machines": [...], "total": n, "damaged_records": k}`, written as the registry is
-    // read (crate::streamed): a damaged record is skipped and counted, in the trailer
-    // (after this scan) and in `X-Damaged-Records` (known before it).
+    // A bare array (the seed's: `jq '.[] | select(...)'`), written as the registry is read
+    // (crate::streamed). Its count goes first, in `X-Total-Count`: one counting pass before
+    // (a machine added or removed between the two passes may make them differ by it); a
+    // damaged record is skipped and counted in `X-Damaged-Records`.
+    let counting = req.state.clone();
+    let total = smol::unblock(move || {
+        let mut n = 0u64;
+        counting
+            .service
+            .each_machine(status, |_, _| {
+                n += 1;
+                std::ops::ControlFlow::Continue(())
+            })
+            .map(|()| n)
+    })
+    .await?;
     let damaged_before = req.state.service.registry().damaged_records().len();
     let state = req.state.clone();
     let (first, rest) = crate::streamed::start(move |out| {
-        let mut buf = b"{\"machines\":[".to_vec();
+        let mut buf = b"[".to_vec();
         let mut total = 0u64;
         let mut gone = false;
         let scan = state.service.each_machine(status, |m, stale| {
@@ -64,10 +77,7 @@ pub async fn list<R: Registry>(req: Req<R>) -> Reply {
         match scan {
             _ if gone => {}
             Ok(()) => {
-                let damaged = state.service.registry().damaged_records().len();
-                buf.extend_from_slice(
-                    format!("],\"total\":{total},\"damaged_records\":{damaged}}}").as_bytes(),
-                );
+                buf.push(b']');
                 out.send(buf);
             }
             Err(e) => {
@@ -99,8 +109,9 @@ pub async fn list<R: Registry>(req: Req<R>) -> Reply {
         "application/json",
         response::streamed(rest.after(first)),
     );
-    res.headers_mut()
-        .insert("x-damaged-records", damaged_before.into());
+    let headers = res.headers_mut();
+    headers.insert("x-total-count", total.into());
+    headers.insert("x-damaged-records", damaged_before.into());
     Ok(res)
 }
 
@@ -222,13 +233,32 @@ pub async fn audit_list<R: Registry>(req: Req<R>) -> Reply {
         ));
     }
     let machine = req.query("machine_id");
+    let filter = machine
+        .as_deref()
+        .map(|m| format!("&machine_id={}", crate::http::request::pct(m)))
+        .unwrap_or_default();
     let (entries, total) = req
         .service(move |s| s.audit_page(machine.as_deref(), page, per_page))
         .await?;
-    Ok(response::json(
-        StatusCode::OK,
-        &views::audit_page(entries, total, page, per_page),
-    ))
+    // A bare array, newest first (the seed's); the count and the pages in headers.
+    let mut res = response::json(StatusCode::OK, &views::audit_page(entries));
+    let last = total.div_ceil(per_page).max(1);
+    let link = |p: usize, rel: &str| {
+        format!("</api/v1/audit?page={p}&per_page={per_page}{filter}>; rel=\"{rel}\"")
+    };
+    let mut links = vec![link(1, "first"), link(last, "last")];
+    if page < last {
+        links.push(link(page + 1, "next"));
+    }
+    if page > 1 {
+        links.push(link((page - 1).min(last), "prev"));
+    }
+    let headers = res.headers_mut();
+    headers.insert("x-total-count", total.into());
+    if let Ok(v) = links.join(", ").parse() {
+        headers.insert("link", v);
+    }
+    Ok(res)
 }
 
 /// `GET /api/v1/whoami` (operator): the identity the server sees in the bearer token.

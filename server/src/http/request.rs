@@ -276,3 +276,17 @@ fn read_failure(e: hyper::Error) -> Refusal {
     }
     Refusal::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string())
 }
+
+/// `s` percent-encoded for a query value (RFC 3986 unreserved characters kept).
+pub fn pct(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(char::from(b))
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}

@@ -158,7 +158,8 @@ pub trait Registry: Send + Sync + 'static {
     /// The dual-control votes still pending for a machine, and those that approved it.
     fn votes(&self, id: &str) -> Result<(Vec<Vote>, Vec<Vote>), StoreError>;
 
-    /// Audit entries, oldest first, optionally for one machine; `page` counts from 1.
+    /// Audit entries, newest first, optionally for one machine; `page` counts from 1 (page 1
+    /// is the most recent).
     /// Answers the page and the number of entries matching.
     fn audit_page(
         &self,

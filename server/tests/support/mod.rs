@@ -254,6 +254,21 @@ impl Server {
         m
     }
 
+    /// Audit entries in all (`X-Total-Count` of a page).
+    pub fn audit_total(&self) -> u64 {
+        let (status, headers, _) = self.get_full("/api/v1/audit?per_page=1", Some(ADMIN));
+        assert_eq!(status, 200);
+        headers["x-total-count"].parse().unwrap()
+    }
+
+    /// The machine listing (a bare array).
+    pub fn machines(&self) -> Vec<serde_json::Value> {
+        let (status, list) = self.call("GET", "/api/v1/machines", Some(ADMIN), None);
+        assert_eq!(status, 200, "{list}");
+        list.as_array().expect("a bare array").clone()
+    }
+
+    /// One field of a machine's audit entries, oldest first.
     pub fn audit_column(&self, machine_id: &str, field: &str) -> Vec<String> {
         let (status, audit) = self.call(
             "GET",
@@ -262,10 +277,12 @@ impl Server {
             None,
         );
         assert_eq!(status, 200, "{audit}");
-        audit["entries"]
+        // The server answers newest first.
+        audit
             .as_array()
-            .expect("entries")
+            .expect("a bare array")
             .iter()
+            .rev()
             .map(|e| e[field].as_str().unwrap_or_default().to_owned())
             .collect()
     }

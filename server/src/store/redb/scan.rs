@@ -124,17 +124,18 @@ impl RedbRegistry {
             AuditEntry::decode(v)
                 .ok_or_else(|| StoreError::new(format!("audit entry {k} does not decode")))
         };
+        // Newest first: page 1 is the most recent (the seed's "most recent 50").
         let mut out = Vec::new();
         let Some(machine_id) = machine_id else {
             let total = usize::try_from(table.len()?).unwrap_or(usize::MAX);
-            for item in table.iter()?.skip(start).take(per_page) {
+            for item in table.iter()?.rev().skip(start).take(per_page) {
                 let (k, v) = item?;
                 out.push(decode(k.value(), v.value())?);
             }
             return Ok((out, total));
         };
         let mut total = 0;
-        for item in table.iter()? {
+        for item in table.iter()?.rev() {
             let (k, v) = item?;
             let entry = decode(k.value(), v.value())?;
             if entry.machine_id.as_deref() == Some(machine_id) {
