@@ -256,8 +256,9 @@ impl Config {
                 message,
             })?,
         };
+        // The seed's extension polls every 60 s.
         let interval_seconds = match get("ITL_ATTESTATION_INTERVAL_SECONDS") {
-            None => 300,
+            None => 60,
             Some(v) => v
                 .parse()
                 .ok()
@@ -382,9 +383,13 @@ impl Config {
             }
             (None, None) => None,
         };
+        // As the seed: `ITL_OIDC_ISSUER` alone turns operator login on; `ITL_OIDC_ENABLED=false`
+        // turns it off (local development with `ITL_ADMIN_TOKEN`).
+        let issuer_set = get("ITL_OIDC_ISSUER").is_some_and(|v| !v.is_empty());
         let oidc = match get("ITL_OIDC_ENABLED").as_deref() {
-            None | Some("false" | "0" | "") => None,
-            Some("true" | "1") => {
+            Some("false" | "0") => None,
+            None | Some("") if !issuer_set => None,
+            None | Some("" | "true" | "1") => {
                 let required = |variable: &'static str| {
                     get(variable)
                         .filter(|v| !v.is_empty())
@@ -402,7 +407,10 @@ impl Config {
                 }
                 Some(OidcConfig {
                     issuer,
-                    audience: required("ITL_OIDC_AUDIENCE")?,
+                    audience: get("ITL_OIDC_AUDIENCE").filter(|a| !a.is_empty()),
+                    client_id: get("ITL_OIDC_CLIENT_ID")
+                        .filter(|c| !c.is_empty())
+                        .unwrap_or_else(|| crate::oidc::DEFAULT_CLIENT_ID.into()),
                     operator_role: get("ITL_OIDC_OPERATOR_ROLE")
                         .filter(|r| !r.is_empty())
                         .unwrap_or_else(|| "attestation-operator".into()),

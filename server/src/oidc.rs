@@ -17,12 +17,21 @@ use serde::Deserialize;
 /// Least time between two JWKS fetches triggered by unknown key ids.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The Keycloak client operators log in with, as the seed names it.
+pub const DEFAULT_CLIENT_ID: &str = "attestation-service";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OidcConfig {
     /// `ITL_OIDC_ISSUER`.
     pub issuer: String,
-    /// `ITL_OIDC_AUDIENCE`.
-    pub audience: String,
+    /// `ITL_OIDC_AUDIENCE`: when set, the token's `aud` must name it (strict; Keycloak puts
+    /// a client there only with an "Audience" mapper). Unset: the token must be for
+    /// `client_id`, in `aud` or as its authorized party (`azp`), which is what a Keycloak
+    /// access token for that client carries without any mapper.
+    pub audience: Option<String>,
+    /// `ITL_OIDC_CLIENT_ID` (default `attestation-service`): the client whose roles
+    /// (`resource_access.<client>.roles`) count, and the token's party when no audience is set.
+    pub client_id: String,
     /// `ITL_OIDC_OPERATOR_ROLE`.
     pub operator_role: String,
 }
@@ -68,6 +77,11 @@ struct Discovery {
 #[derive(Deserialize)]
 struct Claims {
     sub: Option<String>,
+    /// A string or an array of strings.
+    #[serde(default)]
+    aud: Option<serde_json::Value>,
+    #[serde(default)]
+    azp: Option<String>,
     preferred_username: Option<String>,
     #[serde(default)]
     realm_access: Option<Roles>,
@@ -179,12 +193,29 @@ impl Oidc {
         let key = DecodingKey::from_jwk(&jwk).map_err(|e| invalid(format!("JWKS key: {e}")))?;
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.config.issuer]);
-        validation.set_audience(&[&self.config.audience]);
+        match &self.config.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
         validation.validate_nbf = true;
         validation.leeway = 30;
         let data = decode::<Claims>(token, &key, &validation)
             .map_err(|e| invalid(format!("token rejected: {e}")))?;
         let claims = data.claims;
+        if self.config.audience.is_none() {
+            let client = self.config.client_id.as_str();
+            let in_aud = match &claims.aud {
+                Some(serde_json::Value::String(a)) => a == client,
+                Some(serde_json::Value::Array(all)) => all.iter().any(|a| a == client),
+                _ => false,
+            };
+            if !(in_aud || claims.azp.as_deref() == Some(client)) {
+                return Err(invalid(format!(
+                    "token rejected: it is not for client {client} (neither its aud nor its \
+                     azp; ITL_OIDC_CLIENT_ID)"
+                )));
+            }
+        }
         let sub = claims
             .sub
             .filter(|s| !s.is_empty())
@@ -208,7 +239,15 @@ impl Oidc {
         let in_client = claims
             .resource_access
             .as_ref()
-            .and_then(|m| m.get(&self.config.audience))
+            .and_then(|m| {
+                m.get(
+                    self.config
+                        .audience
+                        .as_deref()
+                        .unwrap_or(&self.config.client_id),
+                )
+                .or_else(|| m.get(&self.config.client_id))
+            })
             .is_some_and(|r| r.roles.iter().any(|x| x == role));
         if !(in_realm || in_client) {
             return Err(AuthError::MissingRole {

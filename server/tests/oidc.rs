@@ -347,3 +347,78 @@ fn provider_down_is_503() {
         "{err}"
     );
 }
+
+/// Issue 22: as the seed, `ITL_OIDC_ISSUER` alone turns operator login on, and a Keycloak
+/// access token for client `attestation-service` is accepted as Keycloak issues it without
+/// any mapper (`aud: account`, `azp: attestation-service`, the role under `realm_access` or
+/// `resource_access.attestation-service`); a token for another client is not.
+/// `ITL_OIDC_ENABLED=false` still turns it off.
+#[test]
+fn the_issuer_alone_enables_keycloak_login_for_attestation_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let ec = make_key(dir.path(), "ec-kc", Algorithm::ES384);
+    let issuer = serve_provider(json!({"keys": [ec.jwk]}));
+    let keycloak = |azp: &str, realm_roles: Value, client_roles: Value| {
+        json!({
+            "iss": issuer, "aud": "account", "azp": azp, "sub": "id-kc", "preferred_username": "kc-user",
+            "exp": now() + 300, "iat": now(), "nbf": now() - 5,
+            "realm_access": {"roles": realm_roles},
+            "resource_access": client_roles,
+        })
+    };
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("ITL_OIDC_ISSUER", &issuer),
+            ("ITL_OIDC_OPERATOR_ROLE", ROLE),
+        ],
+    );
+    let get = |t: &str| server.call("GET", "/api/v1/machines", Some(t), None);
+    let realm = token(
+        &ec,
+        keycloak("attestation-service", json!([ROLE]), json!({})),
+    );
+    assert_eq!(get(&realm).0, 200);
+    let client = token(
+        &ec,
+        keycloak(
+            "attestation-service",
+            json!([]),
+            json!({"attestation-service": {"roles": [ROLE]}}),
+        ),
+    );
+    assert_eq!(get(&client).0, 200);
+    let other = token(&ec, keycloak("grafana", json!([ROLE]), json!({})));
+    let (status, err) = get(&other);
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (401, Some("invalid_token")),
+        "{err}"
+    );
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("attestation-service"),
+        "{err}"
+    );
+    drop(server);
+
+    // Off for local development, whatever the issuer says.
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("ITL_OIDC_ISSUER", &issuer),
+            ("ITL_OIDC_ENABLED", "false"),
+            ("ITL_ADMIN_TOKEN", ADMIN),
+        ],
+    );
+    assert_eq!(
+        server.call("GET", "/api/v1/machines", Some(&realm), None).0,
+        401
+    );
+    assert_eq!(
+        server.call("GET", "/api/v1/machines", Some(ADMIN), None).0,
+        200
+    );
+}

@@ -185,6 +185,7 @@ impl<'a> Api<'a> {
         let auth = format!("Bearer {token}");
         let result = match (method, body) {
             ("GET", _) => self.http.get(&url).header("Authorization", &auth).call(),
+            ("DELETE", _) => self.http.delete(&url).header("Authorization", &auth).call(),
             (_, Some(b)) => self
                 .http
                 .post(&url)

@@ -287,7 +287,7 @@ pub fn run(settings: &Settings, command: MachineCommand, format: Format) -> Outc
                 if wipe {
                     " and have its agent WIPE the disk"
                 } else {
-                    ""
+                    " (its disk is NOT wiped: add --wipe for that)"
                 }
             );
             if !yes && !confirm(&question) {
@@ -306,6 +306,22 @@ pub fn run(settings: &Settings, command: MachineCommand, format: Format) -> Outc
                     "revoked"
                 },
             )
+        }
+        MachineCommand::Delete { id, yes } => {
+            let path = format!("/api/v1/machines/{}", checked(&id)?);
+            let question = format!(
+                "Delete machine {id}'s record? Only revoked and rejected machines can be deleted; \
+                 its audit entries stay, and its TPM may register again as a new machine."
+            );
+            if !yes && !confirm(&question) {
+                return Err(Failure::NotConfirmed);
+            }
+            api.call("DELETE", &path, None)?;
+            match format {
+                Format::Json => output::json(&json!({ "machine_id": id, "deleted": true })),
+                Format::Table => println!("machine {id} deleted"),
+            }
+            Ok(())
         }
         MachineCommand::Approvals { id } => {
             let path = format!("/api/v1/machines/{}/approvals", checked(&id)?);

@@ -142,7 +142,8 @@ pub enum MachineCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// Revoke a machine for good (asks for confirmation unless --yes).
+    /// Revoke a machine for good (asks for confirmation unless --yes); its disk is wiped only
+    /// with --wipe.
     Revoke {
         id: String,
         #[arg(long)]
@@ -150,6 +151,14 @@ pub enum MachineCommand {
         /// Also tell its agent to wipe the disk (once).
         #[arg(long)]
         wipe: bool,
+        /// Do not ask.
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Delete a revoked or rejected machine's record (its audit entries stay); its TPM may
+    /// then register again as a new machine. Asks for confirmation unless --yes.
+    Delete {
+        id: String,
         /// Do not ask.
         #[arg(long, short)]
         yes: bool,

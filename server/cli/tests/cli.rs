@@ -1002,6 +1002,7 @@ fn every_machine_and_audit_command_against_a_real_server() {
         "n\n",
     );
     assert_eq!(no.code, 6);
+    assert!(no.stderr.contains("NOT wiped: add --wipe"), "{}", no.stderr);
     assert_eq!(status_of(server, &a), "registered");
     assert_eq!(
         op.run(&["machine", "revoke", &a, "--reason", " ", "--yes"])
@@ -1066,6 +1067,23 @@ fn every_machine_and_audit_command_against_a_real_server() {
     assert_eq!(
         op.ok(&["audit", "verify", "-o", "json"]).json()["valid"],
         true
+    );
+
+    // delete: a revoked machine's record goes, asked first; its audit entries stay.
+    let no = op.run_with(&["machine", "delete", &a], "n\n");
+    assert_eq!(no.code, 6);
+    assert!(no.stderr.contains("audit entries stay"), "{}", no.stderr);
+    let gone = op.ok(&["machine", "delete", &a, "--yes"]).stdout;
+    assert!(gone.contains(&format!("machine {a} deleted")), "{gone}");
+    assert_eq!(
+        server
+            .call("GET", &format!("/api/v1/machines/{a}"), Some(ADMIN), None)
+            .0,
+        404
+    );
+    assert!(
+        !server.audit_column(&a, "action").is_empty(),
+        "entries stay"
     );
 
     // A tampered chain: exit 5 naming the first bad entry.

@@ -33,7 +33,7 @@ impl Default for Challenges {
         Challenges {
             lifetime_seconds: 60,
             pcr_selection: parse_pcr_selection("sha384:0-7").expect("the default selection parses"),
-            interval_seconds: 300,
+            interval_seconds: 60,
             liveness_factor: 5,
         }
     }
