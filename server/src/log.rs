@@ -1,7 +1,10 @@
 //! Log lines on stderr, through `tracing` (DESIGN.md §10), one event per line, with the
 //! seed's messages ("New machine registered: id=... role=... ek=...").
 //!
-//! - text (the default, `ITL_LOG_FORMAT=text`): `<RFC 3339 UTC time> <LEVEL> <message>`;
+//! - seed (the default, `ITL_LOG_FORMAT=seed`): the service we replace's
+//!   `<RFC 3339 UTC time> <LEVEL> <logger> — <message>`, its level names (`WARNING`) and
+//!   logger `itl.attestation`, so that its operators' greps and alerts keep working;
+//! - text (`ITL_LOG_FORMAT=text`): `<RFC 3339 UTC time> <LEVEL> <message>`;
 //! - JSON (`ITL_LOG_FORMAT=json`): one object per line with `timestamp`, `level`, `target`
 //!   and `message`.
 //!
@@ -26,6 +29,21 @@ use tracing_subscriber::registry::LookupSpan;
 /// The target of the server's own events (`RUST_LOG=attest_server=warn`).
 pub const TARGET: &str = "attest_server";
 
+/// A level, for lines written later (after a commit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warning,
+}
+
+/// `message` at `level`.
+pub fn at(level: Level, message: &str) {
+    match level {
+        Level::Info => info(message),
+        Level::Warning => warn(message),
+    }
+}
+
 pub fn info(message: &str) {
     tracing::info!(target: TARGET, "{}", escape(message));
 }
@@ -45,9 +63,13 @@ pub fn error(message: &str) {
 /// How log lines are written (`ITL_LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    Seed,
     Text,
     Json,
 }
+
+/// The logger name the seed format gives the server's own lines.
+pub const SEED_LOGGER: &str = "itl.attestation";
 
 /// A logging variable with a value that cannot be used.
 #[derive(Debug)]
@@ -67,11 +89,12 @@ impl std::error::Error for LogConfigError {}
 /// The format named by `ITL_LOG_FORMAT` (unset or empty: text).
 pub fn format_from(value: Option<&str>) -> Result<Format, LogConfigError> {
     match value.map(str::trim) {
-        None | Some("" | "text") => Ok(Format::Text),
+        None | Some("" | "seed") => Ok(Format::Seed),
+        Some("text") => Ok(Format::Text),
         Some("json") => Ok(Format::Json),
         Some(other) => Err(LogConfigError {
             variable: "ITL_LOG_FORMAT",
-            message: format!("{:?} is neither \"text\" nor \"json\"", escape(other)),
+            message: format!("{:?} is not \"seed\", \"text\" or \"json\"", escape(other)),
         }),
     }
 }
@@ -102,6 +125,7 @@ pub fn init(format: Format, filter: EnvFilter) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let installed = match format {
+        Format::Seed => builder.event_format(SeedLine).try_init(),
         Format::Text => builder.event_format(TextLine).try_init(),
         Format::Json => builder
             .json()
@@ -113,6 +137,48 @@ pub fn init(format: Format, filter: EnvFilter) {
     };
     // Already installed (a test that starts twice): the first one stays.
     drop(installed);
+}
+
+/// `<RFC 3339 UTC time> <LEVEL> <logger> — <message>` with Python's level names, as the
+/// seed writes them; the logger is [`SEED_LOGGER`] for the server's own lines, the crate's
+/// target for others'.
+struct SeedLine;
+
+impl<S, N> FormatEvent<S, N> for SeedLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let meta = event.metadata();
+        let mut text = Fields::default();
+        event.record(&mut text);
+        let level = match *meta.level() {
+            tracing::Level::ERROR => "ERROR",
+            tracing::Level::WARN => "WARNING",
+            tracing::Level::INFO => "INFO",
+            _ => "DEBUG",
+        };
+        let logger = match meta.target() {
+            TARGET => std::borrow::Cow::Borrowed(SEED_LOGGER),
+            other => escape(other),
+        };
+        writeln!(
+            writer,
+            "{} {level} {logger} \u{2014} {}",
+            Timestamp(now),
+            escape(&text.0)
+        )
+    }
 }
 
 /// `<RFC 3339 UTC time> <LEVEL> <message>`; events from other crates carry their target
@@ -185,7 +251,8 @@ mod tests {
 
     #[test]
     fn formats_and_filters_are_checked() {
-        assert_eq!(format_from(None).unwrap(), Format::Text);
+        assert_eq!(format_from(None).unwrap(), Format::Seed);
+        assert_eq!(format_from(Some("seed")).unwrap(), Format::Seed);
         assert_eq!(format_from(Some("text")).unwrap(), Format::Text);
         assert_eq!(format_from(Some("json")).unwrap(), Format::Json);
         let e = format_from(Some("yaml")).unwrap_err();

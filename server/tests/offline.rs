@@ -525,7 +525,8 @@ fn enrollment_ca_offline_bundle_and_enroll() {
         again
             .startup
             .iter()
-            .any(|l| l.contains(&format!("Enrollment CA (serial={serial}) loaded from"))),
+            .any(|l| l.contains("Enrollment CA loaded from")
+                && l.ends_with(&format!("(serial={serial})"))),
         "{:?}",
         again.startup
     );

@@ -125,10 +125,15 @@ fn sigterm_under_load_loses_no_acknowledged_write() {
     let log = server.log();
     assert!(
         log.iter()
-            .any(|l| l.ends_with("INFO shutting down (SIGTERM)")),
+            .any(|l| l.ends_with("INFO itl.attestation — shutting down (SIGTERM)")),
         "{log:#?}"
     );
-    assert!(log.last().unwrap().ends_with("INFO stopped"), "{log:#?}");
+    assert!(
+        log.last()
+            .unwrap()
+            .ends_with("INFO itl.attestation — stopped"),
+        "{log:#?}"
+    );
     assert!(stopping < Duration::from_secs(5), "{stopping:?}");
     assert!(!log.iter().any(|l| l.contains("dropped")), "{log:#?}");
     drop(server);
@@ -189,7 +194,7 @@ fn a_killed_server_is_repaired_on_the_next_start() {
         again
             .startup
             .iter()
-            .any(|l| l.contains(&format!("WARN {REPAIRED}"))),
+            .any(|l| l.contains(&format!("WARNING itl.attestation — {REPAIRED}"))),
         "{:#?}",
         again.startup
     );
@@ -347,7 +352,7 @@ fn connections_still_open_after_the_timeout_are_dropped() {
     );
     assert!(
         log.iter().any(|l| l.contains(
-            "WARN 1 of 1 connections still open after 1 s (ITL_SHUTDOWN_TIMEOUT_SECONDS): dropped"
+            "WARNING itl.attestation — 1 of 1 connections still open after 1 s (ITL_SHUTDOWN_TIMEOUT_SECONDS): dropped"
         )),
         "{log:#?}"
     );
@@ -365,7 +370,7 @@ fn a_second_signal_exits_at_once() {
     assert_eq!(server.wait_exit(Duration::from_secs(5)).code(), Some(1));
     assert!(signalled.elapsed() < Duration::from_secs(2));
     assert!(server.wait_log(
-        "WARN SIGINT during shutdown: exiting at once (status 1)",
+        "WARNING itl.attestation — SIGINT during shutdown: exiting at once (status 1)",
         Duration::from_secs(2)
     ));
     assert!(!server.log().iter().any(|l| l.contains("stopped")));
@@ -528,7 +533,7 @@ fn rust_log_filters() {
     assert_eq!(status.code(), Some(0), "{seen:#?}");
     assert!(
         seen.iter()
-            .any(|l| l.contains(" WARN no operator authentication")),
+            .any(|l| l.contains(" WARNING itl.attestation — no operator authentication")),
         "{seen:#?}"
     );
     assert!(!seen.iter().any(|l| l.contains(" INFO ")), "{seen:#?}");

@@ -226,7 +226,7 @@ fn the_agent_attests_over_https_with_the_ca_and_refuses_without_it_or_over_plain
         plain
             .startup
             .iter()
-            .any(|l| l.contains("WARN serving plain HTTP: terminate TLS in front of the server (ITL_TRUSTED_PROXIES) or set ITL_TLS_CERT/ITL_TLS_KEY")),
+            .any(|l| l.contains("WARNING itl.attestation — serving plain HTTP: terminate TLS in front of the server (ITL_TRUSTED_PROXIES) or set ITL_TLS_CERT/ITL_TLS_KEY")),
         "{:#?}",
         plain.startup
     );

@@ -234,20 +234,26 @@ impl<R: Registry> Service<R> {
             || !matches!(action, Action::None | Action::Pending);
         if eventful {
             let id = &record.id;
+            let role = record.role.map_or("none", |r| r.as_str());
             let mut detail = match action {
                 Action::Lock => format!("Locked machine contacted: id={id}"),
                 Action::Wipe => format!("Wipe sent to revoked machine: id={id}"),
                 Action::Pending => format!("Pending machine contacted: id={id}"),
-                Action::ApplyConfig => format!(
-                    "Machine attested: id={id} role={} action=apply-config",
-                    record.role.map_or("none", |r| r.as_str())
-                ),
-                Action::None => format!("Machine attested: id={id}"),
+                Action::ApplyConfig => {
+                    format!("Machine attested: id={id} role={role} action=apply-config")
+                }
+                Action::None => format!("Machine attested: id={id} role={role}"),
             };
             if !changes.is_empty() {
                 detail.push_str(&format!(" ({})", changes.join(", ")));
             }
-            Change::of(AuditAction::Attest, &record, Some(prev), detail).record(tx, actor, now)?;
+            let change = Change::of(AuditAction::Attest, &record, Some(prev), detail);
+            // The seed's levels: a locked or revoked machine's contact is a warning.
+            let change = match action {
+                Action::Lock | Action::Wipe => change.warning(),
+                _ => change,
+            };
+            change.record(tx, actor, now)?;
         }
         Ok(Ok(AttestOutcome {
             machine_id: record.id,

@@ -136,7 +136,7 @@ impl<R: Registry> Service<R> {
         };
         if !record.state.wipe_pending {
             crate::log::warn(&format!(
-                "Revoked machine contacted: id={} action=refused",
+                "Revoked machine contacted: id={} action=none",
                 record.id
             ));
             return Ok(Ok(told(&record, Action::None)));
@@ -156,8 +156,13 @@ impl<R: Registry> Service<R> {
             Change::about(AuditAction::WipeConfirmed, &record, detail).record(tx, actor, now)?;
             return Ok(Ok(told(&record, Action::None)));
         }
+        // Audited as sent; logged as the seed's operators alert on it.
         let detail = format!("Wipe sent to revoked machine: id={}", record.id);
         Change::about(AuditAction::Attest, &record, detail).record(tx, actor, now)?;
+        tx.log_at(
+            crate::log::Level::Warning,
+            format!("Revoked machine contacted: id={} action=wipe", record.id),
+        );
         Ok(Ok(told(&record, Action::Wipe)))
     }
 }

@@ -66,6 +66,7 @@ impl Actor {
 
 /// One audited change.
 pub struct Change {
+    level: crate::log::Level,
     action: AuditAction,
     machine_id: Option<String>,
     from: Option<Status>,
@@ -77,6 +78,7 @@ impl Change {
     /// A change to no machine in particular (a backup).
     pub fn global(action: AuditAction, detail: String) -> Change {
         Change {
+            level: crate::log::Level::Info,
             action,
             machine_id: None,
             from: None,
@@ -94,6 +96,7 @@ impl Change {
         detail: String,
     ) -> Change {
         Change {
+            level: crate::log::Level::Info,
             action,
             machine_id: Some(record.id.clone()),
             from,
@@ -117,6 +120,12 @@ impl Change {
             Some(r) => Change::about(action, r, detail),
             None => Change::global(action, detail),
         }
+    }
+
+    /// Logged as a warning (the seed's level for contacts of locked and revoked machines).
+    pub fn warning(mut self) -> Change {
+        self.level = crate::log::Level::Warning;
+        self
     }
 
     /// The record is gone after this change.
@@ -149,7 +158,7 @@ impl Change {
             },
             now,
         )?;
-        tx.log(line);
+        tx.log_at(self.level, line);
         Ok(())
     }
 }

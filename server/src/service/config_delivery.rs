@@ -52,6 +52,9 @@ impl<R: Registry> Service<R> {
             return Ok(None);
         };
         iso.iso_url(&config_url).map(Some).map_err(|e| {
+            // The seed's operators alert on this line (its text names the factory, never
+            // the config URL).
+            crate::log::error(&format!("Talos Image Factory unreachable: {}", e.0));
             ServiceError::new(ErrorKind::Unavailable, "image_factory_unavailable", e.0)
         })
     }

@@ -112,8 +112,9 @@ impl Refusals {
                 " ({left_out} more like it in the last {LOG_EVERY} s not logged)"
             ));
         }
+        // The seed's levels: a re-registration and a config re-fetch are routine (INFO).
         match why {
-            Refusal::Reregistration => crate::log::info(&text),
+            Refusal::Reregistration | Refusal::ConfigRefetch => crate::log::info(&text),
             _ => crate::log::warn(&text),
         }
         true

@@ -42,7 +42,12 @@ use super::{BackupSummary, ConfigGrant, StoreError, Vote};
 /// The write side of one transaction (see the module's contract).
 pub trait RegistryTx {
     /// A log line to emit once (and only if) the transaction commits.
-    fn log(&self, line: String);
+    fn log(&self, line: String) {
+        self.log_at(crate::log::Level::Info, line)
+    }
+
+    /// A log line at `level`, written once the transaction has committed.
+    fn log_at(&self, level: crate::log::Level, line: String);
 
     fn machine(&self, id: &str) -> Result<Option<MachineRecord>, StoreError>;
     fn machine_by_ek(&self, fingerprint: &str) -> Result<Option<MachineRecord>, StoreError>;

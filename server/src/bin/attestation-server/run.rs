@@ -143,17 +143,14 @@ fn service(config: &Config) -> Result<Service<RedbRegistry>, ExitCode> {
             return Err(ExitCode::FAILURE);
         }
     };
+    // The seed's two lines, word for word.
     if generated {
-        log::info(&format!(
-            "Enrollment CA generated (serial={}) in {}",
-            ca.serial(),
-            config.enrollment_ca_dir.display()
-        ));
+        log::info(&format!("Enrollment CA generated (serial={})", ca.serial()));
     } else {
         log::info(&format!(
-            "Enrollment CA (serial={}) loaded from {}",
-            ca.serial(),
-            config.enrollment_ca_dir.display()
+            "Enrollment CA loaded from {} (serial={})",
+            config.enrollment_ca_dir.display(),
+            ca.serial()
         ));
     }
     service = service.with_enrollment(Enrollment {

@@ -46,8 +46,8 @@ impl RedbRegistry {
         let out = f(&tx)?;
         let logs = tx.logs.into_inner();
         self.noted(generation, txn.commit().map_err(StoreError::from))?;
-        for line in logs {
-            crate::log::info(&line);
+        for (level, line) in logs {
+            crate::log::at(level, &line);
         }
         Ok(out)
     }
@@ -141,8 +141,8 @@ impl RedbRegistry {
         let mine = mine.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         match committed {
             Ok(()) => {
-                for line in logs {
-                    crate::log::info(&line);
+                for (level, line) in logs {
+                    crate::log::at(level, &line);
                 }
                 mine
             }

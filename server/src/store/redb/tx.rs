@@ -15,7 +15,7 @@ use crate::store::{CheckpointSigner, ConfigGrant, RegistryTx, StoreError, Vote};
 /// The write side of one redb write transaction.
 pub struct RedbTx<'a> {
     pub(super) txn: &'a ::redb::WriteTransaction,
-    pub(super) logs: std::cell::RefCell<Vec<String>>,
+    pub(super) logs: std::cell::RefCell<Vec<(crate::log::Level, String)>>,
     signer: Option<&'a dyn CheckpointSigner>,
 }
 
@@ -34,8 +34,8 @@ impl<'a> RedbTx<'a> {
 
 impl RegistryTx for RedbTx<'_> {
     /// A log line to emit once (and only if) the transaction commits.
-    fn log(&self, line: String) {
-        self.logs.borrow_mut().push(line);
+    fn log_at(&self, level: crate::log::Level, line: String) {
+        self.logs.borrow_mut().push((level, line));
     }
 
     fn machine(&self, id: &str) -> Result<Option<MachineRecord>, StoreError> {
