@@ -44,6 +44,53 @@ use crate::service::platform::{OsRandom, Random};
 pub const CERT_FILE: &str = "ca.pem";
 /// The CA key's file (PKCS#8 PEM, mode 0600).
 pub const KEY_FILE: &str = "ca.key";
+/// The service we replace names them so (its key a SEC1 `EC PRIVATE KEY`): a directory of
+/// its is loaded as it is, so that outstanding enrollment certificates stay good.
+pub const SEED_CERT_FILE: &str = "enrollment-ca.crt";
+pub const SEED_KEY_FILE: &str = "enrollment-ca.key";
+
+/// The CA's key and certificate files in `dir`: the seed's names when its key is there,
+/// else ours.
+pub fn ca_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    match dir.join(SEED_KEY_FILE).exists() || dir.join(SEED_CERT_FILE).exists() {
+        true => (dir.join(SEED_KEY_FILE), dir.join(SEED_CERT_FILE)),
+        false => (dir.join(KEY_FILE), dir.join(CERT_FILE)),
+    }
+}
+
+/// A CA private key: PKCS#8 (`PRIVATE KEY`, ours) or SEC1 (`EC PRIVATE KEY`, the seed's),
+/// P-384. An RSA key is the seed's CA from before its CNSA migration: refused, saying how
+/// to move on.
+fn read_ca_key(pem: &str, path: &Path) -> Result<SigningKey, String> {
+    if let Ok(key) = SigningKey::from_pkcs8_pem(pem) {
+        return Ok(key);
+    }
+    if let Ok(secret) = p384::SecretKey::from_sec1_pem(pem) {
+        return Ok(SigningKey::from(&secret));
+    }
+    let rsa = pem.contains("BEGIN RSA PRIVATE KEY")
+        || (pem.contains("BEGIN PRIVATE KEY")
+            && pem_rfc7468::decode_vec(pem.as_bytes())
+                .is_ok_and(|(_, der)| der.windows(11).any(|w| w == RSA_ENCRYPTION_OID)));
+    Err(match rsa {
+        true => format!(
+            "{} is an RSA key: an Enrollment CA from before the CNSA migration (P-384 only). \
+             Run `attestation-server rotate enrollment-ca` to make a P-384 CA (the old files \
+             are kept), then issue new offline bundles: certificates of the RSA CA are no \
+             longer honoured",
+            path.display()
+        ),
+        false => format!(
+            "{} is not a P-384 private key (PKCS#8 `PRIVATE KEY` or SEC1 `EC PRIVATE KEY` PEM)",
+            path.display()
+        ),
+    })
+}
+
+/// DER of the rsaEncryption OID (1.2.840.113549.1.1.1), tag and length included.
+const RSA_ENCRYPTION_OID: &[u8] = &[
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
+];
 /// The SAN URI prefix that names a machine's TPM.
 pub const EK_URI_PREFIX: &str = "urn:itl:ek:";
 /// How long the CA itself is valid.
@@ -241,8 +288,7 @@ impl EnrollmentCa {
     /// Loads the CA from `dir`, or makes one there on first start. The flag says whether it
     /// was generated now.
     pub fn load_or_generate(dir: &Path) -> Result<(EnrollmentCa, bool), String> {
-        let key_path = dir.join(KEY_FILE);
-        let cert_path = dir.join(CERT_FILE);
+        let (key_path, cert_path) = ca_files(dir);
         match (key_path.exists(), cert_path.exists()) {
             (true, true) => Self::load(dir).map(|ca| (ca, false)),
             (false, false) => Self::generate(dir).map(|ca| (ca, true)),
@@ -262,8 +308,7 @@ impl EnrollmentCa {
     /// Loads an existing CA; refuses a key others can read and a key that does not match
     /// the certificate.
     pub fn load(dir: &Path) -> Result<EnrollmentCa, String> {
-        let key_path = dir.join(KEY_FILE);
-        let cert_path = dir.join(CERT_FILE);
+        let (key_path, cert_path) = ca_files(dir);
         let mode = std::fs::metadata(&key_path)
             .map_err(|e| format!("{}: {e}", key_path.display()))?
             .permissions()
@@ -279,12 +324,7 @@ impl EnrollmentCa {
             std::fs::read_to_string(&key_path)
                 .map_err(|e| format!("cannot read {}: {e}", key_path.display()))?,
         );
-        let key = SigningKey::from_pkcs8_pem(key_pem.as_str()).map_err(|e| {
-            format!(
-                "{} is not a PKCS#8 P-384 private key: {e}",
-                key_path.display()
-            )
-        })?;
+        let key = read_ca_key(key_pem.as_str(), &key_path)?;
         let cert_pem = std::fs::read_to_string(&cert_path)
             .map_err(|e| format!("cannot read {}: {e}", cert_path.display()))?;
         let cert = Certificate::from_pem(cert_pem.as_bytes())

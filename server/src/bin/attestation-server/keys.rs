@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use attest_server::config::Config;
-use attest_server::enrollment::{CERT_FILE, EnrollmentCa, KEY_FILE};
+use attest_server::enrollment::{EnrollmentCa, ca_files};
 use attest_server::service::{Actor, Service};
 use attest_server::store::redb::RedbRegistry;
 
@@ -31,10 +31,10 @@ impl Rotated {
                 vec![config.data_dir.join(attest_server::responsekey::FILE_NAME)]
             }
             Rotated::ActivationKey => vec![config.data_dir.join("activation-key")],
-            Rotated::EnrollmentCa => vec![
-                config.enrollment_ca_dir.join(KEY_FILE),
-                config.enrollment_ca_dir.join(CERT_FILE),
-            ],
+            Rotated::EnrollmentCa => {
+                let (key, cert) = ca_files(&config.enrollment_ca_dir);
+                vec![key, cert]
+            }
         }
     }
 
