@@ -16,6 +16,8 @@ use crate::service::{AkPolicy, AuditCheckpoints, Challenges, DualControl, parse_
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// `ITL_TALOS_VERSION` unless set: the Talos release the bundled schema (`../shared/talos`) is for.
 pub const DEFAULT_TALOS_VERSION: &str = "v1.9.5";
+/// The public Talos Image Factory, the seed's default ISO source (`ITL_FACTORY_URL`).
+pub const DEFAULT_FACTORY_URL: &str = "https://factory.talos.dev";
 
 /// Default request body limit.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
@@ -323,7 +325,14 @@ impl Config {
                 })
             }
         };
-        let iso = match (get("ITL_ISO_URL"), get("ITL_FACTORY_URL")) {
+        // As the seed: the public Image Factory unless `ITL_FACTORY_URL` names another (or is
+        // set empty: no ISO URLs), `ITL_ISO_URL` fixing one URL for every machine.
+        let factory = match get("ITL_FACTORY_URL") {
+            None => Some(DEFAULT_FACTORY_URL.to_owned()),
+            Some(url) if url.trim().is_empty() => None,
+            Some(url) => Some(url),
+        };
+        let iso = match (get("ITL_ISO_URL").filter(|u| !u.trim().is_empty()), factory) {
             (Some(fixed), _) => Some(IsoSource::Fixed(http_url("ITL_ISO_URL", fixed)?)),
             (None, Some(url)) => {
                 let url = http_url("ITL_FACTORY_URL", url)?;
@@ -555,6 +564,32 @@ mod tests {
         let e =
             Config::from_lookup(|k| (k == "ITL_TLS_CERT").then(|| "/c.pem".into())).unwrap_err();
         assert_eq!(e.variable, "ITL_TLS_KEY");
+    }
+
+    #[test]
+    fn iso_urls_come_from_the_public_factory_unless_told_otherwise() {
+        let c = Config::from_lookup(|_| None).unwrap();
+        assert!(
+            matches!(&c.iso, Some(IsoSource::Factory { url, .. }) if url == DEFAULT_FACTORY_URL),
+            "{:?}",
+            c.iso
+        );
+        let off = Config::from_lookup(|k| (k == "ITL_FACTORY_URL").then(String::new)).unwrap();
+        assert_eq!(off.iso, None);
+        let mine =
+            Config::from_lookup(|k| (k == "ITL_FACTORY_URL").then(|| "http://127.0.0.1:9/".into()))
+                .unwrap();
+        assert!(
+            matches!(&mine.iso, Some(IsoSource::Factory { url, .. }) if url.starts_with("http://127.0.0.1:9"))
+        );
+        let fixed = Config::from_lookup(|k| {
+            (k == "ITL_ISO_URL").then(|| "https://example.net/talos.iso".into())
+        })
+        .unwrap();
+        assert_eq!(
+            fixed.iso,
+            Some(IsoSource::Fixed("https://example.net/talos.iso".into()))
+        );
     }
 
     #[test]

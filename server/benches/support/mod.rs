@@ -30,6 +30,8 @@ pub fn start_server(data: &Path, env: &[(&str, &str)]) -> (Child, String) {
         .env_clear()
         .env("ITL_LISTEN", "127.0.0.1:0")
         .env("ITL_DATA_DIR", data)
+        // Never the public Image Factory (the default) from a bench.
+        .env("ITL_FACTORY_URL", "")
         .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .spawn()

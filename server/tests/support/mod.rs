@@ -139,6 +139,9 @@ impl Server {
         cmd.env_clear()
             .env("ITL_LISTEN", "127.0.0.1:0")
             .env("ITL_DATA_DIR", data_dir)
+            // Tests never reach the public Image Factory (its default): a test that wants ISO
+            // URLs names its own stand-in.
+            .env("ITL_FACTORY_URL", "")
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);

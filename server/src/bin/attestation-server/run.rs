@@ -160,7 +160,8 @@ fn service(config: &Config) -> Result<Service<RedbRegistry>, ExitCode> {
     match &config.iso {
         Some(iso) => service = service.with_iso(iso.clone()),
         None => log::warn(
-            "no ISO source (ITL_FACTORY_URL or ITL_ISO_URL); /register answers without iso_url",
+            "no ISO source (ITL_FACTORY_URL set empty, no ITL_ISO_URL); /register answers \
+             without iso_url",
         ),
     }
     if let Some(path) = &config.pcr_policy_file {
