@@ -153,3 +153,18 @@ fn config_dir_is_checked_at_start_and_required_for_configs() {
     assert_eq!(status, 503);
     assert!(body.contains("ITL_CONFIG_DIR"), "{body}");
 }
+
+/// Issue 22: a fresh clone has role base configs to start with (`server/deploy/configs`):
+/// they load as the server loads them, and every role's rendered config validates against
+/// the Talos v1.9 schema.
+#[test]
+fn the_repositorys_example_configs_load_and_validate() {
+    use attest_common::wire::Role;
+    use attest_server::machineconfig::BaseConfigs;
+    let dir = support::repo_dir().join("server/deploy/configs");
+    let configs = BaseConfigs::load(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for role in Role::ALL {
+        let rendered = configs.render(role, "node-1", "10.0.0.21/24");
+        validate(&BaseConfigs::to_yaml(&rendered));
+    }
+}
