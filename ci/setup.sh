@@ -4,10 +4,11 @@
 # (cross-checks), libtss2-dev and pkg-config (tss-esapi), openssl (cross-checks),
 # qemu-system-x86 (boots the bare-metal firmware image), nodejs and npm (the OpenID provider
 # the operator CLI's tests log in at: npm's oidc-provider, pinned in server/tests/oidc), curl
-# and jq (the seed's operations guide's lines are run verbatim: tests/seed_lines.rs).
+# and jq (the seed's operations guide's lines are run verbatim: tests/seed_lines.rs), systemd
+# (systemd-analyze verifies the service units: tests/packaging.rs).
 set -euo pipefail
 
-packages=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config openssl qemu-system-x86 curl jq)
+packages=(swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config openssl qemu-system-x86 curl jq systemd)
 # Node.js may come from elsewhere (nodesource, nvm); install Debian's only when none is there.
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 
