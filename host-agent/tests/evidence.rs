@@ -486,11 +486,16 @@ fn tpm2_makecredential_and_ours_are_both_activated() {
             their_blob.len(),
             "same ID object layout"
         );
-        assert_eq!(
-            ours.encrypted_secret.len(),
-            their_secret.len(),
-            "same secret layout"
-        );
+        // The same secret layout; an ECC seed's ephemeral point as tpm2-tools writes it may
+        // drop a coordinate's leading zero byte (1 time in 256 each), ours keeps 48 bytes.
+        let (ours_len, theirs_len) = (ours.encrypted_secret.len(), their_secret.len());
+        match ek_type {
+            EkType::EccP384 => assert!(
+                theirs_len <= ours_len && ours_len - theirs_len <= 2,
+                "same secret layout: {ours_len} and {theirs_len}"
+            ),
+            _ => assert_eq!(ours_len, theirs_len, "same secret layout"),
+        }
         let recovered = tpm
             .activate_credential(
                 ak.handle,
