@@ -125,8 +125,8 @@ pub fn init(format: Format, filter: EnvFilter) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let installed = match format {
-        Format::Seed => builder.event_format(SeedLine).try_init(),
-        Format::Text => builder.event_format(TextLine).try_init(),
+        Format::Seed => builder.event_format(Line { seed: true }).try_init(),
+        Format::Text => builder.event_format(Line { seed: false }).try_init(),
         Format::Json => builder
             .json()
             .flatten_event(true)
@@ -139,12 +139,16 @@ pub fn init(format: Format, filter: EnvFilter) {
     drop(installed);
 }
 
-/// `<RFC 3339 UTC time> <LEVEL> <logger> — <message>` with Python's level names, as the
-/// seed writes them; the logger is [`SEED_LOGGER`] for the server's own lines, the crate's
-/// target for others'.
-struct SeedLine;
+/// One line per event. The seed's layout (`seed: true`): `<RFC 3339 UTC time> <LEVEL>
+/// <logger> — <message>` with Python's level names, the logger [`SEED_LOGGER`] for the
+/// server's own lines and the crate's target for others'. The text layout: `<RFC 3339 UTC
+/// time> <LEVEL> <message>`, other crates' events with their target before the message.
+/// Fields other than the message follow it as `name=value`.
+struct Line {
+    seed: bool,
+}
 
-impl<S, N> FormatEvent<S, N> for SeedLine
+impl<S, N> FormatEvent<S, N> for Line
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
@@ -162,6 +166,14 @@ where
         let meta = event.metadata();
         let mut text = Fields::default();
         event.record(&mut text);
+        let message = escape(&text.0);
+        if !self.seed {
+            write!(writer, "{} {} ", Timestamp(now), meta.level())?;
+            if meta.target() != TARGET {
+                write!(writer, "{}: ", escape(meta.target()))?;
+            }
+            return writeln!(writer, "{message}");
+        }
         let level = match *meta.level() {
             tracing::Level::ERROR => "ERROR",
             tracing::Level::WARN => "WARNING",
@@ -174,40 +186,9 @@ where
         };
         writeln!(
             writer,
-            "{} {level} {logger} \u{2014} {}",
-            Timestamp(now),
-            escape(&text.0)
+            "{} {level} {logger} \u{2014} {message}",
+            Timestamp(now)
         )
-    }
-}
-
-/// `<RFC 3339 UTC time> <LEVEL> <message>`; events from other crates carry their target
-/// before the message, and fields other than the message follow it as `name=value`.
-struct TextLine;
-
-impl<S, N> FormatEvent<S, N> for TextLine
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        _ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let meta = event.metadata();
-        let mut text = Fields::default();
-        event.record(&mut text);
-        write!(writer, "{} {} ", Timestamp(now), meta.level())?;
-        if meta.target() != TARGET {
-            write!(writer, "{}: ", escape(meta.target()))?;
-        }
-        writeln!(writer, "{}", escape(&text.0))
     }
 }
 

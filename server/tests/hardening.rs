@@ -14,37 +14,9 @@ use support::{ADMIN, Server, server_bin};
 const EK_P384: &str = include_str!("../../common/tests/fixtures/swtpm-ek-p384.pem");
 const EK_RSA: &str = include_str!("../../common/tests/fixtures/swtpm-ek-rsa2048.pem");
 
-/// A start that must be refused: its exit status and what it said (a server that starts
-/// instead is stopped after 20 s, and the test fails).
-fn refused_start(data: &Path) -> (Option<i32>, String) {
-    use std::io::Read as _;
-    let mut child = Command::new(server_bin())
-        .env_clear()
-        .env("ITL_LISTEN", "127.0.0.1:0")
-        .env("ITL_DATA_DIR", data)
-        .env("ITL_ADMIN_TOKEN", ADMIN)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the server started instead of refusing");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status.code(), err)
+/// A start that must be refused: its exit status and what it said.
+fn refused_start(data: &Path) -> (i32, String) {
+    support::refused_start(data, &[("ITL_ADMIN_TOKEN", ADMIN)])
 }
 
 fn register(server: &Server, ek_pem: &str) -> String {
@@ -123,7 +95,7 @@ fn a_registry_file_that_is_not_one_is_refused_untouched() {
 
     std::fs::write(&file, b"").unwrap();
     let (code, err) = refused_start(data);
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(&file.display().to_string()) && err.contains("is empty (0 bytes)"),
         "{err}"
@@ -133,7 +105,7 @@ fn a_registry_file_that_is_not_one_is_refused_untouched() {
 
     std::fs::write(&file, b"machines: []\n").unwrap();
     let (code, err) = refused_start(data);
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, 1, "{err}");
     assert!(err.contains("is not a registry (no redb header)"), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), b"machines: []\n");
 
@@ -146,7 +118,7 @@ fn a_registry_file_that_is_not_one_is_refused_untouched() {
     std::fs::write(&file, &whole[..whole.len() / 2]).unwrap();
     let before = snapshot(data);
     let (code, err) = refused_start(data);
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("cannot open") && err.contains("restored from a backup"),
         "{err}"
@@ -183,7 +155,7 @@ fn keys_missing_beside_machines_are_refused_until_rotated_on_purpose() {
         });
         let before = snapshot(data);
         let (code, err) = refused_start(data);
-        assert_eq!(code, Some(1), "{file}: {err}");
+        assert_eq!(code, 1, "{file}: {err}");
         assert!(
             err.contains(&path.display().to_string())
                 && err.contains("missing beside a registry that has machines")

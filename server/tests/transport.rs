@@ -406,36 +406,6 @@ fn high_assurance_speaks_cnsa_only() {
     assert!(ok, "{text}");
 }
 
-/// Runs the server with `env` and expects it to refuse to start: exit status and stderr.
-fn refused(data: &Path, env: &[(&str, &str)]) -> (i32, String) {
-    let mut child = Command::new(server_bin())
-        .env_clear()
-        .env("ITL_LISTEN", "127.0.0.1:0")
-        .env("ITL_DATA_DIR", data)
-        .envs(env.iter().copied())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return (status.code().unwrap_or(-1), err);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the server started with {env:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn certificates_keys_and_settings_that_cannot_be_served_stop_start_up() {
     use std::os::unix::fs::PermissionsExt as _;
@@ -447,7 +417,7 @@ fn certificates_keys_and_settings_that_cannot_be_served_stop_start_up() {
     let (cert, key) = (p384.cert.to_str().unwrap(), p384.key.to_str().unwrap());
     let (cert256, key256) = (p256.cert.to_str().unwrap(), p256.key.to_str().unwrap());
     let expect = |env: &[(&str, &str)], variable: &str, words: &[&str]| {
-        let (code, err) = refused(&data, env);
+        let (code, err) = support::refused_start(&data, env);
         assert_eq!(code, 2, "{env:?}: {err}");
         assert!(
             err.contains(&format!("invalid configuration: {variable}: ")),
@@ -836,7 +806,7 @@ fn outbound_calls_trust_itl_ca_file() {
     // A CA file that holds no certificate stops start-up.
     let empty = dir.path().join("empty.pem");
     std::fs::write(&empty, "").unwrap();
-    let (code, err) = refused(
+    let (code, err) = support::refused_start(
         &dir.path().join("bad"),
         &[("ITL_CA_FILE", empty.to_str().unwrap())],
     );

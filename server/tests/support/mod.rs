@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 pub const ADMIN: &str = "test-break-glass-token";
 
@@ -393,6 +394,38 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Runs the server with `env` and expects it to refuse to start: exit status and stderr (a
+/// server that starts instead is stopped after 20 s, and the test fails).
+pub fn refused_start(data: &Path, env: &[(&str, &str)]) -> (i32, String) {
+    let mut child = Command::new(server_bin())
+        .env_clear()
+        .env("ITL_LISTEN", "127.0.0.1:0")
+        .env("ITL_DATA_DIR", data)
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            use std::io::Read as _;
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.code().unwrap_or(-1), err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server started with {env:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
